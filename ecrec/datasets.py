@@ -1,0 +1,60 @@
+"""Readers for the shared real data (``../shared/data``): MARC sentiment and Bitext intents."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_DATA = Path("../shared/data")
+SENTIMENT_LABELS = ("negative", "neutral", "positive")
+
+
+def stars_to_label(star: int) -> int:
+    """MARC protocol: 1-2 negative, 3 neutral, 4-5 positive."""
+    if star not in (1, 2, 3, 4, 5):
+        raise ValueError(f"star must be 1..5, got {star}")
+    return 0 if star <= 2 else (1 if star == 3 else 2)
+
+
+def load_marc(data_dir: str | Path, lang: str, split: str) -> tuple[list[str], np.ndarray]:
+    """Texts and 3-class labels from ``sentiment/marc_{lang}_{split}.csv``."""
+    if lang not in ("zh", "en") or split not in ("train", "test"):
+        raise ValueError(f"lang must be zh|en and split train|test, got {lang!r}, {split!r}")
+    path = Path(data_dir) / "sentiment" / f"marc_{lang}_{split}.csv"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: pass --data pointing at the shared data folder")
+    texts, labels = [], []
+    with path.open(encoding="utf-8", newline="") as f:
+        for row in csv.DictReader(f):
+            text = (row["text"] or "").strip()
+            if text:
+                texts.append(text)
+                labels.append(stars_to_label(int(row["star"])))
+    return texts, np.asarray(labels, dtype=np.int64)
+
+
+def load_intents(data_dir: str | Path) -> tuple[list[str], list[str]]:
+    """Utterances and intent names from ``intents/bitext_20k_utterances.csv``."""
+    path = Path(data_dir) / "intents" / "bitext_20k_utterances.csv"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: pass --data pointing at the shared data folder")
+    texts, intents = [], []
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        for row in csv.DictReader(f):
+            texts.append(row["utterance"].strip())
+            intents.append(row["intent"].strip())
+    return texts, intents
+
+
+def stratified_split(labels: np.ndarray, frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (keep, held_out) with ``frac`` of every class held out."""
+    rng = np.random.default_rng(seed)
+    keep, held = [], []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        rng.shuffle(idx)
+        n = int(round(len(idx) * frac))
+        held.append(idx[:n])
+        keep.append(idx[n:])
+    return np.sort(np.concatenate(keep)), np.sort(np.concatenate(held))

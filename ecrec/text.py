@@ -1,0 +1,91 @@
+"""Text preparation: normalisation, limits, language detection and clause splitting (zh + en)."""
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+
+MAX_CHARS = 2000  # longer texts are truncated (and flagged); an encoder sees ~512 tokens anyway
+
+_CONTROL = re.compile(r"[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u200b-\u200f\u2028-\u202e\ufeff]")
+_SPACE = re.compile(r"\s+")
+_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_LATIN = re.compile(r"[A-Za-z]")
+
+# Sentence ends split hard; contrast markers start a new clause (the marker stays with it).
+_SENTENCE_END = re.compile(r"(?<=[。！？!?；;\n])|(?<=[.])(?=\s)")
+_ZH_CONTRAST = r"但是|但|不过|可是|然而|只是"
+_EN_CONTRAST = r"\bbut\b|\bhowever\b|\balthough\b|\bthough\b|\byet\b|\bwhereas\b"
+_CONTRAST = re.compile(rf"[，,、]?\s*(?<!不)(?=(?:{_ZH_CONTRAST}|{_EN_CONTRAST}))", re.IGNORECASE)
+_EDGE_PUNCT = " ，,、。.!！?？;；:：~～"
+# A concessive clause ("although X, Y" / "虽然X，Y") ends at its first comma.
+_CONCESSIVE = re.compile(r"^((?:although|though|even though|虽然|尽管|虽说)[^,，]+)[,，](.+)$", re.I)
+
+
+class TextError(ValueError):
+    """Raised for text that cannot be used (empty, whitespace only, not a string)."""
+
+
+@dataclass(frozen=True)
+class CleanText:
+    text: str
+    truncated: bool
+    original_length: int
+
+
+def clean(text: object, max_chars: int = MAX_CHARS) -> CleanText:
+    """NFKC-normalise, drop control/zero-width characters, collapse whitespace, cap length.
+
+    Raises:
+        TextError: when ``text`` is not a string or nothing is left after cleaning.
+    """
+    if not isinstance(text, str):
+        raise TextError(f"text must be a string, got {type(text).__name__}")
+    original = len(text)
+    # Cap before the expensive steps so a 1 MB body costs little.
+    text = text[: max_chars * 4]
+    text = unicodedata.normalize("NFKC", text)
+    text = _CONTROL.sub(" ", text)
+    text = _SPACE.sub(" ", text).strip()
+    if not text:
+        raise TextError("text is empty or only whitespace/control characters")
+    truncated = len(text) > max_chars or original > max_chars * 4
+    return CleanText(text[:max_chars].rstrip(), truncated, original)
+
+
+def detect_language(text: str) -> str:
+    """'zh', 'en', or 'mixed' from the share of Han characters among letters; 'other' if neither."""
+    han = len(_HAN.findall(text))
+    latin_words = len(re.findall(r"[A-Za-z]{2,}", text))
+    if han == 0 and latin_words == 0:
+        return "other"
+    # Compare Han characters with Latin words (one word ~ one or two Han characters of content).
+    share = han / (han + 2 * latin_words)
+    if share >= 0.8:
+        return "zh"
+    if share <= 0.2:
+        return "en"
+    return "mixed"
+
+
+def split_clauses(text: str, min_chars: int = 2) -> list[str]:
+    """Split into sentences, then at contrast markers (但/但是/不过/可是, but/however/although).
+
+    "这款手机拍照效果很好，但电池续航不太理想" -> ["这款手机拍照效果很好", "但电池续航不太理想"].
+    Pieces shorter than ``min_chars`` (after trimming punctuation) are merged into the previous one.
+    """
+    out: list[str] = []
+    for sentence in _SENTENCE_END.split(text):
+        pieces = []
+        for piece in _CONTRAST.split(sentence):
+            m = _CONCESSIVE.match(piece.strip(_EDGE_PUNCT))
+            pieces.extend(m.groups() if m else [piece])
+        for piece in pieces:
+            piece = piece.strip(_EDGE_PUNCT)
+            if not piece:
+                continue
+            if len(piece) < min_chars and out:
+                out[-1] = out[-1] + " " + piece
+            else:
+                out.append(piece)
+    return out or [text.strip(_EDGE_PUNCT) or text]

@@ -1,0 +1,107 @@
+import numpy as np
+import pytest
+
+from ecrec.index import Filters, ItemMeta, VectorIndex
+
+
+def _unit(x):
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    x = _unit(rng.standard_normal((3000, 32)))
+    ids = [f"i{j}" for j in range(len(x))]
+    meta = [ItemMeta(category=f"c{j % 10}", price=float(j % 100), stock=j % 7) for j in range(len(x))]
+    q = _unit(rng.standard_normal((50, 32)))
+    return ids, x, meta, q
+
+
+def _brute(x, ids, q, k, mask=None):
+    s = x @ q
+    if mask is not None:
+        s = np.where(mask, s, -np.inf)
+    order = np.argsort(-s, kind="stable")[:k]
+    return [ids[j] for j in order if np.isfinite(s[j])]
+
+
+def test_flat_index_equals_brute_force(data):
+    ids, x, meta, q = data
+    idx = VectorIndex(32, "Flat")
+    idx.upsert(ids, x, meta)
+    for qi in q:
+        assert [i for i, _ in idx.search(qi, 10)] == _brute(x, ids, qi, 10)
+
+
+def test_hnsw_recall_at_10(data):
+    ids, x, meta, q = data
+    idx = VectorIndex(32, "HNSW32", hnsw_ef_search=64)
+    idx.upsert(ids, x, meta)
+    recall = np.mean([len(set(i for i, _ in idx.search(qi, 10)) & set(_brute(x, ids, qi, 10))) / 10
+                      for qi in q])
+    print(f"HNSW32 recall@10 = {recall:.3f}")
+    assert recall >= 0.9
+
+
+@pytest.mark.parametrize("factory", ["Flat", "HNSW32"])
+def test_filters_still_return_k(data, factory):
+    ids, x, meta, q = data
+    idx = VectorIndex(32, factory)
+    idx.upsert(ids, x, meta)
+    f = Filters(categories=frozenset({"c3"}), min_price=10, max_price=60, in_stock=True,
+                exclude=frozenset({"i13"}))
+    mask = np.array([m.category == "c3" and 10 <= m.price <= 60 and m.stock > 0 and i != "i13"
+                     for i, m in zip(ids, meta)])
+    for qi in q[:10]:
+        got = [i for i, _ in idx.search(qi, 10, f)]
+        assert len(got) == 10
+        assert got == _brute(x, ids, qi, 10, mask)
+    # a broad filter (most items pass) goes through FAISS with over-fetching
+    broad = Filters(in_stock=True)
+    mask = np.array([m.stock > 0 for m in meta])
+    got = [i for i, _ in idx.search(q[0], 20, broad)]
+    assert len(got) == 20 and set(got) <= {i for i, ok in zip(ids, mask) if ok}
+
+
+@pytest.mark.parametrize("factory", ["Flat", "HNSW32", "IVF16,Flat"])
+def test_live_add_update_remove_save_load(data, factory, tmp_path):
+    ids, x, meta, q = data
+    idx = VectorIndex(32, factory)
+    idx.train(x)
+    idx.upsert(ids[:500], x[:500], meta[:500])
+    target = q[0]
+    idx.upsert(["new"], target, [ItemMeta("c0", 1.0, 1)])
+    assert idx.search(target, 1)[0][0] == "new"
+    idx.upsert(["new"], -target, [ItemMeta("c0", 1.0, 1)])  # update moves it away
+    assert "new" not in [i for i, _ in idx.search(target, 20)]
+    assert len(idx) == 501
+    idx.remove(["new"])
+    assert "new" not in idx and len(idx) == 500
+    assert "new" not in [i for i, _ in idx.search(-target, 500)]
+    idx.save(tmp_path / "ix")
+    back = VectorIndex.load(tmp_path / "ix")
+    assert back.ids == idx.ids
+    assert [i for i, _ in back.search(q[1], 10)] == [i for i, _ in idx.search(q[1], 10)] or factory != "Flat"
+
+
+def test_bad_input(data):
+    ids, x, meta, q = data
+    idx = VectorIndex(32)
+    idx.upsert(ids[:10], x[:10], meta[:10])
+    bad = x[:1].copy()
+    bad[0, 3] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        idx.upsert(["nan"], bad, [meta[0]])
+    with pytest.raises(ValueError, match="NaN"):
+        idx.search(bad[0], 5)
+    with pytest.raises(ValueError, match="shape"):
+        idx.search(np.ones(7, np.float32), 5)
+    for k in (0, -3):
+        with pytest.raises(ValueError, match="k must"):
+            idx.search(q[0], k)
+    with pytest.raises(KeyError, match="unknown"):
+        idx.remove(["nope"])
+    with pytest.raises(ValueError, match="min_price"):
+        Filters(min_price=10, max_price=5)
+    assert len(idx) == 10 and "nan" not in idx
