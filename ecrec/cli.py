@@ -38,6 +38,26 @@ def _train_probe(args) -> None:
     print(f"saved {out}")
 
 
+def _fit_shift(args) -> None:
+    import numpy as np
+
+    from ecrec.datasets import load_marc
+    from ecrec.encoder import TextEncoder, fit_language_shift, language_shift_path
+    from ecrec.text import clean
+
+    enc = TextEncoder(EncoderConfig(model=args.model, align_languages=False), args.home)
+    rng = np.random.default_rng(0)
+    sample = {}
+    for lang in ("zh", "en"):
+        texts, _ = load_marc(args.data, lang, "train")
+        sample[lang] = [clean(texts[i]).text[:300] for i in rng.choice(len(texts), args.n, replace=False)]
+    shift = fit_language_shift(enc, sample["zh"], sample["en"])
+    out = language_shift_path(args.model)
+    np.savez(out, **shift)
+    print(f"saved {out}: |d_query| = {np.linalg.norm(shift['query']):.3f}, "
+          f"|d_passage| = {np.linalg.norm(shift['passage']):.3f}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="ecrec", description=__doc__)
     parser.add_argument("--home", type=Path, default=None, help="models and caches (default $ECREC_HOME)")
@@ -60,6 +80,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--test-limit", type=int, default=None, help="test examples per language")
     p.add_argument("--out", type=Path, default=None)
     p.set_defaults(fn=_train_probe)
+
+    p = sub.add_parser("fit-language-shift", help="estimate the zh/en centering shift from MARC train texts")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--model", choices=MODELS, default="e5-small")
+    p.add_argument("-n", type=int, default=600, help="texts per language")
+    p.set_defaults(fn=_fit_shift)
 
     from ecrec import cli_ext
 

@@ -30,6 +30,7 @@ class EncoderConfig:
     batch_size: int = field(default=32, metadata={"help": "texts per forward pass"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:N"})
     num_threads: int | None = field(default=None, metadata={"help": "torch CPU threads"})
+    align_languages: bool = field(default=True, metadata={"help": "centre zh/en vectors (shipped shift)"})
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
@@ -38,6 +39,18 @@ class EncoderConfig:
             raise ValueError(f"max_length must be in [8, 512], got {self.max_length}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+
+
+def language_shift_path(model: str) -> Path:
+    return Path(__file__).parent / "artifacts" / f"language_shift_{model}.npz"
+
+
+def load_language_shift(model: str) -> dict[str, np.ndarray] | None:
+    path = language_shift_path(model)
+    if not path.exists():
+        return None
+    with np.load(path) as z:
+        return {"query": z["query"].astype(np.float32), "passage": z["passage"].astype(np.float32)}
 
 
 def resolve_model_dir(config: EncoderConfig, home: Path | None = None) -> Path:
@@ -83,6 +96,7 @@ class TextEncoder:
         self.dim = int(self.model.config.hidden_size)
         self.uses_prefixes = config.model == "e5-small"
         self.name = config.model
+        self.language_shift = load_language_shift(config.model) if config.align_languages else None
         log.info("encoder %s on %s (%s), dim %d", self.name, self.device, self.dtype, self.dim)
 
     def _prefixed(self, texts: Sequence[str], role: Role) -> list[str]:
@@ -97,8 +111,27 @@ class TextEncoder:
             return list(texts)
         return [f"{role}: {t}" for t in texts]
 
-    def encode(self, texts: Sequence[str], role: Role = "query") -> np.ndarray:
-        """Embed ``texts``; returns float32 ``(len(texts), dim)`` with unit rows."""
+    def encode(self, texts: Sequence[str], role: Role = "query", align: bool = True) -> np.ndarray:
+        """Embed ``texts``; returns float32 ``(len(texts), dim)`` with unit rows.
+
+        With ``align`` (and a shipped language shift for the model), Chinese and English
+        vectors are moved to a common centre so that retrieval ranks by meaning, not language.
+        """
+        x = self._forward(texts, role)
+        return self.align(x, texts, role) if align else x
+
+    def align(self, x: np.ndarray, texts: Sequence[str], role: Role) -> np.ndarray:
+        """Language centering: zh vectors - d/2, en vectors + d/2 (d = mean zh - mean en), renormalised."""
+        if self.language_shift is None:
+            return x
+        from ecrec.text import detect_language
+
+        d = self.language_shift[role]
+        sign = np.array([{"zh": -0.5, "en": 0.5}.get(detect_language(t), 0.0) for t in texts], np.float32)
+        y = x + sign[:, None] * d[None, :]
+        return (y / np.linalg.norm(y, axis=1, keepdims=True)).astype(np.float32)
+
+    def _forward(self, texts: Sequence[str], role: Role) -> np.ndarray:
         import torch
 
         prepared = self._prefixed(texts, role)
@@ -121,17 +154,24 @@ class TextEncoder:
                 out[idx] = pooled.cpu().numpy()
         return out
 
-    def encode_one(self, text: str, role: Role = "query") -> np.ndarray:
-        return self.encode([text], role)[0]
+    def encode_one(self, text: str, role: Role = "query", align: bool = True) -> np.ndarray:
+        return self.encode([text], role, align)[0]
 
 
-def encode_cached(encoder: TextEncoder, texts: list[str], role: Role, cache_dir: Path | None) -> np.ndarray:
-    """``encoder.encode`` with an on-disk cache keyed by model, max length, role and texts."""
+def encode_cached(encoder: TextEncoder, texts: list[str], role: Role, cache_dir: Path | None,
+                  align: bool = True) -> np.ndarray:
+    """``encoder.encode`` with an on-disk cache of the raw vectors (keyed by model, max length,
+    role and texts); alignment is applied after the cache."""
+    x = _raw_cached(encoder, texts, role, cache_dir)
+    return encoder.align(x, texts, role) if align else x
+
+
+def _raw_cached(encoder: TextEncoder, texts: list[str], role: Role, cache_dir: Path | None) -> np.ndarray:
     import hashlib
     import time
 
     if cache_dir is None:
-        return encoder.encode(texts, role)
+        return encoder.encode(texts, role, align=False)
     h = hashlib.sha256(f"{encoder.name}|{encoder.config.max_length}|{role}|".encode())
     for t in texts:
         h.update(t.encode("utf-8") + b"\0")
@@ -141,10 +181,16 @@ def encode_cached(encoder: TextEncoder, texts: list[str], role: Role, cache_dir:
         if x.shape == (len(texts), encoder.dim):
             return x
     t0 = time.perf_counter()
-    x = encoder.encode(texts, role)
+    x = encoder.encode(texts, role, align=False)
     log.info("embedded %d texts in %.1fs", len(texts), time.perf_counter() - t0)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
     np.save(tmp, x)
     tmp.replace(path)
     return x
+
+
+def fit_language_shift(encoder: TextEncoder, zh: list[str], en: list[str]) -> dict[str, np.ndarray]:
+    """d = mean(zh) - mean(en) per role, from comparable texts in both languages (MARC reviews)."""
+    return {role: encoder.encode(zh, role, align=False).mean(0) - encoder.encode(en, role, align=False).mean(0)
+            for role in ("query", "passage")}

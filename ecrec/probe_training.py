@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 def embed_cached(encoder, texts: list[str], cache_dir: Path | None) -> np.ndarray:
     """Clean and encode reviews (``query`` role), cached: embedding all of MARC takes minutes."""
-    return encode_cached(encoder, [clean(t).text for t in texts], "query", cache_dir)
+    return encode_cached(encoder, [clean(t).text for t in texts], "query", cache_dir, align=False)
 
 
 def _subsample(texts, labels, limit, seed):

@@ -83,6 +83,7 @@ class UserProfile:
     session: np.ndarray = None
     avoid: np.ndarray = None
     interests: np.ndarray = None  # (m, dim) centroid sums
+    interest_ts: list = field(default_factory=list)  # last update of each centroid
     updated_at: float = 0.0
     session_at: float = 0.0
     version: int = 0
@@ -136,7 +137,7 @@ class UserProfile:
         new._decay_to(event.ts, config)
         late = 0.5 ** (max(0.0, new.updated_at - event.ts) / config.long_half_life_s)
         for vec, w, reason in signals:
-            new._add(vec, w * late, config)
+            new._add(vec, w * late, config, event.ts)
             if reason is not None and abs(w) > 0.05:
                 new.reasons.append(Reason(reason[0], reason[1], float(w), event.ts, vec.astype(np.float16)))
         new.reasons = new.reasons[-config.max_reasons:]
@@ -168,7 +169,8 @@ class UserProfile:
                 v = check_vectors(clause.vector, self.dim, "clause vector")[0]
                 p = clause.sentiment.probs
                 if event.type in ("question", "search"):
-                    w = base * (1.0 - 2.0 * p["negative"])
+                    # what they ask for is what they want, unless the wording is clearly negative
+                    w = base * (1.0 - 2.0 * max(0.0, p["negative"] - p["positive"]))
                 else:
                     w = base * (p["positive"] - p["negative"]) + config.neutral * p["neutral"]
                 out.append((v, w, ("text", clause.text)))
@@ -184,7 +186,7 @@ class UserProfile:
             self.session *= 0.5 ** ((ts - self.session_at) / config.session_half_life_s)
             self.session_at = ts
 
-    def _add(self, v: np.ndarray, w: float, config: ProfileConfig) -> None:
+    def _add(self, v: np.ndarray, w: float, config: ProfileConfig, ts: float) -> None:
         if w < 0:
             self.avoid += (-w) * v
             return
@@ -195,8 +197,10 @@ class UserProfile:
             best = int(cos.argmax())
             if cos[best] >= config.interest_split_cos or len(self.interests) >= config.max_interests:
                 self.interests[best] += w * v
+                self.interest_ts[best] = max(self.interest_ts[best], ts)
                 return
         self.interests = np.vstack([self.interests, (w * v)[None, :]]).astype(np.float32)
+        self.interest_ts.append(ts)
 
     def _book(self, event: Event, signals, config: ProfileConfig) -> None:
         item = event.item_id
@@ -229,7 +233,7 @@ class UserProfile:
         vecs = [self.long, self.session, self.avoid, *self.interests, *(r.vector for r in self.reasons)]
         head = {
             "u": self.user_id, "d": self.dim, "m": len(self.interests), "t": self.updated_at,
-            "st": self.session_at, "v": self.version, "seen": self.seen, "pur": self.purchased,
+            "st": self.session_at, "v": self.version, "its": self.interest_ts, "seen": self.seen, "pur": self.purchased,
             "dis": self.disliked, "imp": self.impressions, "rp": self.recent_positive,
             "r": [[r.kind, r.label, round(r.weight, 4), r.ts] for r in self.reasons],
         }
@@ -246,5 +250,5 @@ class UserProfile:
         x = np.frombuffer(data[8 + n :], dtype=np.float16).reshape(-1, d).astype(np.float32)
         reasons = [Reason(k, lab, w, ts, x[3 + m + i].astype(np.float16))
                    for i, (k, lab, w, ts) in enumerate(h["r"])]
-        return cls(h["u"], d, x[0].copy(), x[1].copy(), x[2].copy(), x[3 : 3 + m].copy(),
+        return cls(h["u"], d, x[0].copy(), x[1].copy(), x[2].copy(), x[3 : 3 + m].copy(), h["its"],
                    h["t"], h["st"], h["v"], h["seen"], h["pur"], h["dis"], h["imp"], h["rp"], reasons)

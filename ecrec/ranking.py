@@ -22,12 +22,13 @@ class RankingConfig:
     candidates_per_source: int = field(default=60, metadata={"help": "FAISS hits per source"})
     text_share: float = field(default=0.6, metadata={"help": "weight of request text vs profile"})
     avoid_weight: float = field(default=0.6, metadata={"help": "penalty on cos(item, avoid)"})
+    centroid_penalty: float = field(default=0.03, metadata={"help": "handicap of the weakest interest"})
     w_popularity: float = 0.02
     w_rating: float = 0.02
     w_freshness: float = 0.01
     fresh_days: float = 30.0
     fatigue: float = field(default=0.03, metadata={"help": "score lost per recent impression"})
-    mmr_lambda: float = field(default=0.85, metadata={"help": "1 = relevance only"})
+    mmr_lambda: float = field(default=0.95, metadata={"help": "1 = relevance only; e5 cosines are compressed (0.7-1), so small steps matter"})
     explore_share: float = field(default=0.1, metadata={"help": "slots for Thompson-sampled new items"})
     explore_max_impressions: int = 50
     exclude_seen: bool = True
@@ -154,7 +155,7 @@ class Ranker:
         avoid = np.zeros(len(ids), np.float32)
         warm = profile is not None and not profile.is_cold
         if warm:
-            sim += X @ profile.interest_vector(now, self.profile_config)
+            sim += self._interest_similarity(X, profile, now)
             avoid -= c.avoid_weight * (X @ profile.avoid_vector())
         elif profile is not None:
             avoid -= c.avoid_weight * (X @ profile.avoid_vector())
@@ -172,6 +173,29 @@ class Ranker:
             "freshness": c.w_freshness * np.exp(-age_days / c.fresh_days),
             "fatigue": -c.fatigue * fatigue,
         }
+
+    def _interest_similarity(self, X: np.ndarray, profile: UserProfile, now: float) -> np.ndarray:
+        """Multi-interest matching (as in MIND): an item is as relevant as its best-matching
+        interest (the blended one or a centroid).
+
+        Each interest's cosines are calibrated against its best candidate: item-derived interests
+        (passage vectors) match items at ~0.95 while text-derived ones (query vectors) top out
+        near ~0.89, so raw cosines would let whatever was clicked drown out what was asked for.
+        Weaker and older centroids pay up to ``centroid_penalty``; the latest one pays nothing.
+        """
+        vecs = [profile.interest_vector(now, self.profile_config), *profile.interest_centroids()]
+        S = X @ np.stack(vecs).T  # (n, 1 + m)
+        S = S - S.max(axis=0, keepdims=True)
+        if len(vecs) > 1:
+            strength = np.linalg.norm(profile.interests, axis=1)
+            share = strength / max(strength.max(), 1e-9)
+            age = np.maximum(0.0, now - np.asarray(profile.interest_ts, dtype=np.float64))
+            recency = 0.5 ** (age / self.profile_config.session_half_life_s)
+            if len(profile.interest_ts):
+                recency[int(np.argmax(profile.interest_ts))] = 1.0
+            S[:, 1:] -= self.config.centroid_penalty * (1 - np.maximum(share, recency))[None, :]
+        S[:, 0] -= self.config.centroid_penalty  # the blend is a fallback, not a favourite
+        return 1.0 + S.max(axis=1)
 
     def _mmr(self, X: np.ndarray, score: np.ndarray, k: int) -> list[int]:
         lam = self.config.mmr_lambda
@@ -219,10 +243,12 @@ class Ranker:
             title = ref.title if ref else source.split(":", 1)[1]
             return f"与你喜欢的「{title}」相似" if _is_zh(title) else f"Similar to {title}, which you liked"
         if profile is not None and source == "interest":
-            best, best_s = None, 0.0
+            # The closest thing the shopper said or did; item-to-item cosines run higher than
+            # text-to-item ones (passage vs query vectors), so item reasons need a clear lead.
+            best, best_s = None, -np.inf
             for r in profile.reasons:
-                if r.weight > 0:
-                    s = float(x @ r.vector.astype(np.float32)) * r.weight
+                if r.weight > 0.1:
+                    s = float(x @ r.vector.astype(np.float32)) - (0.06 if r.kind == "item" else 0.0)
                     if s > best_s:
                         best, best_s = r, s
             if best is not None and best.kind == "text":

@@ -122,7 +122,7 @@ class TextAnalyzer:
 
     def sentiment(self, texts: Sequence[str]) -> list[Sentiment]:
         cleaned = [clean(t).text for t in texts]
-        return self._sentiments(self.encoder.encode(cleaned, "query"))
+        return self._sentiments(self.encoder.encode(cleaned, "query", align=False))
 
     def analyze(self, texts: Sequence[str]) -> list[TextAnalysis]:
         """Clean, split into clauses, encode texts and clauses together, classify all."""
@@ -131,8 +131,9 @@ class TextAnalyzer:
         flat = [c.text for c in cleaned]
         for cl in clause_lists:
             flat.extend(cl if len(cl) > 1 else [])
-        x = self.encoder.encode(flat, "query")  # (n_texts + n_clauses, dim)
-        sents = self._sentiments(x)
+        raw = self.encoder.encode(flat, "query", align=False)  # (n_texts + n_clauses, dim)
+        sents = self._sentiments(raw)  # the head reads raw vectors; retrieval the aligned ones
+        x = self.encoder.align(raw, flat, "query")
         out, pos = [], len(cleaned)
         for i, (c, cl) in enumerate(zip(cleaned, clause_lists)):
             if len(cl) > 1:

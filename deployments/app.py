@@ -1,0 +1,46 @@
+"""The Serve graph, built in one place: ``serve run deployments.app:build_app key=value``.
+
+    HTTP -> Ingress -+-> Encoder (batched e5 + sentiment head, autoscaled, GPU if configured)
+                     +-> ProfileShardActor x N (durable, by stable hash of user id)
+                     +-> Retriever x R (FAISS + ranking; catalog changes pulled from CatalogBoard)
+"""
+from __future__ import annotations
+
+from ray.serve import Application
+
+from deployments.config import AppArgs
+from deployments.encoder import Encoder
+from deployments.ingress import Ingress
+from deployments.retriever import Retriever
+
+
+def build_app(args: dict | AppArgs) -> Application:
+    args = args if isinstance(args, AppArgs) else AppArgs.model_validate(args)
+    from deployments.index_build import ensure_artifact
+
+    ensure_artifact(args)
+    encoder = Encoder.options(
+        autoscaling_config={
+            "min_replicas": args.encoder_min_replicas,
+            "initial_replicas": max(1, args.encoder_min_replicas),
+            "max_replicas": args.encoder_max_replicas,
+            "target_ongoing_requests": args.encoder_target_ongoing_requests,
+            "upscale_delay_s": 5, "downscale_delay_s": 60,
+        },
+        ray_actor_options={"num_cpus": args.encoder_num_cpus, "num_gpus": args.encoder_num_gpus},
+        max_ongoing_requests=args.max_ongoing_requests,
+        max_queued_requests=args.max_queued_requests,
+        user_config={"max_batch_size": args.max_batch_size, "batch_wait_timeout_s": args.batch_wait_timeout_s},
+    ).bind(args)
+    retriever = Retriever.options(
+        num_replicas=args.retriever_replicas,
+        ray_actor_options={"num_cpus": args.retriever_num_cpus},
+        max_ongoing_requests=args.max_ongoing_requests,
+        max_queued_requests=args.max_queued_requests,
+    ).bind(args)
+    return Ingress.options(
+        num_replicas=args.ingress_replicas,
+        ray_actor_options={"num_cpus": args.ingress_num_cpus},
+        max_ongoing_requests=args.max_ongoing_requests,
+        max_queued_requests=args.max_queued_requests,
+    ).bind(args, encoder, retriever)

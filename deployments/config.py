@@ -1,0 +1,59 @@
+"""``AppArgs``: everything the Serve graph is configured by (CLI ``key=value`` or a config file)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ecrec.catalog import DEMO_CATALOG
+from ecrec.encoder import default_home
+
+
+class AppArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # data and state
+    catalog: str = Field(default=str(DEMO_CATALOG), description="catalog used when the index artifact is missing")
+    index_dir: str | None = Field(default=None, description="index artifact (default $ECREC_HOME/index/demo)")
+    state_dir: str | None = Field(default=None, description="durable stores (default $ECREC_HOME/state)")
+    namespace: str = Field(default="ecrec", description="Ray namespace of the shard and catalog actors")
+    # models
+    model: str = Field(default="e5-small", description="e5-small (zh+en) or minilm (en)")
+    sentiment_head: str | None = Field(default=None, description="sentiment head/checkpoint (default: shipped probe)")
+    max_length: int = Field(default=128, ge=8, le=512)
+    # encoder deployment
+    encoder_min_replicas: int = Field(default=1, ge=0)
+    encoder_max_replicas: int = Field(default=2, ge=1)
+    encoder_target_ongoing_requests: float = Field(default=8, gt=0)
+    encoder_num_cpus: float = Field(default=0.5, ge=0)
+    encoder_num_gpus: float = Field(default=0, ge=0, description="a GPU or a fraction on a cluster")
+    encoder_threads: int = Field(default=2, ge=1, description="torch CPU threads per encoder replica")
+    max_batch_size: int = Field(default=16, ge=1)
+    batch_wait_timeout_s: float = Field(default=0.003, ge=0)
+    # profiles
+    num_shards: int = Field(default=2, ge=1, le=1024)
+    snapshot_every: int = Field(default=50, ge=1)
+    sqlite_synchronous: str = Field(default="FULL", pattern="^(FULL|NORMAL|EXTRA)$")
+    # retrieval
+    retriever_replicas: int = Field(default=1, ge=1)
+    retriever_num_cpus: float = Field(default=0.2, ge=0)
+    sync_interval_s: float = Field(default=0.2, gt=0, le=1.0, description="catalog changes reach replicas within this")
+    explore_share: float = Field(default=0.1, ge=0, le=0.5)
+    seed: int = 0
+    # ingress and limits
+    ingress_replicas: int = Field(default=1, ge=1)
+    ingress_num_cpus: float = Field(default=0.2, ge=0)
+    max_ongoing_requests: int = Field(default=64, ge=1)
+    max_queued_requests: int = Field(default=256, ge=-1)
+    max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+    max_sentiment_texts: int = Field(default=64, ge=1)
+    record_impressions: bool = Field(default=True, description="served items count as impressions")
+
+    def home(self) -> Path:
+        return default_home()
+
+    def resolved_index_dir(self) -> Path:
+        return Path(self.index_dir) if self.index_dir else self.home() / "index" / "demo"
+
+    def resolved_state_dir(self) -> Path:
+        return Path(self.state_dir) if self.state_dir else self.home() / "state"

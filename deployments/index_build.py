@@ -1,0 +1,63 @@
+"""Build the index artifact; large catalogs embed with Ray Data (an actor pool of encoders)."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from deployments.config import AppArgs
+
+log = logging.getLogger(__name__)
+
+
+class _EmbedBatch:
+    """A Ray Data actor: loads the encoder once, embeds ``passage`` texts batch by batch."""
+
+    def __init__(self, model: str, max_length: int, threads: int):
+        from ecrec.encoder import EncoderConfig, TextEncoder
+
+        self.encoder = TextEncoder(EncoderConfig(model=model, max_length=max_length, num_threads=threads))
+
+    def __call__(self, batch: dict) -> dict:
+        x = self.encoder.encode(list(batch["text"]), "passage")
+        return {"row": batch["row"], "vector": x}
+
+
+def embed_with_ray_data(texts: list[str], model: str, max_length: int = 128, actors: int = 2,
+                        threads: int = 1, batch_size: int = 64) -> np.ndarray:
+    import ray
+
+    ds = ray.data.from_items([{"row": i, "text": t} for i, t in enumerate(texts)])
+    out = ds.map_batches(_EmbedBatch, fn_constructor_args=(model, max_length, threads),
+                         batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=actors),
+                         num_cpus=threads, batch_format="numpy")
+    x = np.zeros((len(texts), 0), np.float32)
+    rows = out.take_all()
+    x = np.zeros((len(texts), len(rows[0]["vector"])), np.float32)
+    for r in rows:
+        x[r["row"]] = r["vector"]
+    return x
+
+
+def build(catalog: str | Path, out: str | Path, model: str = "e5-small", factory: str = "Flat",
+          ray_data_above: int = 20_000, actors: int = 2) -> Path:
+    """In-process for small catalogs, Ray Data for catalogs above ``ray_data_above`` items."""
+    from ecrec.artifact import build_artifact_in_process, write_artifact
+    from ecrec.catalog import load_catalog
+    from ecrec.encoder import EncoderConfig, TextEncoder, default_home
+
+    items = load_catalog(catalog)
+    if len(items) <= ray_data_above:
+        enc = TextEncoder(EncoderConfig(model=model))
+        return build_artifact_in_process(catalog, out, enc, factory, cache_dir=default_home() / "cache")
+    x = embed_with_ray_data([it.embedding_text() for it in items], model, actors=actors)
+    return write_artifact(items, x, out, model, factory)
+
+
+def ensure_artifact(args: AppArgs) -> Path:
+    d = args.resolved_index_dir()
+    if not (d / "manifest.json").exists():
+        log.info("no index artifact at %s: building it from %s", d, args.catalog)
+        build(args.catalog, d, args.model)
+    return d

@@ -1,0 +1,239 @@
+"""The HTTP ingress (FastAPI): validates, routes to encoder / profile shards / retriever, answers."""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from ray import serve
+from ray.exceptions import RayActorError
+from ray.serve.exceptions import BackPressureError
+
+from deployments import schemas as s
+from deployments.catalog_board import get_board
+from deployments.config import AppArgs
+from deployments.profiles import get_shards
+from ecrec.events import Event
+from ecrec.index import Filters
+from ecrec.shard import shard_of
+from ecrec.text import TextError, clean
+
+log = logging.getLogger(__name__)
+app = FastAPI(title="ecrec", version="1", description="Real-time, text-aware recommendations")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, headers: dict | None = None):
+        self.status, self.message, self.headers = status, message, headers
+
+
+@app.exception_handler(ApiError)
+async def _api_error(_: Request, e: ApiError):
+    return JSONResponse({"detail": e.message}, status_code=e.status, headers=e.headers)
+
+
+@app.exception_handler(ValidationError)
+async def _validation_error(_: Request, e: ValidationError):
+    return JSONResponse({"detail": [{"loc": list(err["loc"]), "msg": err["msg"]} for err in e.errors()]},
+                        status_code=422)
+
+
+@app.exception_handler(TextError)
+async def _text_error(_: Request, e: TextError):
+    return JSONResponse({"detail": f"text: {e}"}, status_code=422)
+
+
+@app.exception_handler(BackPressureError)
+@app.exception_handler(RayActorError)
+async def _overloaded(_: Request, e: Exception):
+    return JSONResponse({"detail": "overloaded or restarting, retry shortly"}, status_code=503,
+                        headers={"Retry-After": "1"})
+
+
+_LIMITS = {"max_body_bytes": 2 * 1024 * 1024}
+
+
+@app.middleware("http")
+async def _limit_body(request: Request, call_next):
+    limit = _LIMITS["max_body_bytes"]
+    size = request.headers.get("content-length")
+    if size is None and request.method in ("POST", "PUT"):
+        size = len(await request.body())
+    if size is not None and int(size) > limit:
+        return JSONResponse({"detail": f"body of {size} bytes exceeds the limit of {limit}"}, status_code=413)
+    return await call_next(request)
+
+
+def _text(field: str, value: str | None) -> None:
+    """Reject empty/whitespace text up front (422), before it reaches a batch."""
+    if value is not None:
+        try:
+            clean(value)
+        except TextError as e:
+            raise ApiError(422, f"{field}: {e}") from e
+
+
+def _out_analysis(a) -> dict:
+    sent = lambda x: {"label": x.label, "probs": x.probs}  # noqa: E731
+    return {"text": a.text, "language": a.language, "truncated": a.truncated, "sentiment": sent(a.sentiment),
+            "clauses": [{"text": c.text, "sentiment": sent(c.sentiment)} for c in a.clauses]}
+
+
+@serve.deployment(name="Ingress")
+@serve.ingress(app)
+class Ingress:
+    def __init__(self, args: AppArgs, encoder, retriever):
+        from ray.util import metrics
+
+        self.args, self.encoder, self.retriever = args, encoder, retriever
+        manifest = json.loads((args.resolved_index_dir() / "manifest.json").read_text())
+        self.shards = get_shards(args, manifest["dim"])
+        self.board = get_board(args)
+        self.m_events = metrics.Counter("ecrec_events", "events applied", tag_keys=("type",))
+        self.m_sentiment = metrics.Counter("ecrec_sentiment", "texts classified", tag_keys=("label",))
+        self.m_recs = metrics.Counter("ecrec_recommendations", "recommendation lists served")
+        self.m_impr = metrics.Counter("ecrec_impressions", "items shown")
+
+        _LIMITS["max_body_bytes"] = args.max_body_bytes
+
+    def _shard(self, user_id: str):
+        return self.shards[shard_of(user_id, len(self.shards))]
+
+    async def _recommend(self, user_id, k, filters, text_vec=None, text=None, explain=False):
+        profile = await self._shard(user_id).get.remote(user_id) if user_id else None
+        recs = await self.retriever.recommend.remote(profile, k, filters, text_vec, text)
+        items = [{"item_id": r.item_id, "title": it.title, "score": r.score, "source": r.source,
+                  "reason": r.reason, "category": it.category, "price": it.price,
+                  "parts": r.parts if explain else None} for r, it in recs]
+        self.m_recs.inc()
+        if user_id and self.args.record_impressions and items:
+            shown = [i["item_id"] for i in items]
+            self._shard(user_id).record_impressions.remote(user_id, shown, time.time())
+            self.board.note.remote([], shown)
+            self.m_impr.inc(len(shown))
+        return profile, items
+
+    @staticmethod
+    def _filters(category, min_price, max_price, in_stock) -> Filters:
+        try:
+            return Filters(categories=frozenset(category) if category else None, min_price=min_price,
+                           max_price=max_price, in_stock=in_stock)
+        except ValueError as e:
+            raise ApiError(422, str(e)) from e
+
+    @app.post("/v1/events", response_model=s.EventOut, response_model_exclude_none=True)
+    async def post_event(self, body: s.EventIn, recommend: int = Query(0, ge=0, le=100)) -> dict:
+        fields = body.model_dump(exclude_none=True)
+        fields["event_id"] = body.event_id or uuid.uuid4().hex
+        fields["ts"] = body.ts if body.ts is not None else time.time()
+        event = Event(**fields)
+        _text("text", event.text)
+        item_ref = self.retriever.item_vector.remote(event.item_id) if event.item_id else None
+        text_ref = self.encoder.analyze.remote(event.text) if event.text is not None else None
+        item_vec = await item_ref if item_ref else None
+        if event.item_id and item_vec is None:
+            raise ApiError(404, f"unknown item id {event.item_id!r}")
+        analysis = await text_ref if text_ref else None
+        version, applied = await self._shard(event.user_id).apply.remote(event, item_vec, analysis)
+        if applied:
+            self.m_events.inc(tags={"type": event.type})
+            if analysis is not None:
+                self.m_sentiment.inc(tags={"label": analysis.sentiment.label})
+            if event.item_id:
+                from ecrec.profile import ProfileConfig
+
+                w = ProfileConfig().item_weight(event.type)
+                self.board.note.remote([(event.item_id, w, event.type in ("click", "cart", "purchase"))], [])
+        out = {"event_id": event.event_id, "user_id": event.user_id, "applied": applied,
+               "profile_version": version, "analysis": _out_analysis(analysis) if analysis else None}
+        if recommend:
+            _, out["recommendations"] = await self._recommend(event.user_id, recommend, None)
+        return out
+
+    @app.get("/v1/users/{user_id}/recommendations", response_model=s.RecommendationsOut,
+             response_model_exclude_none=True)
+    async def get_recommendations(self, user_id: str, k: int = Query(10, ge=1, le=100),
+                                  category: list[str] | None = Query(None),
+                                  min_price: float | None = Query(None, ge=0),
+                                  max_price: float | None = Query(None, ge=0),
+                                  in_stock: bool = False, explain: bool = False) -> dict:
+        s.RecommendIn(user_id=user_id)  # same id rules as everywhere
+        filters = self._filters(category, min_price, max_price, in_stock)
+        profile, items = await self._recommend(user_id, k, filters, explain=explain)
+        return {"user_id": user_id, "cold_start": profile is None or profile.is_cold, "items": items}
+
+    @app.post("/v1/recommendations", response_model=s.RecommendationsOut, response_model_exclude_none=True)
+    async def post_recommendations(self, body: s.RecommendIn) -> dict:
+        if body.user_id is None and body.text is None:
+            raise ApiError(422, "give user_id, text, or both")
+        filters = self._filters(body.category, body.min_price, body.max_price, body.in_stock)
+        text_vec = text = None
+        if body.text is not None:
+            _text("text", body.text)
+            analysis = await self.encoder.analyze.remote(body.text)
+            text_vec, text = analysis.vector, analysis.text
+        profile, items = await self._recommend(body.user_id, body.k, filters, text_vec, text, body.explain)
+        return {"user_id": body.user_id, "cold_start": profile is None or profile.is_cold, "items": items}
+
+    @app.post("/v1/sentiment", response_model=s.SentimentBatchOut)
+    async def post_sentiment(self, body: s.SentimentIn) -> dict:
+        if len(body.texts) > self.args.max_sentiment_texts:
+            raise ApiError(422, f"texts: at most {self.args.max_sentiment_texts} per request, got {len(body.texts)}")
+        for i, t in enumerate(body.texts):
+            _text(f"texts[{i}]", t)
+        results = await asyncio.gather(*(self.encoder.analyze.remote(t) for t in body.texts))
+        for a in results:
+            self.m_sentiment.inc(tags={"label": a.sentiment.label})
+        info = await self.encoder.info.remote()
+        return {"model": info["model"], "results": [_out_analysis(a) for a in results]}
+
+    @app.put("/v1/items/{item_id}")
+    async def put_item(self, item_id: str, body: s.ItemIn) -> dict:
+        from ecrec.catalog import Item
+
+        fields = body.model_dump(exclude_none=True)
+        item = Item(id=item_id, **fields)
+        [vec] = await self.encoder.embed_passages.remote([item.embedding_text()])
+        seq = await self.board.put.remote(item.model_dump_json(), vec)
+        return {"item": json.loads(item.model_dump_json()), "seq": seq,
+                "propagation": f"all replicas within {self.args.sync_interval_s:.1f}s"}
+
+    @app.get("/v1/items/{item_id}")
+    async def get_item(self, item_id: str) -> dict:
+        item = await self.retriever.get_item.remote(item_id)
+        if item is None:
+            raise ApiError(404, f"unknown item id {item_id!r}")
+        return json.loads(item.model_dump_json())
+
+    @app.delete("/v1/items/{item_id}")
+    async def delete_item(self, item_id: str) -> dict:
+        if await self.retriever.get_item.remote(item_id) is None:
+            raise ApiError(404, f"unknown item id {item_id!r}")
+        seq = await self.board.delete.remote(item_id)
+        return {"item_id": item_id, "deleted": True, "seq": seq}
+
+    @app.delete("/v1/users/{user_id}")
+    async def delete_user(self, user_id: str) -> dict:
+        existed = await self._shard(user_id).delete.remote(user_id)
+        return {"user_id": user_id, "deleted": existed}
+
+    @app.get("/healthz")
+    async def healthz(self) -> dict:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz(self):
+        try:
+            enc, ret, *_ = await asyncio.wait_for(asyncio.gather(
+                self.encoder.info.remote(), self.retriever.info.remote(), self.board.last_seq.remote(),
+                *(sh.ping.remote() for sh in self.shards)), timeout=5)
+        except Exception as e:  # anything not answering means not ready
+            return JSONResponse({"ready": False, "error": f"{type(e).__name__}: {e}"[:300]},
+                                status_code=503, headers={"Retry-After": "1"})
+        return {"ready": True, "model": enc["model"], "device": enc["device"], "items": ret["items"],
+                "shards": len(self.shards)}

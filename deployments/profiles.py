@@ -1,0 +1,61 @@
+"""Profile shard actors: each owns the users that ``shard_of`` maps to it, durably.
+
+They are detached named actors (created on first use by whichever replica gets there first),
+so they outlive the replica that created them; ``max_restarts`` brings a killed shard back,
+restoring its users from its store before it answers again.
+"""
+from __future__ import annotations
+
+import logging
+
+import ray
+
+from deployments.config import AppArgs
+
+log = logging.getLogger(__name__)
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=3, max_concurrency=1)
+class ProfileShardActor:
+    def __init__(self, index: int, state_dir: str, dim: int, snapshot_every: int, synchronous: str):
+        from ecrec.shard import ProfileShard
+        from ecrec.store import SQLiteStore
+
+        self.index = index
+        store = SQLiteStore(f"{state_dir}/profiles-{index:04d}.db", synchronous=synchronous)
+        self.shard = ProfileShard(store, dim, snapshot_every=snapshot_every)
+
+    def apply(self, event, item_vec, analysis):
+        return self.shard.apply(event, item_vec, analysis)
+
+    def get(self, user_id: str):
+        return self.shard.get(user_id)
+
+    def record_impressions(self, user_id: str, item_ids: list[str], now: float) -> None:
+        self.shard.record_impressions(user_id, item_ids, now)
+
+    def delete(self, user_id: str) -> bool:
+        return self.shard.delete(user_id)
+
+    def files(self) -> list[str]:
+        p = self.shard.store.path
+        return [str(p), f"{p}-wal", f"{p}-shm"]
+
+    def ping(self) -> int:
+        return self.index
+
+
+def shard_name(i: int) -> str:
+    return f"ecrec-profiles-{i:04d}"
+
+
+def get_shards(args: AppArgs, dim: int) -> list:
+    """Handles to every shard actor, creating any that does not exist yet."""
+    state = args.resolved_state_dir()
+    state.mkdir(parents=True, exist_ok=True)
+    return [
+        ProfileShardActor.options(name=shard_name(i), namespace=args.namespace, lifetime="detached",
+                                  get_if_exists=True).remote(i, str(state), dim, args.snapshot_every,
+                                                             args.sqlite_synchronous)
+        for i in range(args.num_shards)
+    ]

@@ -1,0 +1,84 @@
+"""Retriever deployment: FAISS retrieval + ranking over the index artifact, kept live by the board."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import numpy as np
+from ray import serve
+
+from deployments.catalog_board import get_board
+from deployments.config import AppArgs
+
+log = logging.getLogger(__name__)
+
+
+@serve.deployment(name="Retriever")
+class Retriever:
+    def __init__(self, args: AppArgs):
+        from ecrec.artifact import read_artifact
+        from ecrec.ranking import ItemStats, Ranker, RankingConfig
+
+        items, self.index, self.manifest = read_artifact(args.resolved_index_dir())
+        self.items = {it.id: it for it in items}
+        self.stats = ItemStats()
+        self.ranker = Ranker(self.index, self.items, self.stats,
+                             RankingConfig(explore_share=args.explore_share, seed=args.seed))
+        self.board = get_board(args)
+        self.seq, self.stats_version = 0, -1
+        self.interval = args.sync_interval_s
+        self._sync_once_blocking()
+        self._task = asyncio.get_event_loop().create_task(self._sync_forever())
+
+    def _apply(self, rows, stats) -> None:
+        from ecrec.catalog import Item
+        from ecrec.recommender import item_meta
+
+        for seq, item_id, item_json, vec in rows:
+            if item_json is None:
+                if item_id in self.items:
+                    self.index.remove([item_id])
+                    del self.items[item_id]
+            else:
+                item = Item.model_validate_json(item_json)
+                self.index.upsert([item.id], np.frombuffer(vec, np.float32)[None, :], [item_meta(item)])
+                self.items[item.id] = item
+            self.seq = seq
+        if stats is not None:
+            self.stats_version, pop, imp, clicks = stats
+            self.stats.popularity, self.stats.impressions, self.stats.clicks = pop, imp, clicks
+
+    def _sync_once_blocking(self) -> None:
+        import ray
+
+        self._apply(*ray.get(self.board.sync.remote(self.seq, self.stats_version)))
+
+    async def _sync_forever(self) -> None:
+        while True:
+            try:
+                self._apply(*await self.board.sync.remote(self.seq, self.stats_version))
+            except Exception:  # the board restarting: try again next tick
+                log.exception("catalog sync failed")
+            await asyncio.sleep(self.interval)
+
+    async def sync_now(self) -> int:
+        self._apply(*await self.board.sync.remote(self.seq, self.stats_version))
+        return self.seq
+
+    def item_vector(self, item_id: str) -> np.ndarray | None:
+        return self.index.vector(item_id) if item_id in self.index else None
+
+    def get_item(self, item_id: str):
+        return self.items.get(item_id)
+
+    def recommend(self, profile, k: int, filters, text_vec, text, now: float | None = None):
+        recs = self.ranker.recommend(profile, k, time.time() if now is None else now, filters, text_vec, text)
+        return [(r, self.items[r.item_id]) for r in recs]
+
+    def check_health(self) -> None:
+        if self._task.done():
+            raise RuntimeError("catalog sync loop stopped")
+
+    def info(self) -> dict:
+        return {"items": len(self.items), "seq": self.seq, "model": self.manifest["model"]}

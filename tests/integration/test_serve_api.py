@@ -1,0 +1,174 @@
+"""The Serve graph over HTTP: behaviour, equality with the in-process engine, durability, errors."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+SEED_REVIEW = "这款手机拍照效果很好，但电池续航不太理想"
+CAMERA = {"camera", "zoom"}
+
+
+def test_ready_reports_model(server):
+    client, _ = server
+    r = client.get("/readyz").json()
+    assert r["ready"] and r["model"].startswith("e5-small") and r["items"] >= 300 and r["shards"] == 2
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert "/v1/events" in client.get("/openapi.json").json()["paths"]
+
+
+def test_seed_review_over_http(server):
+    client, _ = server
+    r = client.post("/v1/events?recommend=5", json={"user_id": "seed-user", "type": "review", "text": SEED_REVIEW})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    probs = [c["sentiment"]["probs"] for c in body["analysis"]["clauses"]]
+    assert [p["positive"] > p["negative"] for p in probs] == [True, False]
+    assert body["profile_version"] == 1 and body["applied"]
+    top = body["recommendations"]
+    assert all(x["category"][0] == "phones" and x["category"][1] in CAMERA for x in top[:3]), top
+    assert top[0]["reason"] == "因为你说：这款手机拍照效果很好"
+    r = client.get("/v1/users/seed-user/recommendations", params={"k": 5, "explain": True}).json()
+    assert not r["cold_start"] and r["items"][0]["parts"]["similarity"] > 0.5
+
+
+def test_graph_equals_in_process_recommender(server, demo_rec):
+    client, _ = server
+    t0 = time.time() - 5
+    events = [
+        {"user_id": "eq-user", "type": "review", "item_id": "phones-001", "text": SEED_REVIEW, "rating": 4, "ts": t0},
+        {"user_id": "eq-user", "type": "click", "item_id": "cameras-002", "ts": t0 + 1},
+        {"user_id": "eq-user", "type": "question", "text": "Which lens is best for portraits?", "ts": t0 + 2},
+    ]
+    for e in events:
+        assert client.post("/v1/events", json=e).status_code == 200
+        demo_rec.ingest(e)
+    time.sleep(0.8)  # interaction counters reach the retriever (sync every 0.2 s)
+    got = client.get("/v1/users/eq-user/recommendations", params={"k": 10, "explain": True}).json()["items"]
+    want = demo_rec.recommend("eq-user", k=10, now=time.time())
+    assert [g["item_id"] for g in got] == [w.item_id for w in want]
+    for g, w in zip(got, want):
+        assert g["score"] == pytest.approx(w.score, abs=1e-4) and g["reason"] == w.reason
+
+
+def test_new_item_is_recommendable_within_a_second(server):
+    client, _ = server
+    item = {"title": "北斗卫星通话三防手机", "description": "支持卫星通话和短信，防水防摔，户外探险必备",
+            "category": ["phones", "rugged"], "brand": "峰野", "price": 2999, "rating": 4.6, "stock": 10,
+            "language": "zh"}
+    r = client.put("/v1/items/phones-sat", json=item)
+    assert r.status_code == 200, r.text
+    t_put = time.time()
+    found_after = None
+    while time.time() - t_put < 5:
+        recs = client.post("/v1/recommendations", json={"text": "a rugged phone that can call via satellite",
+                                                         "k": 3}).json()["items"]
+        if recs and recs[0]["item_id"] == "phones-sat":
+            found_after = time.time() - t_put
+            break
+        time.sleep(0.05)
+    assert found_after is not None and found_after < 1.0, found_after
+    assert client.get("/v1/items/phones-sat").json()["title"] == item["title"]
+    assert client.delete("/v1/items/phones-sat").status_code == 200
+    time.sleep(0.6)
+    assert client.get("/v1/items/phones-sat").status_code == 404
+
+
+def test_retried_event_id_is_applied_once(server):
+    client, _ = server
+    e = {"event_id": "retry-1", "user_id": "retry-user", "type": "click", "item_id": "toys-001"}
+    a, b = client.post("/v1/events", json=e).json(), client.post("/v1/events", json=e).json()
+    assert a["applied"] and not b["applied"] and a["profile_version"] == b["profile_version"] == 1
+
+
+def test_delete_user_leaves_nothing_on_disk(server):
+    client, args = server
+    user = "erase-me-7f3a9"
+    for n in range(7):  # crosses a snapshot (snapshot_every=5)
+        client.post("/v1/events", json={"user_id": user, "type": "search", "text": f"登山鞋 {n}"})
+    client.get(f"/v1/users/{user}/recommendations")
+    r = client.delete(f"/v1/users/{user}")
+    assert r.json() == {"user_id": user, "deleted": True}
+    from pathlib import Path
+
+    for f in Path(args.state_dir).rglob("*"):
+        if f.is_file():
+            assert user.encode() not in f.read_bytes(), f
+    r = client.get(f"/v1/users/{user}/recommendations").json()
+    assert r["cold_start"]
+
+
+def test_killed_shard_restores_and_loses_nothing(server):
+    import ray
+
+    from deployments.profiles import shard_name
+    from ecrec.shard import shard_of
+
+    client, args = server
+    user = "durable-user"
+    acked = 0
+    for n in range(6):
+        r = client.post("/v1/events", json={"event_id": f"d{n}", "user_id": user, "type": "click",
+                                            "item_id": f"books-00{n + 1}"})
+        assert r.status_code == 200
+        acked = r.json()["profile_version"]
+    actor = ray.get_actor(shard_name(shard_of(user, args.num_shards)), namespace=args.namespace)
+    ray.kill(actor, no_restart=False)
+    deadline, r = time.time() + 60, None
+    while time.time() < deadline:
+        r = client.post("/v1/events", json={"event_id": "d-after", "user_id": user, "type": "click",
+                                            "item_id": "books-010"})
+        if r.status_code == 200:
+            break
+        assert r.status_code == 503 and r.headers.get("retry-after"), r.text
+        time.sleep(0.5)
+    assert r.status_code == 200 and r.json()["profile_version"] == acked + 1
+    # a retry of an event acknowledged before the crash is still recognised
+    again = client.post("/v1/events", json={"event_id": "d3", "user_id": user, "type": "click",
+                                            "item_id": "books-004"}).json()
+    assert not again["applied"]
+
+
+def test_sentiment_batch(server):
+    client, _ = server
+    r = client.post("/v1/sentiment", json={"texts": ["质量太差了，退货！", "Love it, works perfectly"]}).json()
+    assert [x["sentiment"]["label"] for x in r["results"]] == ["negative", "positive"]
+    assert r["model"].startswith("e5-small")
+
+
+@pytest.mark.parametrize("method,url,body,status,needle", [
+    ("post", "/v1/events", {"user_id": "u", "type": "click"}, 422, "item_id"),
+    ("post", "/v1/events", {"user_id": "u", "type": "search", "text": "   "}, 422, "text"),
+    ("post", "/v1/events", {"user_id": "u", "type": "review", "item_id": "toys-001", "rating": 9}, 422, "rating"),
+    ("post", "/v1/events", {"user_id": "u", "type": "teleport", "item_id": "x"}, 422, "type"),
+    ("post", "/v1/events", {"user_id": "bad user!", "type": "click", "item_id": "toys-001"}, 422, "user_id"),
+    ("post", "/v1/events", {"user_id": "u", "type": "click", "item_id": "no-such-item"}, 404, "no-such-item"),
+    ("post", "/v1/events", {"user_id": "u", "type": "click", "item_id": "toys-001", "colour": 1}, 422, "colour"),
+    ("get", "/v1/users/u/recommendations?k=0", None, 422, "k"),
+    ("get", "/v1/users/u/recommendations?min_price=50&max_price=10", None, 422, "min_price"),
+    ("post", "/v1/recommendations", {}, 422, "user_id"),
+    ("post", "/v1/sentiment", {"texts": ["ok"] * 9}, 422, "texts"),
+    ("post", "/v1/sentiment", {"texts": ["fine", ""]}, 422, "texts[1]"),
+    ("get", "/v1/items/nope", None, 404, "nope"),
+    ("delete", "/v1/items/nope", None, 404, "nope"),
+    ("put", "/v1/items/x", {"title": "t", "price": -3}, 422, "price"),
+])
+def test_errors_say_what_was_wrong(server, method, url, body, status, needle):
+    client, _ = server
+    r = client.request(method.upper(), url, json=body)
+    assert r.status_code == status, r.text
+    assert needle in r.text
+
+
+def test_oversized_body_is_413(server):
+    client, _ = server
+    r = client.post("/v1/events", json={"user_id": "u", "type": "search", "text": "x" * (3 * 1024 * 1024)})
+    assert r.status_code == 413 and "exceeds" in r.text
+
+
+def test_megabyte_review_is_truncated_and_flagged(server):
+    client, _ = server
+    r = client.post("/v1/events", json={"user_id": "big", "type": "review", "text": "拍照很好。" * 60_000})
+    assert r.status_code == 200 and r.json()["analysis"]["truncated"]

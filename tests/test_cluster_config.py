@@ -1,0 +1,45 @@
+"""cluster.yaml passes Ray's own schema and config preparation, offline."""
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def config():
+    return yaml.safe_load((ROOT / "cluster.yaml").read_text())
+
+
+def test_schema_validates(config):
+    jsonschema = pytest.importorskip("jsonschema")
+    ray_autoscaler = pytest.importorskip("ray.autoscaler")
+    schema = json.loads((Path(ray_autoscaler.__file__).parent / "ray-schema.json").read_text())
+    jsonschema.validate(config, schema)
+    broken = copy.deepcopy(config)
+    broken["available_node_types"]["gpu_worker"]["min_workers"] = "two"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, schema)
+
+
+def test_ray_prepare_and_validate(config):
+    util = pytest.importorskip("ray.autoscaler._private.util")
+    prepared = util.prepare_config(copy.deepcopy(config))
+    util.validate_config(prepared)
+    types = prepared["available_node_types"]
+    assert types["gpu_worker"]["resources"]["GPU"] == 1 and "GPU" not in types["cpu_worker"]["resources"]
+    assert types["gpu_worker"]["max_workers"] >= 1 and prepared["head_node_type"] == "head"
+
+
+def test_every_key_is_commented():
+    lines = (ROOT / "cluster.yaml").read_text().splitlines()
+    for i, line in enumerate(lines):
+        if line and not line.startswith((" ", "#", "-")) and ":" in line:
+            assert lines[i - 1].startswith("#"), f"top-level key without a comment: {line}"
+
+
+def test_dashboard_is_not_exposed(config):
+    assert all("--dashboard-host=127.0.0.1" in c for c in config["head_start_ray_commands"] if "--head" in c)
