@@ -21,7 +21,8 @@ def test_ready_reports_model(server):
 
 def test_seed_review_over_http(server):
     client, _ = server
-    r = client.post("/v1/events?recommend=5", json={"user_id": "seed-user", "type": "review", "text": SEED_REVIEW})
+    r = client.post("/v1/events?recommend=5", json={"user_id": "seed-user", "type": "review", "item_id": "phones-001",
+                                                    "rating": 4, "text": SEED_REVIEW})
     assert r.status_code == 200, r.text
     body = r.json()
     probs = [c["sentiment"]["probs"] for c in body["analysis"]["clauses"]]
