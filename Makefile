@@ -30,8 +30,9 @@ $(STAMP): pyproject.toml
 $(MODEL): $(STAMP)
 	$(BIN)/ecrec prepare
 
+# The Serve graph on http://127.0.0.1:8000 (local Ray, no dashboard). ARGS="num_shards=4 ..."
 serve: setup
-	$(BIN)/ecrec demo
+	$(BIN)/ecrec serve $(ARGS)
 
 demo: setup
 	$(BIN)/ecrec demo

@@ -34,6 +34,10 @@ class ProfileShardActor:
     def record_impressions(self, user_id: str, item_ids: list[str], now: float) -> None:
         self.shard.record_impressions(user_id, item_ids, now)
 
+    def record_impressions_many(self, batch: list[tuple[str, list[str], float]]) -> None:
+        for user_id, item_ids, now in batch:
+            self.shard.record_impressions(user_id, item_ids, now)
+
     def delete(self, user_id: str) -> bool:
         return self.shard.delete(user_id)
 

@@ -48,6 +48,7 @@ class Retriever:
         if stats is not None:
             self.stats_version, pop, imp, clicks = stats
             self.stats.popularity, self.stats.impressions, self.stats.clicks = pop, imp, clicks
+            self.stats.version += 1
 
     def _sync_once_blocking(self) -> None:
         import ray
@@ -73,8 +74,14 @@ class Retriever:
         return self.items.get(item_id)
 
     def recommend(self, profile, k: int, filters, text_vec, text, now: float | None = None):
+        """Plain dicts, ready for JSON (cheap to pickle back to the ingress)."""
         recs = self.ranker.recommend(profile, k, time.time() if now is None else now, filters, text_vec, text)
-        return [(r, self.items[r.item_id]) for r in recs]
+        out = []
+        for r in recs:
+            it = self.items[r.item_id]
+            out.append({"item_id": r.item_id, "title": it.title, "score": r.score, "source": r.source,
+                        "reason": r.reason, "category": it.category, "price": it.price, "parts": r.parts})
+        return out
 
     def check_health(self) -> None:
         if self._task.done():

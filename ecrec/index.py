@@ -147,8 +147,9 @@ class VectorIndex:
             self.upsert(ids, x, meta)
 
     def allowed(self, filters: Filters | None) -> list[str] | None:
-        """Ids passing ``filters``; ``None`` when nothing is filtered."""
-        if filters is None or filters == Filters():
+        """Ids passing ``filters``; ``None`` when only exclusions (or nothing) are set: those are
+        checked on the results, so a long exclude list never costs a scan of the catalog."""
+        if filters is None or Filters(exclude=filters.exclude) == filters:
             return None
         f = filters
         return [
@@ -172,14 +173,16 @@ class VectorIndex:
         if q.shape[0] != 1:
             raise ValueError("search takes one query vector; use search_batch for many")
         allowed = self.allowed(filters)
+        exclude = filters.exclude if filters is not None else frozenset()
         if allowed is not None and len(allowed) <= max(4 * k, len(self) // 8):
             return self._exact(q[0], allowed, k)
         ok = None if allowed is None else set(allowed)
-        fetch = min(len(self) + self._dead, max(2 * k, k + 16))
+        fetch = min(len(self) + self._dead, max(2 * k, k + 16) + len(exclude))
         while True:
             scores, fids = self._index.search(q, fetch)
             hits = [(self._id_of[f], float(s)) for f, s in zip(fids[0], scores[0])
-                    if f >= 0 and f in self._id_of and (ok is None or self._id_of[f] in ok)]
+                    if f >= 0 and f in self._id_of and (ok is None or self._id_of[f] in ok)
+                    and self._id_of[f] not in exclude]
             if len(hits) >= k or fetch >= len(self) + self._dead:
                 return hits[:k]
             fetch = min(len(self) + self._dead, fetch * 4)

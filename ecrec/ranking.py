@@ -42,9 +42,11 @@ class ItemStats:
     popularity: dict = field(default_factory=dict)
     impressions: dict = field(default_factory=dict)
     clicks: dict = field(default_factory=dict)
+    version: int = 0  # bumped when popularity changes (invalidates cached orderings)
 
     def interaction(self, item_id: str, weight: float) -> None:
         self.popularity[item_id] = self.popularity.get(item_id, 0.0) + max(weight, 0.0)
+        self.version += 1
 
     def shown(self, item_ids) -> None:
         for i in item_ids:
@@ -77,6 +79,7 @@ class Ranker:
                  config: RankingConfig = RankingConfig(), profile_config: ProfileConfig = ProfileConfig()):
         self.index, self.items, self.stats = index, items, stats
         self.config, self.profile_config = config, profile_config
+        self._orders: dict = {}
 
     # ---- candidates ----------------------------------------------------------------------
     def _excluded(self, profile: UserProfile | None) -> set[str]:
@@ -88,16 +91,36 @@ class Ranker:
             out.update(i for i in profile.seen if not (i in self.items and self.items[i].rebuyable))
         return out
 
+    def _ordered(self, key: str) -> list[str]:
+        """All items by popularity or by age, cached until the catalog or the counters change."""
+        stamp = (len(self.items), self.index._next_fid, self.stats.version)
+        cached = self._orders.get(key)
+        if cached is None or cached[0] != stamp:
+            if key == "popular":
+                def sort_key(i):
+                    return (-(self.stats.popularity.get(i, 0.0) + 0.1 * self.items[i].rating), i)
+            else:
+                def sort_key(i):
+                    return (-self.items[i].created_at, i)
+            cached = (stamp, sorted(self.index.ids, key=sort_key))
+            self._orders[key] = cached
+        return cached[1]
+
     def _popular(self, n: int, allowed) -> list[str]:
-        def prior(i):
-            it = self.items[i]
-            return self.stats.popularity.get(i, 0.0) + 0.1 * it.rating
-        pool = [i for i in self.index.ids if allowed(i)]
-        return sorted(pool, key=lambda i: (-prior(i), i))[:n]
+        return self._first(self._ordered("popular"), n, allowed)
 
     def _fresh(self, n: int, allowed) -> list[str]:
-        pool = [i for i in self.index.ids if allowed(i)]
-        return sorted(pool, key=lambda i: (-self.items[i].created_at, i))[:n]
+        return self._first(self._ordered("fresh"), n, allowed)
+
+    @staticmethod
+    def _first(order: list[str], n: int, allowed) -> list[str]:
+        out = []
+        for i in order:
+            if allowed(i):
+                out.append(i)
+                if len(out) == n:
+                    break
+        return out
 
     def candidates(self, profile, text_vec, filters: Filters) -> list[tuple[str, str]]:
         """(item id, source) pairs, first source wins, in source order."""
@@ -122,7 +145,11 @@ class Ranker:
                          f"similar:{item}")
         ok = self.index.allowed(filters)
         ok = set(ok) if ok is not None else None
-        allowed = (lambda i: True) if ok is None else (lambda i: i in ok)
+        exclude = filters.exclude
+
+        def allowed(i):
+            return i not in exclude and (ok is None or i in ok)
+
         take(self._popular(n // 3, allowed), "trending")
         take(self._fresh(n // 6, allowed), "fresh")
         return list(seen.items())
@@ -218,14 +245,16 @@ class Ranker:
             return recs
         ok = self.index.allowed(filters)
         pool = [i for i in (ok if ok is not None else self.index.ids)
-                if i not in excluded and self.stats.impressions.get(i, 0) < self.config.explore_max_impressions
+                if i not in excluded and i not in filters.exclude and self.stats.impressions.get(i, 0) < self.config.explore_max_impressions
                 and i not in {r.item_id for r in recs[: k - n]}]
         if not pool:
             return recs
         rng = np.random.default_rng(stable_seed(self.config.seed, profile.user_id if profile else "",
                                                 profile.version if profile else 0, int(now // 60)))
+        # Beta(1 + clicks, 1 + unclicked impressions); clicks can arrive without a logged impression
         draws = [rng.beta(1 + self.stats.clicks.get(i, 0),
-                          1 + self.stats.impressions.get(i, 0) - self.stats.clicks.get(i, 0)) for i in pool]
+                          1 + max(0, self.stats.impressions.get(i, 0) - self.stats.clicks.get(i, 0)))
+                 for i in pool]
         picks = [pool[j] for j in np.argsort(-np.asarray(draws), kind="stable")[:n]]
         explored = [Recommendation(i, 0.0, "explore", "新品推荐，来看看" if _is_zh(self.items[i].title)
                                    else "New for you to discover", {"explore": 1.0}) for i in picks]

@@ -111,13 +111,17 @@ class ProfileShard:
         self._after_write(event.user_id, seq)
         return new.version, True
 
-    def record_impressions(self, user_id: str, item_ids: list[str], now: float) -> None:
-        new = (self.profiles.get(user_id) or UserProfile(user_id, self.dim)).record_impressions(
-            item_ids, now, self.config)
+    def record_impressions(self, user_id: str, item_ids: list[str], now: float) -> bool:
+        """Count items as shown. Users without a profile are skipped: a cold user's list is
+        popular items anyway, and a late impression must never resurrect an erased user."""
+        if user_id not in self.profiles:
+            return False
+        new = self.profiles[user_id].record_impressions(item_ids, now, self.config)
         payload = encode_payload("impressions", {"items": list(item_ids), "now": now, "dim": self.dim}, [])
         seq = self.store.append(user_id, uuid.uuid4().hex, payload)
         self.profiles[user_id] = new
         self._after_write(user_id, seq)
+        return True
 
     def _after_write(self, user_id: str, seq: int) -> None:
         self._last_seq[user_id] = seq

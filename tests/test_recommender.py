@@ -141,3 +141,15 @@ def test_bad_input_changes_nothing(demo_rec):
 def test_huge_review_is_truncated_not_rejected(demo_rec):
     res = demo_rec.ingest(Event(user_id="u6", type="review", text="拍照很好。" * 200_000, ts=NOW))
     assert res.analysis.truncated and res.profile_version == 1
+
+
+def test_exploration_survives_clicks_without_impressions(analyzer, demo_items):
+    from ecrec.encoder import default_home
+
+    rec = Recommender(analyzer, RecommenderConfig(ranking=RankingConfig(explore_share=0.3)),
+                      cache_dir=default_home() / "cache")
+    rec.add_items(demo_items)
+    for n in range(5):  # clicks on items never shown through recommend()
+        rec.ingest(Event(user_id="x", type="click", item_id=demo_items[n].id, ts=NOW + n))
+    recs = rec.recommend("x", k=10, now=NOW + 10)
+    assert len(recs) == 10 and sum(r.source == "explore" for r in recs) == 3

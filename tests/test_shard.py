@@ -89,3 +89,6 @@ def test_delete_user_leaves_nothing_on_disk(tmp_path):
     for f in tmp_path.iterdir():
         assert b"erase-me-please" not in f.read_bytes(), f
     assert ProfileShard(SQLiteStore(path), DIM).get("erase-me-please") is None
+    # a late impression (buffered by an ingress before the erase) does not bring the user back
+    assert not shard.record_impressions("erase-me-please", ["i1"], 99.0)
+    assert shard.get("erase-me-please") is None and shard.store.count_rows("erase-me-please") == 0

@@ -1,0 +1,25 @@
+"""The Serve config file's args are valid AppArgs, and the builder accepts key=value strings."""
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_serve_config_args_validate():
+    pytest.importorskip("ray.serve")
+    from deployments.config import AppArgs
+
+    cfg = yaml.safe_load((ROOT / "deployments" / "serve_config.yaml").read_text())
+    assert cfg["http_options"]["host"] == "127.0.0.1"
+    app = cfg["applications"][0]
+    assert app["import_path"] == "deployments.app:build_app"
+    args = AppArgs.model_validate(app["args"])
+    assert args.num_shards == 4 and args.encoder_max_replicas == 4
+    # `serve run deployments.app:build_app num_shards=8` passes strings
+    assert AppArgs.model_validate({"num_shards": "8", "explore_share": "0"}).num_shards == 8
+    with pytest.raises(ValueError, match="num_shards"):
+        AppArgs.model_validate({"num_shards": "0"})
+    with pytest.raises(ValueError, match="sqlite_synchronous"):
+        AppArgs.model_validate({"sqlite_synchronous": "OFF"})
