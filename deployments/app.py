@@ -2,7 +2,7 @@
 
     HTTP -> Ingress -+-> Encoder (batched e5 + sentiment head, autoscaled, GPU if configured)
                      +-> ProfileShardActor x N (durable, by stable hash of user id)
-                     +-> Retriever x R (FAISS + ranking; catalog changes pulled from CatalogBoard)
+                     +-> Retriever x R actors (FAISS + ranking; catalog changes pulled from CatalogBoard)
 """
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from ray.serve import Application
 from deployments.config import AppArgs
 from deployments.encoder import Encoder
 from deployments.ingress import Ingress
-from deployments.retriever import Retriever
 
 
 def build_app(args: dict | AppArgs) -> Application:
@@ -32,15 +31,9 @@ def build_app(args: dict | AppArgs) -> Application:
         max_queued_requests=args.max_queued_requests,
         user_config={"max_batch_size": args.max_batch_size, "batch_wait_timeout_s": args.batch_wait_timeout_s},
     ).bind(args)
-    retriever = Retriever.options(
-        num_replicas=args.retriever_replicas,
-        ray_actor_options={"num_cpus": args.retriever_num_cpus},
-        max_ongoing_requests=args.max_ongoing_requests,
-        max_queued_requests=args.max_queued_requests,
-    ).bind(args)
     return Ingress.options(
         num_replicas=args.ingress_replicas,
         ray_actor_options={"num_cpus": args.ingress_num_cpus},
         max_ongoing_requests=args.max_ongoing_requests,
         max_queued_requests=args.max_queued_requests,
-    ).bind(args, encoder, retriever)
+    ).bind(args, encoder)

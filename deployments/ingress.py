@@ -18,6 +18,7 @@ from deployments import schemas as s
 from deployments.catalog_board import get_board
 from deployments.config import AppArgs
 from deployments.profiles import get_shards
+from deployments.retriever import make_retrievers
 from ecrec.events import Event
 from ecrec.index import Filters
 from ecrec.shard import shard_of
@@ -87,10 +88,14 @@ def _out_analysis(a) -> dict:
 @serve.deployment(name="Ingress")
 @serve.ingress(app)
 class Ingress:
-    def __init__(self, args: AppArgs, encoder, retriever):
+    def __init__(self, args: AppArgs, encoder):
+        import itertools
+
         from ray.util import metrics
 
-        self.args, self.encoder, self.retriever = args, encoder, retriever
+        self.args, self.encoder = args, encoder
+        self.retrievers = make_retrievers(args)
+        self._next_retriever = itertools.cycle(self.retrievers)
         manifest = json.loads((args.resolved_index_dir() / "manifest.json").read_text())
         self.shards = get_shards(args, manifest["dim"])
         self.board = get_board(args)
@@ -123,12 +128,19 @@ class Ingress:
             inter, shown, self._interactions, self._shown = self._interactions, self._shown, [], []
             self.board.note.remote(inter, shown)
 
+    @property
+    def retriever(self):
+        """Round-robin over this replica's retriever pool."""
+        return next(self._next_retriever)
+
     def _shard(self, user_id: str):
         return self.shards[shard_of(user_id, len(self.shards))]
 
     async def _recommend(self, user_id, k, filters, text_vec=None, text=None, explain=False):
-        profile = await self._shard(user_id).get.remote(user_id) if user_id else None
-        items = await self.retriever.recommend.remote(profile, k, filters, text_vec, text)
+        # The profile goes from the shard straight to the retriever (an ObjectRef argument is
+        # resolved by Ray), so the ingress waits once and never unpickles it.
+        profile_ref = self._shard(user_id).get.remote(user_id) if user_id else None
+        cold, items = await self.retriever.recommend.remote(profile_ref, k, filters, text_vec, text)
         if not explain:
             for i in items:
                 del i["parts"]
@@ -139,7 +151,7 @@ class Ingress:
             self._impressions.setdefault(idx, []).append((user_id, shown, time.time()))
             self._shown.extend(shown)
             self.m_impr.inc(len(shown))
-        return profile, items
+        return cold, items
 
     @staticmethod
     def _filters(category, min_price, max_price, in_stock) -> Filters:
@@ -187,9 +199,9 @@ class Ingress:
                                   in_stock: bool = False, explain: bool = False) -> dict:
         s.RecommendIn(user_id=user_id)  # same id rules as everywhere
         filters = self._filters(category, min_price, max_price, in_stock)
-        profile, items = await self._recommend(user_id, k, filters, explain=explain)
+        cold, items = await self._recommend(user_id, k, filters, explain=explain)
         # A Response skips re-validating what we built ourselves (the model still documents it).
-        return JSONResponse({"user_id": user_id, "cold_start": profile is None or profile.is_cold, "items": items})
+        return JSONResponse({"user_id": user_id, "cold_start": cold, "items": items})
 
     @app.post("/v1/recommendations", response_model=s.RecommendationsOut, response_model_exclude_none=True)
     async def post_recommendations(self, body: s.RecommendIn) -> dict:
@@ -201,8 +213,8 @@ class Ingress:
             _text("text", body.text)
             analysis = await self.encoder.analyze.remote(body.text)
             text_vec, text = analysis.vector, analysis.text
-        profile, items = await self._recommend(body.user_id, body.k, filters, text_vec, text, body.explain)
-        return {"user_id": body.user_id, "cold_start": profile is None or profile.is_cold, "items": items}
+        cold, items = await self._recommend(body.user_id, body.k, filters, text_vec, text, body.explain)
+        return {"user_id": body.user_id, "cold_start": cold, "items": items}
 
     @app.post("/v1/sentiment", response_model=s.SentimentBatchOut)
     async def post_sentiment(self, body: s.SentimentIn) -> dict:
@@ -254,8 +266,8 @@ class Ingress:
     async def readyz(self):
         try:
             enc, ret, *_ = await asyncio.wait_for(asyncio.gather(
-                self.encoder.info.remote(), self.retriever.info.remote(), self.board.last_seq.remote(),
-                *(sh.ping.remote() for sh in self.shards)), timeout=5)
+                self.encoder.info.remote(), *(r.info.remote() for r in self.retrievers),
+                self.board.last_seq.remote(), *(sh.ping.remote() for sh in self.shards)), timeout=5)
         except Exception as e:  # anything not answering means not ready
             return JSONResponse({"ready": False, "error": f"{type(e).__name__}: {e}"[:300]},
                                 status_code=503, headers={"Retry-After": "1"})

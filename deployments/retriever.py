@@ -1,4 +1,10 @@
-"""Retriever deployment: FAISS retrieval + ranking over the index artifact, kept live by the board."""
+"""Retriever replicas: FAISS retrieval + ranking over the index artifact, kept live by the board.
+
+They are plain Ray actors owned by each ingress replica, not a Serve deployment: a Serve handle
+hop measured 3.2 ms here against 0.9 ms for an actor call, and GET recommendations has a budget
+of 1.5 x the no-op floor + 2 ms. The pool is sized by ``retriever_replicas`` (per ingress
+replica) and restarted by Ray if a replica dies.
+"""
 from __future__ import annotations
 
 import asyncio
@@ -6,7 +12,7 @@ import logging
 import time
 
 import numpy as np
-from ray import serve
+import ray
 
 from deployments.catalog_board import get_board
 from deployments.config import AppArgs
@@ -14,10 +20,14 @@ from deployments.config import AppArgs
 log = logging.getLogger(__name__)
 
 
-@serve.deployment(name="Retriever")
 class Retriever:
     def __init__(self, args: AppArgs):
+        import faiss
+
         from ecrec.artifact import read_artifact
+
+        # One query at a time: OpenMP fan-out costs more than it saves at this size (measured).
+        faiss.omp_set_num_threads(1)
         from ecrec.ranking import ItemStats, Ranker, RankingConfig
 
         items, self.index, self.manifest = read_artifact(args.resolved_index_dir())
@@ -29,7 +39,7 @@ class Retriever:
         self.seq, self.stats_version = 0, -1
         self.interval = args.sync_interval_s
         self._sync_once_blocking()
-        self._task = asyncio.get_event_loop().create_task(self._sync_forever())
+        self._task = None  # started by the first call, inside the actor's event loop
 
     def _apply(self, rows, stats) -> None:
         from ecrec.catalog import Item
@@ -51,8 +61,6 @@ class Retriever:
             self.stats.version += 1
 
     def _sync_once_blocking(self) -> None:
-        import ray
-
         self._apply(*ray.get(self.board.sync.remote(self.seq, self.stats_version)))
 
     async def _sync_forever(self) -> None:
@@ -63,29 +71,44 @@ class Retriever:
                 log.exception("catalog sync failed")
             await asyncio.sleep(self.interval)
 
+    def _ensure_sync(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._sync_forever())
+
     async def sync_now(self) -> int:
         self._apply(*await self.board.sync.remote(self.seq, self.stats_version))
         return self.seq
 
-    def item_vector(self, item_id: str) -> np.ndarray | None:
+    async def item_vector(self, item_id: str) -> np.ndarray | None:
+        self._ensure_sync()
         return self.index.vector(item_id) if item_id in self.index else None
 
-    def get_item(self, item_id: str):
+    async def get_item(self, item_id: str):
+        self._ensure_sync()
         return self.items.get(item_id)
 
-    def recommend(self, profile, k: int, filters, text_vec, text, now: float | None = None):
-        """Plain dicts, ready for JSON (cheap to pickle back to the ingress)."""
+    async def recommend(self, profile, k: int, filters, text_vec, text, now: float | None = None):
+        """(cold start?, plain dicts ready for JSON: cheap to pickle back to the ingress)."""
+        self._ensure_sync()
         recs = self.ranker.recommend(profile, k, time.time() if now is None else now, filters, text_vec, text)
         out = []
         for r in recs:
             it = self.items[r.item_id]
             out.append({"item_id": r.item_id, "title": it.title, "score": r.score, "source": r.source,
                         "reason": r.reason, "category": it.category, "price": it.price, "parts": r.parts})
-        return out
+        return profile is None or profile.is_cold, out
 
-    def check_health(self) -> None:
+    async def info(self) -> dict:
+        self._ensure_sync()
         if self._task.done():
             raise RuntimeError("catalog sync loop stopped")
-
-    def info(self) -> dict:
         return {"items": len(self.items), "seq": self.seq, "model": self.manifest["model"]}
+
+
+RetrieverActor = ray.remote(max_restarts=-1, max_task_retries=3)(Retriever)
+
+
+def make_retrievers(args: AppArgs) -> list:
+    """The retriever pool of one ingress replica (they die with it; Ray restarts crashed ones)."""
+    return [RetrieverActor.options(num_cpus=args.retriever_num_cpus).remote(args)
+            for _ in range(args.retriever_replicas)]

@@ -31,6 +31,7 @@ class RankingConfig:
     mmr_lambda: float = field(default=0.95, metadata={"help": "1 = relevance only; e5 cosines are compressed (0.7-1), so small steps matter"})
     explore_share: float = field(default=0.1, metadata={"help": "slots for Thompson-sampled new items"})
     explore_max_impressions: int = 50
+    explore_pool: int = field(default=100, metadata={"help": "newest under-shown items sampled from"})
     exclude_seen: bool = True
     seed: int = 0
 
@@ -243,18 +244,27 @@ class Ranker:
         n = int(math.floor(k * self.config.explore_share))
         if n == 0 or len(recs) < k:
             return recs
+        # The pool: the newest items still short of impressions (bounded, so a million-item
+        # catalog costs the same as ours), passing the request's filters.
         ok = self.index.allowed(filters)
-        pool = [i for i in (ok if ok is not None else self.index.ids)
-                if i not in excluded and i not in filters.exclude and self.stats.impressions.get(i, 0) < self.config.explore_max_impressions
-                and i not in {r.item_id for r in recs[: k - n]}]
+        ok = set(ok) if ok is not None else None
+        kept = {r.item_id for r in recs[: k - n]}
+        limit = self.config.explore_max_impressions
+        pool = []
+        for i in self._ordered("fresh"):
+            if (i not in excluded and i not in filters.exclude and i not in kept and (ok is None or i in ok)
+                    and self.stats.impressions.get(i, 0) < limit):
+                pool.append(i)
+                if len(pool) == self.config.explore_pool:
+                    break
         if not pool:
             return recs
         rng = np.random.default_rng(stable_seed(self.config.seed, profile.user_id if profile else "",
                                                 profile.version if profile else 0, int(now // 60)))
         # Beta(1 + clicks, 1 + unclicked impressions); clicks can arrive without a logged impression
-        draws = [rng.beta(1 + self.stats.clicks.get(i, 0),
-                          1 + max(0, self.stats.impressions.get(i, 0) - self.stats.clicks.get(i, 0)))
-                 for i in pool]
+        clicks = np.array([self.stats.clicks.get(i, 0) for i in pool], dtype=np.float64)
+        shown = np.array([self.stats.impressions.get(i, 0) for i in pool], dtype=np.float64)
+        draws = rng.beta(1 + clicks, 1 + np.maximum(0, shown - clicks))
         picks = [pool[j] for j in np.argsort(-np.asarray(draws), kind="stable")[:n]]
         explored = [Recommendation(i, 0.0, "explore", "新品推荐，来看看" if _is_zh(self.items[i].title)
                                    else "New for you to discover", {"explore": 1.0}) for i in picks]
