@@ -10,7 +10,7 @@ export TOKENIZERS_PARALLELISM := false
 export HF_HUB_OFFLINE := 1
 STAMP := $(VENV)/.installed
 MODEL := $(ECREC_HOME)/models/multilingual-e5-small/ecrec_build.json
-QUIET_PIP := grep -v "^WARNING: Location" || true
+QUIET_PIP := { grep -v "^WARNING: Location" || true; }
 
 .PHONY: setup serve demo test test-unit bench probe clean
 

@@ -25,7 +25,7 @@ class Encoder:
             encoder=EncoderConfig(model=args.model, max_length=args.max_length, num_threads=args.encoder_threads),
             sentiment_head=args.sentiment_head)
         self.analyzer = load_analyzer(cfg, args.home())
-        self.model_version = f"{args.model}+{self.analyzer.head.info.get('name', 'probe')}"
+        self.model_version = f"{args.model}+{self.analyzer.head.info.get('name', 'head')}"
         self._lock = asyncio.Lock()  # one forward pass at a time per replica
 
     def reconfigure(self, user_config: dict) -> None:
@@ -38,10 +38,6 @@ class Encoder:
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.003)
     async def analyze(self, texts: list[str]):
         """Each text: cleaned, split into clauses, embedded (``query`` role) and classified."""
-        async with self._lock:
-            return await asyncio.to_thread(self.analyzer.analyze, texts)
-
-    async def analyze_many(self, texts: list[str]):
         async with self._lock:
             return await asyncio.to_thread(self.analyzer.analyze, texts)
 

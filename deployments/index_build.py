@@ -25,14 +25,13 @@ class _EmbedBatch:
 
 
 def embed_with_ray_data(texts: list[str], model: str, max_length: int = 128, actors: int = 2,
-                        threads: int = 1, batch_size: int = 64) -> np.ndarray:
+                        threads: int = 1, batch_size: int = 64, num_cpus: float | None = None) -> np.ndarray:
     import ray
 
     ds = ray.data.from_items([{"row": i, "text": t} for i, t in enumerate(texts)])
     out = ds.map_batches(_EmbedBatch, fn_constructor_args=(model, max_length, threads),
                          batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=actors),
-                         num_cpus=threads, batch_format="numpy")
-    x = np.zeros((len(texts), 0), np.float32)
+                         num_cpus=num_cpus if num_cpus is not None else threads, batch_format="numpy")
     rows = out.take_all()
     x = np.zeros((len(texts), len(rows[0]["vector"])), np.float32)
     for r in rows:

@@ -1,8 +1,9 @@
 """HTTP request/response models (``/v1``). Validation errors become 422s naming the field."""
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from ecrec.catalog import Item
 from ecrec.events import EventType
 
 
@@ -87,20 +88,8 @@ class SentimentBatchOut(BaseModel):
     results: list[TextOut]
 
 
-class ItemIn(BaseModel):
-    """An item's fields; the id comes from the URL."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    title: str = Field(min_length=1, max_length=500)
-    description: str = Field(default="", max_length=5000)
-    category: list[str] = Field(default_factory=list, max_length=8)
-    brand: str = ""
-    tags: list[str] = Field(default_factory=list, max_length=50)
-    attributes: dict[str, str] = Field(default_factory=dict)
-    price: float = Field(default=0.0, ge=0, allow_inf_nan=False)
-    rating: float = Field(default=0.0, ge=0, le=5, allow_inf_nan=False)
-    stock: int = Field(default=1, ge=0)
-    language: str = "en"
-    created_at: float | None = Field(default=None, ge=0, allow_inf_nan=False)
-    rebuyable: bool = False
+# An item's fields as the catalog defines them, less the id (it comes from the URL).
+ItemIn = create_model(
+    "ItemIn", __config__=ConfigDict(extra="forbid"),
+    **{name: (f.annotation, f) for name, f in Item.model_fields.items() if name != "id"},
+)

@@ -132,12 +132,28 @@ class TextEncoder:
         return (y / np.linalg.norm(y, axis=1, keepdims=True)).astype(np.float32)
 
     def _forward(self, texts: Sequence[str], role: Role) -> np.ndarray:
+        return self._run(texts, role, None)[0]
+
+    def encode_with_branch(self, texts: Sequence[str], role: Role, branch) -> tuple[np.ndarray, np.ndarray]:
+        """One pass for both jobs: unit retrieval vectors (not aligned) and the branch's logits.
+
+        The trunk (embeddings + first L-K layers) runs once; then the original top layers give
+        the retrieval vector and the branch's fine-tuned copies give the class logits.
+        """
+        x, logits = self._run(texts, role, branch)
+        return x, logits
+
+    def _run(self, texts: Sequence[str], role: Role, branch) -> tuple[np.ndarray, np.ndarray | None]:
         import torch
+
+        from ecrec.classifier import trunk_forward
 
         prepared = self._prefixed(texts, role)
         out = np.empty((len(prepared), self.dim), dtype=np.float32)
+        logits = None if branch is None else np.empty((len(prepared), branch.head.out_features), np.float32)
         if not prepared:
-            return out
+            return out, logits
+        split = self.model.config.num_hidden_layers - (len(branch.layers) if branch is not None else 0)
         order = np.argsort([-len(t) for t in prepared], kind="stable")
         bs = self.config.batch_size
         with torch.inference_mode():
@@ -147,12 +163,19 @@ class TextEncoder:
                     [prepared[i] for i in idx], padding=True, truncation=True,
                     max_length=self.config.max_length, return_tensors="pt",
                 ).to(self.device)
-                hidden = self.model(**enc).last_hidden_state  # (b, seq, dim)
+                if branch is None:
+                    hidden = self.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
+                else:
+                    h, mask4 = trunk_forward(self.model, enc["input_ids"], enc["attention_mask"], split)
+                    hidden = h
+                    for layer in self.model.encoder.layer[split:]:
+                        hidden = layer(hidden, mask4)
+                    logits[idx] = branch(h, mask4, enc["attention_mask"]).float().cpu().numpy()
                 mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (b, seq, 1)
                 pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
                 pooled = torch.nn.functional.normalize(pooled.float(), dim=-1)
                 out[idx] = pooled.cpu().numpy()
-        return out
+        return out, logits
 
     def encode_one(self, text: str, role: Role = "query", align: bool = True) -> np.ndarray:
         return self.encode([text], role, align)[0]

@@ -18,7 +18,7 @@ from ecrec.events import Event
 from ecrec.index import Filters, ItemMeta, VectorIndex
 from ecrec.profile import ProfileConfig, UserProfile
 from ecrec.ranking import ItemStats, Ranker, RankingConfig, Recommendation
-from ecrec.sentiment import LinearProbe, TextAnalysis, TextAnalyzer, probe_path
+from ecrec.sentiment import TextAnalysis, TextAnalyzer, load_head, probe_path
 from ecrec.text import clean
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ def item_meta(item: Item) -> ItemMeta:
 
 def load_analyzer(config: RecommenderConfig, home: Path | None = None) -> TextAnalyzer:
     encoder = TextEncoder(config.encoder, home)
-    head = LinearProbe.load(config.sentiment_head or probe_path(config.encoder.model))
+    head = load_head(config.sentiment_head or probe_path(config.encoder.model), encoder)
     return TextAnalyzer(encoder, head)
 
 

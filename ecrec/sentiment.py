@@ -107,22 +107,58 @@ class TextAnalysis:
     clauses: list[Clause]
 
 
+class BranchHead:
+    """A fine-tuned branch (top-K layer copies + head, see ``ecrec.classifier``)."""
+
+    def __init__(self, branch, meta: dict):
+        self.branch, self.info = branch, meta
+        self.labels = tuple(meta["labels"])
+
+
+def load_head(path: str | Path, encoder) -> LinearProbe | BranchHead:
+    """A ``.npz`` linear probe or a ``.safetensors`` fine-tuned branch."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"sentiment head not found: {path}")
+    if path.suffix == ".npz":
+        probe = LinearProbe.load(path)
+        probe.info.setdefault("name", path.stem)
+        return probe
+    from ecrec.classifier import load_branch
+
+    branch, meta = load_branch(path, encoder.model)
+    return BranchHead(branch.to(encoder.device, encoder.dtype), meta)
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
 class TextAnalyzer:
     """Encoder + sentiment head: one batched forward pass per call gives vectors and sentiment."""
 
-    def __init__(self, encoder, head: LinearProbe):
-        if head.W.shape[0] != encoder.dim:
+    def __init__(self, encoder, head: LinearProbe | BranchHead):
+        if isinstance(head, LinearProbe) and head.W.shape[0] != encoder.dim:
             raise ValueError(f"head expects dim {head.W.shape[0]}, encoder gives {encoder.dim}")
         self.encoder, self.head = encoder, head
 
-    def _sentiments(self, x: np.ndarray) -> list[Sentiment]:
-        p = self.head.predict_proba(x)
+    def _raw_and_probs(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Raw (unaligned) vectors and class probabilities in one forward pass."""
+        if isinstance(self.head, BranchHead):
+            raw, logits = self.encoder.encode_with_branch(texts, "query", self.head.branch)
+            return raw, _softmax(logits)
+        raw = self.encoder.encode(texts, "query", align=False)
+        return raw, self.head.predict_proba(raw)
+
+    def _sentiments(self, p: np.ndarray) -> list[Sentiment]:
         return [Sentiment(self.head.labels[int(r.argmax())],
                           {lab: float(v) for lab, v in zip(self.head.labels, r)}) for r in p]
 
     def sentiment(self, texts: Sequence[str]) -> list[Sentiment]:
         cleaned = [clean(t).text for t in texts]
-        return self._sentiments(self.encoder.encode(cleaned, "query", align=False))
+        return self._sentiments(self._raw_and_probs(cleaned)[1])
 
     def analyze(self, texts: Sequence[str]) -> list[TextAnalysis]:
         """Clean, split into clauses, encode texts and clauses together, classify all."""
@@ -131,8 +167,8 @@ class TextAnalyzer:
         flat = [c.text for c in cleaned]
         for cl in clause_lists:
             flat.extend(cl if len(cl) > 1 else [])
-        raw = self.encoder.encode(flat, "query", align=False)  # (n_texts + n_clauses, dim)
-        sents = self._sentiments(raw)  # the head reads raw vectors; retrieval the aligned ones
+        raw, probs = self._raw_and_probs(flat)  # (n_texts + n_clauses, dim), (n, classes)
+        sents = self._sentiments(probs)  # the head reads raw states; retrieval the aligned vectors
         x = self.encoder.align(raw, flat, "query")
         out, pos = [], len(cleaned)
         for i, (c, cl) in enumerate(zip(cleaned, clause_lists)):

@@ -1,0 +1,158 @@
+"""Datasets, configuration and evaluation for fine-tuning (Ray-free; ``training/`` runs them)."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from ecrec.datasets import SENTIMENT_LABELS, load_intents, load_marc, stratified_split
+from ecrec.metrics import accuracy_macro_f1
+
+ZH_INTENTS = Path(__file__).parent / "data" / "intents_zh_test.jsonl"
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    task: str = field(default="sentiment", metadata={"help": "sentiment (MARC zh+en) or intent (Bitext)"})
+    model: str = field(default="e5-small", metadata={"help": "base encoder"})
+    branch_layers: int = field(default=3, metadata={"help": "top layers fine-tuned (the rest are shared)"})
+    max_length: int = field(default=128, metadata={"help": "tokens per text"})
+    batch_size: int = field(default=32, metadata={"help": "per worker"})
+    epochs: int = field(default=2, metadata={"help": "maximum epochs"})
+    lr: float = field(default=1e-4, metadata={"help": "AdamW peak learning rate (branch)"})
+    head_lr: float = field(default=1e-3, metadata={"help": "AdamW peak learning rate (head)"})
+    weight_decay: float = 0.01
+    warmup_ratio: float = field(default=0.06, metadata={"help": "linear warm-up share of steps"})
+    grad_clip: float = 1.0
+    dropout: float = 0.1
+    patience: int = field(default=1, metadata={"help": "epochs without dev macro-F1 gain before stopping"})
+    workers: int = field(default=2, metadata={"help": "Ray Train workers"})
+    use_gpu: bool = False
+    threads_per_worker: int = 1
+    cpus_per_worker: float | None = field(default=None, metadata={"help": "Ray CPUs reserved (default: threads)"})
+    seed: int = 0
+    train_limit: int | None = field(default=None, metadata={"help": "examples per language/class file (smoke)"})
+    dev_frac: float = 0.1
+    eval_test: bool = field(default=True, metadata={"help": "evaluate the full test sets after training"})
+    data_dir: str = "../shared/data"
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides) -> "FinetuneConfig":
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+        raw.update({k: v for k, v in overrides.items() if v is not None})
+        known = {f.name for f in fields(cls)}
+        unknown = set(raw) - known
+        if unknown:
+            raise ValueError(f"{path}: unknown keys {sorted(unknown)}")
+        return cls(**raw)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Split:
+    texts: list[str]
+    labels: np.ndarray
+
+
+@dataclass
+class TaskData:
+    labels: list[str]
+    train: Split
+    dev: Split
+    tests: dict[str, Split]  # name -> held-out evaluation set
+
+
+def _take(texts, y, idx) -> Split:
+    return Split([texts[i] for i in idx], np.asarray(y)[idx])
+
+
+def load_task(cfg: FinetuneConfig) -> TaskData:
+    """Train/dev (dev split off train, stratified, seeded) and the test sets of a task."""
+    rng_seed = cfg.seed
+    if cfg.task == "sentiment":
+        texts, ys = [], []
+        for lang in ("zh", "en"):
+            t, y = load_marc(cfg.data_dir, lang, "train")
+            if cfg.train_limit:
+                _, idx = stratified_split(y, min(1.0, cfg.train_limit / len(t)), rng_seed)
+                t, y = [t[i] for i in idx], y[idx]
+            texts += t
+            ys.append(y)
+        y = np.concatenate(ys)
+        keep, dev = stratified_split(y, cfg.dev_frac, rng_seed)
+        tests = {}
+        if cfg.eval_test:
+            for lang in ("zh", "en"):
+                t, yt = load_marc(cfg.data_dir, lang, "test")
+                tests[f"marc_{lang}_test"] = Split(t, yt)
+        return TaskData(list(SENTIMENT_LABELS), _take(texts, y, keep), _take(texts, y, dev), tests)
+    if cfg.task == "intent":
+        texts, names = load_intents(cfg.data_dir)
+        labels = sorted(set(names))
+        y = np.array([labels.index(n) for n in names])
+        rest, held = stratified_split(y, 0.2, rng_seed)  # the protocol's 20 % evaluation split
+        y_rest = y[rest]
+        keep, dev = stratified_split(y_rest, cfg.dev_frac, rng_seed)
+        keep, dev = rest[keep], rest[dev]
+        if cfg.train_limit:
+            _, sub = stratified_split(y[keep], min(1.0, cfg.train_limit / len(keep)), rng_seed)
+            keep = keep[sub]
+        tests = {"bitext_heldout_20pct": _take(texts, y, held)}
+        zh = [json.loads(line) for line in ZH_INTENTS.read_text(encoding="utf-8").splitlines() if line.strip()]
+        tests["zh_project_test"] = Split([r["text"] for r in zh], np.array([labels.index(r["intent"]) for r in zh]))
+        return TaskData(labels, _take(texts, y, keep), _take(texts, y, dev), tests)
+    raise ValueError(f"task must be sentiment or intent, got {cfg.task!r}")
+
+
+def evaluate(pred: np.ndarray, y: np.ndarray, labels: list[str]) -> dict:
+    acc, f1 = accuracy_macro_f1(y, pred, len(labels))
+    return {"accuracy": acc, "macro_f1": f1, "n": int(len(y))}
+
+
+def confusion(pred: np.ndarray, y: np.ndarray, n: int) -> np.ndarray:
+    m = np.zeros((n, n), dtype=np.int64)
+    np.add.at(m, (y, pred), 1)
+    return m  # rows: true, columns: predicted
+
+
+def classification_report(pred: np.ndarray, y: np.ndarray, labels: list[str]) -> str:
+    m = confusion(pred, y, len(labels))
+    lines = [f"{'label':<28s} precision recall  f1     support"]
+    for i, lab in enumerate(labels):
+        tp, p, s = m[i, i], m[:, i].sum(), m[i].sum()
+        prec = tp / p if p else 0.0
+        rec = tp / s if s else 0.0
+        f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
+        lines.append(f"{lab:<28s} {prec:9.3f} {rec:6.3f} {f1:6.3f} {s:8d}")
+    acc, mf1 = accuracy_macro_f1(y, pred, len(labels))
+    lines.append(f"{'accuracy':<28s} {acc:.4f}   macro-F1 {mf1:.4f}   n={len(y)}")
+    return "\n".join(lines)
+
+
+def plot_confusion(pred: np.ndarray, y: np.ndarray, labels: list[str], path: str | Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    m = confusion(pred, y, len(labels))
+    size = max(4, 0.35 * len(labels) + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(m, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(labels)), labels, fontsize=7)
+    if len(labels) <= 10:
+        for i in range(len(labels)):
+            for j in range(len(labels)):
+                ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,34 @@
+"""``ecrec train sentiment|intent --config training/configs/cpu.yaml``."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+CONFIGS = Path(__file__).parent / "configs"
+
+
+def _train(args) -> None:
+    from ecrec.finetune_data import FinetuneConfig
+    from training.finetune import run
+
+    cfg = FinetuneConfig.from_yaml(args.config, task=args.task, data_dir=str(args.data) if args.data else None,
+                                   workers=args.workers, epochs=args.epochs)
+    out = args.out or Path("runs") / f"{cfg.task}-{Path(args.config).stem}"
+    metrics = run(cfg, out, args.storage, name=args.name or f"{cfg.task}-{Path(args.config).stem}",
+                  home=str(args.home))
+    print(json.dumps({k: v for k, v in metrics.items() if k != "config"}, indent=2, default=float))
+    print(f"outputs in {out}: branch.safetensors (serve it with sentiment_head=...), model/, metrics.json, "
+          f"classification_report.txt, confusion_*.png")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="fine-tune with Ray Train")
+    p.add_argument("task", choices=["sentiment", "intent"])
+    p.add_argument("--config", type=Path, default=CONFIGS / "cpu.yaml")
+    p.add_argument("--data", type=Path, default=None, help="shared data folder (default from config)")
+    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--storage", type=Path, default=Path("runs/ray"), help="Ray Train storage (checkpoints)")
+    p.add_argument("--name", default=None, help="run name; re-running it resumes from its last checkpoint")
+    p.set_defaults(fn=_train)

@@ -1,0 +1,224 @@
+"""Ray Train fine-tuning of the sentiment / intent branch (``ecrec train sentiment|intent``).
+
+``TorchTrainer`` runs ``train_loop_per_worker`` on N workers (DDP: gloo on CPU, NCCL on GPU).
+Each epoch every worker evaluates the whole dev split (identical numbers, so every rank takes the
+same early-stopping decision) and rank 0 reports a checkpoint. Re-running the same run name and
+storage path resumes from the latest checkpoint. The model, data and metrics live in ``ecrec/``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ecrec.finetune_data import FinetuneConfig
+
+log = logging.getLogger(__name__)
+
+
+def _base_model(cfg: FinetuneConfig, home: str | None):
+    from transformers import AutoModel, AutoTokenizer
+
+    from ecrec.encoder import EncoderConfig, resolve_model_dir
+
+    path = resolve_model_dir(EncoderConfig(model=cfg.model), Path(home) if home else None)
+    tok = AutoTokenizer.from_pretrained(str(path))
+    base = AutoModel.from_pretrained(str(path), dtype=torch.float32, add_pooling_layer=False)
+    return tok, base
+
+
+def _prefix(cfg: FinetuneConfig, texts: list[str]) -> list[str]:
+    from ecrec.text import clean
+
+    pre = "query: " if cfg.model == "e5-small" else ""
+    return [pre + clean(t).text for t in texts]
+
+
+def _batches(tok, texts, labels, cfg, shuffle: bool, seed: int):
+    """A DataLoader over pre-tokenised ids with dynamic padding."""
+    enc = tok(texts, truncation=True, max_length=cfg.max_length)["input_ids"]
+    data = list(zip(enc, labels.tolist()))
+
+    def collate(rows):
+        n = max(len(ids) for ids, _ in rows)
+        pad = tok.pad_token_id
+        ids = torch.full((len(rows), n), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), n), dtype=torch.long)
+        for i, (r, _) in enumerate(rows):
+            ids[i, : len(r)] = torch.tensor(r)
+            mask[i, : len(r)] = 1
+        return ids, mask, torch.tensor([y for _, y in rows])
+
+    g = torch.Generator().manual_seed(seed)
+    return torch.utils.data.DataLoader(data, batch_size=cfg.batch_size, shuffle=shuffle, collate_fn=collate,
+                                       generator=g)
+
+
+@torch.no_grad()
+def predict(model, tok, texts: list[str], cfg: FinetuneConfig, device="cpu") -> np.ndarray:
+    """Class ids for ``texts`` (length-sorted batches)."""
+    model.eval()
+    pre = _prefix(cfg, texts)
+    order = np.argsort([-len(t) for t in pre], kind="stable")
+    out = np.empty(len(pre), dtype=np.int64)
+    for s in range(0, len(order), 64):
+        idx = order[s : s + 64]
+        enc = tok([pre[i] for i in idx], padding=True, truncation=True, max_length=cfg.max_length,
+                  return_tensors="pt").to(device)
+        out[idx] = model(enc["input_ids"], enc["attention_mask"]).argmax(-1).cpu().numpy()
+    return out
+
+
+def train_loop_per_worker(config: dict) -> None:
+    import ray.train
+    import ray.train.torch
+    from transformers import get_linear_schedule_with_warmup
+
+    from ecrec.classifier import BranchClassifier
+    from ecrec.finetune_data import evaluate, load_task
+
+    cfg = FinetuneConfig(**config["cfg"])
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads_per_worker)
+    torch.set_flush_denormal(True)
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    data = load_task(cfg)
+    tok, base = _base_model(cfg, config.get("home"))
+    model = BranchClassifier(base, len(data.labels), cfg.branch_layers, cfg.dropout)
+    device = ray.train.torch.get_device()
+    model = ray.train.torch.prepare_model(model)
+    inner = model.module if hasattr(model, "module") else model
+    loader = ray.train.torch.prepare_data_loader(
+        _batches(tok, _prefix(cfg, data.train.texts), data.train.labels, cfg, True, cfg.seed))
+    steps_per_epoch = len(loader)
+    total = steps_per_epoch * cfg.epochs
+    opt = torch.optim.AdamW([
+        {"params": inner.branch.layers.parameters(), "lr": cfg.lr},
+        {"params": inner.branch.head.parameters(), "lr": cfg.head_lr},
+    ], weight_decay=cfg.weight_decay)
+    sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * total), total)
+    start_epoch, step, best_f1, bad, best_state = 0, 0, -1.0, 0, None
+    ckpt = ray.train.get_checkpoint()
+    if ckpt:
+        with ckpt.as_directory() as d:
+            state = torch.load(Path(d) / "state.pt", map_location="cpu", weights_only=False)
+            best_state = torch.load(Path(d) / "best_branch.pt", map_location="cpu", weights_only=False)
+        inner.branch.load_state_dict(state["branch"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        start_epoch, step, best_f1, bad = state["epoch"] + 1, state["step"], state["best_f1"], state["bad"]
+    use_amp = device.type == "cuda"
+    for epoch in range(start_epoch, cfg.epochs):
+        if world > 1:
+            loader.sampler.set_epoch(epoch)
+        model.train()
+        t0, seen, loss_sum = time.perf_counter(), 0, 0.0
+        for ids, mask, y in loader:
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                loss = torch.nn.functional.cross_entropy(model(ids, mask), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(inner.branch.parameters(), cfg.grad_clip)
+            opt.step()
+            sched.step()
+            step += 1
+            seen += len(y)
+            loss_sum += float(loss) * len(y)
+            if rank == 0 and step % 100 == 0:
+                print(f"epoch {epoch} step {step}/{total} loss {loss_sum / seen:.4f} "
+                      f"{seen * world / (time.perf_counter() - t0):.1f} samples/s", flush=True)
+        train_time = time.perf_counter() - t0
+        dev = evaluate(predict(inner, tok, data.dev.texts, cfg, device), data.dev.labels, data.labels)
+        improved = dev["macro_f1"] > best_f1
+        best_f1, bad = (dev["macro_f1"], 0) if improved else (best_f1, bad + 1)
+        if improved:
+            best_state = {k: v.detach().cpu().clone() for k, v in inner.branch.state_dict().items()}
+        metrics = {"epoch": epoch, "step": step, "train_loss": loss_sum / max(seen, 1),
+                   "samples_per_s": seen * world / train_time, "dev_accuracy": dev["accuracy"],
+                   "dev_macro_f1": dev["macro_f1"], "best_dev_macro_f1": best_f1}
+        stop = bad > cfg.patience - 1 if cfg.patience > 0 else False
+        with tempfile.TemporaryDirectory() as d:
+            checkpoint = None
+            if rank == 0:
+                torch.save({"branch": inner.branch.state_dict(), "optimizer": opt.state_dict(),
+                            "scheduler": sched.state_dict(), "epoch": epoch, "step": step,
+                            "best_f1": best_f1, "bad": bad, "labels": data.labels,
+                            "config": cfg.to_dict()}, Path(d) / "state.pt")
+                torch.save(best_state, Path(d) / "best_branch.pt")
+                checkpoint = ray.train.Checkpoint.from_directory(d)
+            ray.train.report(metrics, checkpoint=checkpoint)
+        if stop:
+            break
+
+
+def run(cfg: FinetuneConfig, out_dir: str | Path, storage: str | Path, name: str | None = None,
+        home: str | None = None):
+    """Fit with Ray Train, then export the best branch, reports and metrics to ``out_dir``."""
+    import ray
+    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    import dataclasses
+
+    out_dir, storage = Path(out_dir).resolve(), Path(storage).resolve()
+    # workers run in their own directories: hand them absolute paths
+    cfg = dataclasses.replace(cfg, data_dir=str(Path(cfg.data_dir).resolve()))
+    name = name or f"{cfg.task}-{cfg.model}"
+    if not ray.is_initialized():
+        ray.init(num_cpus=max(2, cfg.workers * cfg.threads_per_worker), include_dashboard=False,
+                 object_store_memory=512 * 1024**2, _node_ip_address="127.0.0.1")
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"cfg": cfg.to_dict(), "home": home or os.environ.get("ECREC_HOME")},
+        scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=cfg.use_gpu,
+                                     resources_per_worker={"CPU": cfg.cpus_per_worker or cfg.threads_per_worker}),
+        run_config=RunConfig(name=name, storage_path=str(storage),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
+    )
+    t0 = time.perf_counter()
+    result = trainer.fit()
+    wall = time.perf_counter() - t0
+    return export(cfg, result, out_dir, wall, home)
+
+
+def export(cfg: FinetuneConfig, result, out_dir: Path, wall_s: float, home: str | None) -> dict:
+    """Best branch -> ``branch.safetensors`` (shippable) + an HF folder + metrics and reports."""
+    from ecrec.classifier import BranchClassifier, export_hf_folder, save_branch
+    from ecrec.finetune_data import classification_report, evaluate, load_task, plot_confusion
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with result.checkpoint.as_directory() as d:
+        state = torch.load(Path(d) / "state.pt", map_location="cpu", weights_only=False)
+        best = torch.load(Path(d) / "best_branch.pt", map_location="cpu", weights_only=False)
+    data = load_task(cfg)
+    tok, base = _base_model(cfg, home)
+    model = BranchClassifier(base, len(data.labels), cfg.branch_layers, cfg.dropout)
+    model.branch.load_state_dict(best)
+    model.eval()
+    metrics = {"task": cfg.task, "config": cfg.to_dict(), "epochs_run": state["epoch"] + 1, "steps": state["step"],
+               "fit_wall_s": wall_s, "last_epoch": result.metrics}
+    sets = {"dev": data.dev, **data.tests}
+    report_lines = []
+    for set_name, split in sets.items():
+        pred = predict(model, tok, split.texts, cfg)
+        metrics[set_name] = evaluate(pred, split.labels, data.labels)
+        report_lines += [f"== {set_name}", classification_report(pred, split.labels, data.labels), ""]
+        if set_name != "dev":
+            plot_confusion(pred, split.labels, data.labels, out_dir / f"confusion_{set_name}.png",
+                           f"{cfg.task} / {set_name}: accuracy {metrics[set_name]['accuracy']:.3f}")
+    if len(sets) == 1:
+        plot_confusion(pred, split.labels, data.labels, out_dir / "confusion_dev.png", f"{cfg.task} / dev")
+    (out_dir / "classification_report.txt").write_text("\n".join(report_lines))
+    info = {"name": f"{cfg.task}-ft-k{cfg.branch_layers}", "base": cfg.model, "task": cfg.task,
+            "dev": metrics["dev"], **{k: metrics[k] for k in data.tests}}
+    save_branch(model.branch, out_dir / "branch.safetensors", data.labels, info)
+    export_hf_folder(model, tok, data.labels, out_dir / "model")
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
+    return metrics
