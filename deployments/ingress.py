@@ -59,15 +59,47 @@ async def _overloaded(_: Request, e: Exception):
 _LIMITS = {"max_body_bytes": 2 * 1024 * 1024}
 
 
-@app.middleware("http")
-async def _limit_body(request: Request, call_next):
-    limit = _LIMITS["max_body_bytes"]
-    size = request.headers.get("content-length")
-    if size is None and request.method in ("POST", "PUT"):
-        size = len(await request.body())
-    if size is not None and int(size) > limit:
-        return JSONResponse({"detail": f"body of {size} bytes exceeds the limit of {limit}"}, status_code=413)
-    return await call_next(request)
+class BodyLimit:
+    """Pure ASGI (no per-request task group, unlike ``@app.middleware``): 413 for bodies over the
+    limit, by Content-Length or, for chunked bodies, by counting what arrives."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            return await self.app(scope, receive, send)
+        limit = _LIMITS["max_body_bytes"]
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None:
+            if int(declared) > limit:
+                return await self._reject(send, int(declared), limit)
+            return await self.app(scope, receive, send)
+        messages, size = [], 0
+        while True:
+            msg = await receive()
+            messages.append(msg)
+            size += len(msg.get("body", b""))
+            if size > limit:
+                return await self._reject(send, size, limit)
+            if msg["type"] != "http.request" or not msg.get("more_body"):
+                break
+        replay = iter(messages)
+
+        async def receive_again():
+            return next(replay, {"type": "http.disconnect"})
+
+        return await self.app(scope, receive_again, send)
+
+    @staticmethod
+    async def _reject(send, size: int, limit: int) -> None:
+        body = json.dumps({"detail": f"body of {size} bytes exceeds the limit of {limit}"}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+app.add_middleware(BodyLimit)
 
 
 def _text(field: str, value: str | None) -> None:

@@ -168,6 +168,19 @@ def test_oversized_body_is_413(server):
     r = client.post("/v1/events", json={"user_id": "u", "type": "search", "text": "x" * (3 * 1024 * 1024)})
     assert r.status_code == 413 and "exceeds" in r.text
 
+    def chunks():  # no Content-Length: the limit is enforced on what arrives
+        yield b'{"user_id": "u", "type": "search", "text": "'
+        for _ in range(48):
+            yield b"y" * 65536
+        yield b'"}'
+
+    r = client.post("/v1/events", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "exceeds" in r.text
+    # a small chunked body still goes through
+    r = client.post("/v1/events", content=iter([b'{"user_id": "u", "type": "search", ', b'"text": "tent"}']),
+                    headers={"content-type": "application/json"})
+    assert r.status_code == 200, r.text
+
 
 def test_megabyte_review_is_truncated_and_flagged(server):
     client, _ = server

@@ -74,3 +74,28 @@ def test_serving_uses_the_fine_tuned_branch(smoke):
     assert float(plain @ a.vector) > 0.9999
     with torch.no_grad():
         assert an.sentiment(["Terrible, broke in a day."])[0].probs["negative"] > 0
+
+
+def test_graph_serves_the_fine_tuned_branch_when_configured(smoke, server, tmp_path):
+    """A second app in the same cluster, configured with the smoke run's branch."""
+    import httpx
+    from ray import serve
+
+    from deployments.app import build_app
+
+    _, _, _, tmp = smoke
+    client, args = server
+    ft_args = args.model_copy(update={"sentiment_head": str(tmp / "out2" / "branch.safetensors"),
+                                      "namespace": args.namespace + "-ft", "state_dir": str(tmp_path / "state")})
+    serve.run(build_app(ft_args), name="ecrec-ft", route_prefix="/ft")
+    try:
+        with httpx.Client(base_url=client.base_url, timeout=60) as c:
+            ready = c.get("/ft/readyz").json()
+            assert ready["ready"] and "sentiment-ft" in ready["model"], ready
+            r = c.post("/ft/v1/sentiment", json={"texts": ["质量太差了，退货！", "Love it, works perfectly"]}).json()
+            assert "sentiment-ft" in r["model"]
+            assert all(abs(sum(x["sentiment"]["probs"].values()) - 1) < 1e-4 for x in r["results"])
+            # the default app still serves the probe
+            assert "sentiment-ft" not in client.get("/readyz").json()["model"]
+    finally:
+        serve.delete("ecrec-ft")
