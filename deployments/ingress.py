@@ -171,8 +171,11 @@ class Ingress:
     async def _recommend(self, user_id, k, filters, text_vec=None, text=None, explain=False):
         # The profile goes from the shard straight to the retriever (an ObjectRef argument is
         # resolved by Ray), so the ingress waits once and never unpickles it.
-        profile_ref = self._shard(user_id).get.remote(user_id) if user_id else None
-        cold, items = await self.retriever.recommend.remote(profile_ref, k, filters, text_vec, text)
+        if user_id and self.args.colocate_retrieval:
+            cold, items = await self._shard(user_id).recommend_for.remote(user_id, k, filters, text_vec, text)
+        else:
+            profile_ref = self._shard(user_id).get.remote(user_id) if user_id else None
+            cold, items = await self.retriever.recommend.remote(profile_ref, k, filters, text_vec, text)
         if not explain:
             for i in items:
                 del i["parts"]

@@ -17,13 +17,25 @@ log = logging.getLogger(__name__)
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=3, max_concurrency=1)
 class ProfileShardActor:
-    def __init__(self, index: int, state_dir: str, dim: int, snapshot_every: int, synchronous: str):
+    def __init__(self, index: int, state_dir: str, dim: int, snapshot_every: int, synchronous: str,
+                 colocate: AppArgs | None = None):
         from ecrec.shard import ProfileShard
         from ecrec.store import SQLiteStore
 
         self.index = index
         store = SQLiteStore(f"{state_dir}/profiles-{index:04d}.db", synchronous=synchronous)
         self.shard = ProfileShard(store, dim, snapshot_every=snapshot_every)
+        self.view = None
+        if colocate is not None:  # a retriever inside the shard: GET recommendations is one hop
+            from deployments.retriever import CatalogView
+
+            self.view = CatalogView(colocate)
+            self.view.sync_in_thread()
+
+    def recommend_for(self, user_id: str, k: int, filters, text_vec, text):
+        if self.view is None:
+            raise RuntimeError("this shard was started without colocate_retrieval")
+        return self.view.rank(self.shard.get(user_id), k, filters, text_vec, text)
 
     def apply(self, event, item_vec, analysis):
         return self.shard.apply(event, item_vec, analysis)
@@ -60,6 +72,7 @@ def get_shards(args: AppArgs, dim: int) -> list:
     return [
         ProfileShardActor.options(name=shard_name(i), namespace=args.namespace, lifetime="detached",
                                   get_if_exists=True).remote(i, str(state), dim, args.snapshot_every,
-                                                             args.sqlite_synchronous)
+                                                             args.sqlite_synchronous,
+                                                             args if args.colocate_retrieval else None)
         for i in range(args.num_shards)
     ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 
 import numpy as np
@@ -20,16 +21,17 @@ from deployments.config import AppArgs
 log = logging.getLogger(__name__)
 
 
-class Retriever:
+class CatalogView:
+    """Items + FAISS index + ranker, kept in step with the CatalogBoard; thread-safe."""
+
     def __init__(self, args: AppArgs):
         import faiss
 
         from ecrec.artifact import read_artifact
+        from ecrec.ranking import ItemStats, Ranker, RankingConfig
 
         # One query at a time: OpenMP fan-out costs more than it saves at this size (measured).
         faiss.omp_set_num_threads(1)
-        from ecrec.ranking import ItemStats, Ranker, RankingConfig
-
         items, self.index, self.manifest = read_artifact(args.resolved_index_dir())
         self.items = {it.id: it for it in items}
         self.stats = ItemStats()
@@ -38,46 +40,78 @@ class Retriever:
         self.board = get_board(args)
         self.seq, self.stats_version = 0, -1
         self.interval = args.sync_interval_s
-        self._sync_once_blocking()
-        self._task = None  # started by the first call, inside the actor's event loop
+        self.lock = threading.Lock()
+        self.apply(*ray.get(self.board.sync.remote(self.seq, self.stats_version)))
 
-    def _apply(self, rows, stats) -> None:
+    def apply(self, rows, stats) -> None:
         from ecrec.catalog import Item
         from ecrec.recommender import item_meta
 
-        for seq, item_id, item_json, vec in rows:
-            if item_json is None:
-                if item_id in self.items:
-                    self.index.remove([item_id])
-                    del self.items[item_id]
-            else:
-                item = Item.model_validate_json(item_json)
-                self.index.upsert([item.id], np.frombuffer(vec, np.float32)[None, :], [item_meta(item)])
-                self.items[item.id] = item
-            self.seq = seq
-        if stats is not None:
-            self.stats_version, pop, imp, clicks = stats
-            self.stats.popularity, self.stats.impressions, self.stats.clicks = pop, imp, clicks
-            self.stats.version += 1
+        with self.lock:
+            for seq, item_id, item_json, vec in rows:
+                if item_json is None:
+                    if item_id in self.items:
+                        self.index.remove([item_id])
+                        del self.items[item_id]
+                else:
+                    item = Item.model_validate_json(item_json)
+                    self.index.upsert([item.id], np.frombuffer(vec, np.float32)[None, :], [item_meta(item)])
+                    self.items[item.id] = item
+                self.seq = seq
+            if stats is not None:
+                self.stats_version, pop, imp, clicks = stats
+                self.stats.popularity, self.stats.impressions, self.stats.clicks = pop, imp, clicks
+                self.stats.version += 1
 
-    def _sync_once_blocking(self) -> None:
-        self._apply(*ray.get(self.board.sync.remote(self.seq, self.stats_version)))
+    def rank(self, profile, k: int, filters, text_vec, text, now: float | None = None):
+        """(cold start?, plain dicts ready for JSON: cheap to pickle back to the ingress)."""
+        with self.lock:
+            recs = self.ranker.recommend(profile, k, time.time() if now is None else now, filters, text_vec, text)
+            out = []
+            for r in recs:
+                it = self.items[r.item_id]
+                out.append({"item_id": r.item_id, "title": it.title, "score": r.score, "source": r.source,
+                            "reason": r.reason, "category": it.category, "price": it.price, "parts": r.parts})
+        return profile is None or profile.is_cold, out
+
+    def sync_in_thread(self) -> None:
+        """For hosts without an event loop (the profile shard actor)."""
+        def loop():
+            while True:
+                try:
+                    self.apply(*ray.get(self.board.sync.remote(self.seq, self.stats_version)))
+                except Exception:  # the board restarting: try again next tick
+                    log.exception("catalog sync failed")
+                time.sleep(self.interval)
+
+        threading.Thread(target=loop, name="catalog-sync", daemon=True).start()
+
+
+class Retriever:
+    def __init__(self, args: AppArgs):
+        self.view = CatalogView(args)
+        self._task = None  # started by the first call, inside the actor's event loop
+
+    @property
+    def items(self):
+        return self.view.items
+
+    @property
+    def index(self):
+        return self.view.index
 
     async def _sync_forever(self) -> None:
+        v = self.view
         while True:
             try:
-                self._apply(*await self.board.sync.remote(self.seq, self.stats_version))
+                v.apply(*await v.board.sync.remote(v.seq, v.stats_version))
             except Exception:  # the board restarting: try again next tick
                 log.exception("catalog sync failed")
-            await asyncio.sleep(self.interval)
+            await asyncio.sleep(v.interval)
 
     def _ensure_sync(self) -> None:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._sync_forever())
-
-    async def sync_now(self) -> int:
-        self._apply(*await self.board.sync.remote(self.seq, self.stats_version))
-        return self.seq
 
     async def item_vector(self, item_id: str) -> np.ndarray | None:
         self._ensure_sync()
@@ -88,21 +122,14 @@ class Retriever:
         return self.items.get(item_id)
 
     async def recommend(self, profile, k: int, filters, text_vec, text, now: float | None = None):
-        """(cold start?, plain dicts ready for JSON: cheap to pickle back to the ingress)."""
         self._ensure_sync()
-        recs = self.ranker.recommend(profile, k, time.time() if now is None else now, filters, text_vec, text)
-        out = []
-        for r in recs:
-            it = self.items[r.item_id]
-            out.append({"item_id": r.item_id, "title": it.title, "score": r.score, "source": r.source,
-                        "reason": r.reason, "category": it.category, "price": it.price, "parts": r.parts})
-        return profile is None or profile.is_cold, out
+        return self.view.rank(profile, k, filters, text_vec, text, now)
 
     async def info(self) -> dict:
         self._ensure_sync()
         if self._task.done():
             raise RuntimeError("catalog sync loop stopped")
-        return {"items": len(self.items), "seq": self.seq, "model": self.manifest["model"]}
+        return {"items": len(self.items), "seq": self.view.seq, "model": self.view.manifest["model"]}
 
 
 RetrieverActor = ray.remote(max_restarts=-1, max_task_retries=3)(Retriever)

@@ -186,3 +186,44 @@ def test_megabyte_review_is_truncated_and_flagged(server):
     client, _ = server
     r = client.post("/v1/events", json={"user_id": "big", "type": "review", "text": "拍照很好。" * 60_000})
     assert r.status_code == 200 and r.json()["analysis"]["truncated"]
+
+
+def test_colocated_retrieval_gives_the_same_answers(server, tmp_path):
+    """colocate_retrieval=true (retriever inside each shard, one hop) answers like the default graph."""
+    import httpx
+    from ray import serve
+
+    from deployments.app import build_app
+
+    client, args = server
+    colo = args.model_copy(update={"colocate_retrieval": True, "namespace": args.namespace + "-colo",
+                                   "state_dir": str(tmp_path / "state")})
+    serve.run(build_app(colo), name="ecrec-colo", route_prefix="/colo")
+    try:
+        with httpx.Client(base_url=client.base_url, timeout=60) as c:
+            t0 = time.time() - 5
+            events = [{"user_id": "colo-user", "type": "review", "item_id": "phones-001", "rating": 5,
+                       "text": SEED_REVIEW, "ts": t0},
+                      {"user_id": "colo-user", "type": "click", "item_id": "headphones-002", "ts": t0 + 1}]
+            for e in events:
+                assert client.post("/v1/events", json=e).status_code == 200
+                assert c.post("/colo/v1/events", json=e).status_code == 200
+            time.sleep(0.8)
+            q = {"k": 8}
+            a = client.get("/v1/users/colo-user/recommendations", params=q).json()["items"]
+            b = c.get("/colo/v1/users/colo-user/recommendations", params=q).json()["items"]
+            assert [x["item_id"] for x in a] == [x["item_id"] for x in b]
+            assert [round(x["score"], 4) for x in a] == [round(x["score"], 4) for x in b]
+            r = c.put("/colo/v1/items/colo-new", json={"title": "北斗卫星通话三防手机", "category": ["phones", "rugged"],
+                                                      "description": "支持卫星通话", "language": "zh"})
+            assert r.status_code == 200
+            deadline = time.time() + 5
+            while time.time() < deadline:
+                recs = c.post("/colo/v1/recommendations", json={"user_id": "colo-user", "text": "卫星通话三防手机",
+                                                               "k": 8}).json()["items"]
+                if "colo-new" in [x["item_id"] for x in recs]:
+                    break
+                time.sleep(0.1)
+            assert "colo-new" in [x["item_id"] for x in recs]  # reached the shard-hosted retriever
+    finally:
+        serve.delete("ecrec-colo")
