@@ -43,19 +43,12 @@ class ProfileShardActor:
     def get(self, user_id: str):
         return self.shard.get(user_id)
 
-    def record_impressions(self, user_id: str, item_ids: list[str], now: float) -> None:
-        self.shard.record_impressions(user_id, item_ids, now)
-
     def record_impressions_many(self, batch: list[tuple[str, list[str], float]]) -> None:
         for user_id, item_ids, now in batch:
             self.shard.record_impressions(user_id, item_ids, now)
 
     def delete(self, user_id: str) -> bool:
         return self.shard.delete(user_id)
-
-    def files(self) -> list[str]:
-        p = self.shard.store.path
-        return [str(p), f"{p}-wal", f"{p}-shm"]
 
     def ping(self) -> int:
         return self.index
