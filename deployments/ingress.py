@@ -149,7 +149,7 @@ class Ingress:
             await asyncio.sleep(0.1)
             try:
                 self._flush()
-            except Exception:  # a restarting shard: the next tick retries what is still buffered
+            except Exception:  # soft signals: a batch lost to a failing actor is not retried
                 log.exception("flushing impressions failed")
 
     def _flush(self) -> None:
@@ -171,10 +171,11 @@ class Ingress:
     async def _recommend(self, user_id, k, filters, text_vec=None, text=None, explain=False):
         # The profile goes from the shard straight to the retriever (an ObjectRef argument is
         # resolved by Ray), so the ingress waits once and never unpickles it.
+        idx = shard_of(user_id, len(self.shards)) if user_id else None
         if user_id and self.args.colocate_retrieval:
-            cold, items = await self._shard(user_id).recommend_for.remote(user_id, k, filters, text_vec, text)
+            cold, items = await self.shards[idx].recommend_for.remote(user_id, k, filters, text_vec, text)
         else:
-            profile_ref = self._shard(user_id).get.remote(user_id) if user_id else None
+            profile_ref = self.shards[idx].get.remote(user_id) if user_id else None
             cold, items = await self.retriever.recommend.remote(profile_ref, k, filters, text_vec, text)
         if not explain:
             for i in items:
@@ -182,7 +183,6 @@ class Ingress:
         self.m_recs.inc()
         if user_id and self.args.record_impressions and items:
             shown = [i["item_id"] for i in items]
-            idx = shard_of(user_id, len(self.shards))
             self._impressions.setdefault(idx, []).append((user_id, shown, time.time()))
             self._shown.extend(shown)
             self.m_impr.inc(len(shown))

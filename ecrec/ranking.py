@@ -175,7 +175,7 @@ class Ranker:
         order = self._mmr(X, score, k)
         recs = [self._rec(ids[j], cands[j][1], score[j], {p: float(v[j]) for p, v in parts.items()},
                           X[j], profile, text) for j in order]
-        return self._explore(recs, profile, excluded, filters, k, now)
+        return self._explore(recs, profile, filters, k, now)
 
     def _parts(self, ids, X, profile, text_vec, now) -> dict[str, np.ndarray]:
         c = self.config
@@ -184,8 +184,7 @@ class Ranker:
         warm = profile is not None and not profile.is_cold
         if warm:
             sim += self._interest_similarity(X, profile, now)
-            avoid -= c.avoid_weight * (X @ profile.avoid_vector())
-        elif profile is not None:
+        if profile is not None:
             avoid -= c.avoid_weight * (X @ profile.avoid_vector())
         if text_vec is not None:
             sim = (1 - c.text_share) * sim + c.text_share * (X @ text_vec) if warm else X @ text_vec
@@ -240,7 +239,7 @@ class Ranker:
         return chosen
 
     # ---- exploration ---------------------------------------------------------------------
-    def _explore(self, recs, profile, excluded, filters, k, now) -> list[Recommendation]:
+    def _explore(self, recs, profile, filters, k, now) -> list[Recommendation]:
         n = int(math.floor(k * self.config.explore_share))
         if n == 0 or len(recs) < k:
             return recs
@@ -252,7 +251,7 @@ class Ranker:
         limit = self.config.explore_max_impressions
         pool = []
         for i in self._ordered("fresh"):
-            if (i not in excluded and i not in filters.exclude and i not in kept and (ok is None or i in ok)
+            if (i not in filters.exclude and i not in kept and (ok is None or i in ok)
                     and self.stats.impressions.get(i, 0) < limit):
                 pool.append(i)
                 if len(pool) == self.config.explore_pool:
