@@ -47,8 +47,11 @@ test-unit: setup
 probe: setup
 	$(BIN)/ecrec -v train-probe --data ../shared/data
 
-bench: setup
-	$(BIN)/python bench/encoder_throughput.py
+bench: setup  # all four tables of BENCHMARKS.md (~20 min); each script also runs alone
+	$(BIN)/python bench/engine.py
+	$(BIN)/python bench/serve_latency.py
+	$(BIN)/python bench/train_throughput.py
+	$(BIN)/python bench/finetune_results.py
 
 clean:
 	rm -rf $(VENV) $(ECREC_HOME) .pytest_cache

@@ -62,10 +62,13 @@ class BranchClassifier(nn.Module):
             p.requires_grad_(True)
         self.branch = Branch(layers, base.config.hidden_size, n_labels, dropout)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():  # the shared trunk never trains
-            h, mask4 = trunk_forward(self.base, input_ids, attention_mask, self.split)
-        return self.branch(h, mask4, attention_mask)
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, trunk=None) -> torch.Tensor:
+        """Logits; ``trunk`` = precomputed (hidden, 4-d mask) of the frozen layers (a TrunkCache)."""
+        if trunk is None:
+            with torch.no_grad():  # the shared trunk never trains
+                trunk = trunk_forward(self.base, input_ids, attention_mask, self.split)
+        h, mask4 = trunk
+        return self.branch(h, mask4, attention_mask[:, : h.shape[1]])
 
     def train(self, mode: bool = True):
         super().train(mode)

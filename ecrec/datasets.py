@@ -34,6 +34,22 @@ def load_marc(data_dir: str | Path, lang: str, split: str) -> tuple[list[str], n
     return texts, np.asarray(labels, dtype=np.int64)
 
 
+def load_online_shopping(data_dir: str | Path) -> tuple[list[str], np.ndarray]:
+    """Chinese reviews with binary labels from ``online_shopping_10_cats.csv``, as 3-class ids
+    (0 negative, 2 positive: there is no neutral in this corpus)."""
+    path = Path(data_dir) / "sentiment" / "online_shopping_10_cats.csv"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: pass --data pointing at the shared data folder")
+    texts, labels = [], []
+    with path.open(encoding="utf-8", newline="") as f:
+        for row in csv.DictReader(f):
+            text = (row["review"] or "").strip().lstrip("\ufeff")
+            if text and row["label"] in ("0", "1"):
+                texts.append(text)
+                labels.append(2 if row["label"] == "1" else 0)
+    return texts, np.asarray(labels, dtype=np.int64)
+
+
 def load_intents(data_dir: str | Path) -> tuple[list[str], list[str]]:
     """Utterances and intent names from ``intents/bitext_20k_utterances.csv``."""
     path = Path(data_dir) / "intents" / "bitext_20k_utterances.csv"

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from ecrec.datasets import SENTIMENT_LABELS, load_intents, load_marc, stratified_split
+from ecrec.datasets import SENTIMENT_LABELS, load_intents, load_marc, load_online_shopping, stratified_split
 from ecrec.metrics import accuracy_macro_f1
 
 ZH_INTENTS = Path(__file__).parent / "data" / "intents_zh_test.jsonl"
@@ -37,6 +37,11 @@ class FinetuneConfig:
     train_limit: int | None = field(default=None, metadata={"help": "examples per language/class file (smoke)"})
     dev_frac: float = 0.1
     eval_test: bool = field(default=True, metadata={"help": "evaluate the full test sets after training"})
+    extra_zh_binary: int = field(default=0, metadata={
+        "help": "online_shopping_10_cats rows added to sentiment training (binary: loss ignores neutral)"})
+    cache_trunk: bool = field(default=True, metadata={"help": "keep frozen-trunk states after epoch 1"})
+    class_weights: str | None = field(default=None, metadata={"help": "None or 'balanced' (inverse frequency)"})
+    calibrate: bool = field(default=False, metadata={"help": "tune per-class logit biases on dev"})
     data_dir: str = "../shared/data"
 
     @classmethod
@@ -57,6 +62,7 @@ class FinetuneConfig:
 class Split:
     texts: list[str]
     labels: np.ndarray
+    binary: np.ndarray | None = None  # True where the label only says negative vs positive
 
 
 @dataclass
@@ -90,7 +96,14 @@ def load_task(cfg: FinetuneConfig) -> TaskData:
             for lang in ("zh", "en"):
                 t, yt = load_marc(cfg.data_dir, lang, "test")
                 tests[f"marc_{lang}_test"] = Split(t, yt)
-        return TaskData(list(SENTIMENT_LABELS), _take(texts, y, keep), _take(texts, y, dev), tests)
+        train = _take(texts, y, keep)
+        train.binary = np.zeros(len(train.texts), dtype=bool)
+        if cfg.extra_zh_binary:  # more Chinese signal; dev and test stay MARC
+            t, yb = load_online_shopping(cfg.data_dir)
+            _, idx = stratified_split(yb, min(1.0, cfg.extra_zh_binary / len(t)), rng_seed)
+            train = Split(train.texts + [t[i] for i in idx], np.concatenate([train.labels, yb[idx]]),
+                          np.concatenate([train.binary, np.ones(len(idx), dtype=bool)]))
+        return TaskData(list(SENTIMENT_LABELS), train, _take(texts, y, dev), tests)
     if cfg.task == "intent":
         texts, names = load_intents(cfg.data_dir)
         labels = sorted(set(names))
@@ -107,6 +120,15 @@ def load_task(cfg: FinetuneConfig) -> TaskData:
         tests["zh_project_test"] = Split([r["text"] for r in zh], np.array([labels.index(r["intent"]) for r in zh]))
         return TaskData(labels, _take(texts, y, keep), _take(texts, y, dev), tests)
     raise ValueError(f"task must be sentiment or intent, got {cfg.task!r}")
+
+
+def binary_masked(logits, binary, neutral: int = 1):
+    """Logits with the neutral class ruled out on binary-labelled rows (works for numpy and torch)."""
+    if binary is None or not binary.any():
+        return logits
+    out = logits.clone() if hasattr(logits, "clone") else logits.copy()
+    out[binary, neutral] = -1e4
+    return out
 
 
 def evaluate(pred: np.ndarray, y: np.ndarray, labels: list[str]) -> dict:
@@ -156,3 +178,37 @@ def plot_confusion(pred: np.ndarray, y: np.ndarray, labels: list[str], path: str
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def balanced_weights(y: np.ndarray, n: int) -> np.ndarray:
+    """Inverse-frequency class weights, mean 1 over examples (``class_weights: balanced``)."""
+    counts = np.bincount(y, minlength=n).astype(np.float64)
+    w = len(y) / (n * np.maximum(counts, 1))
+    return (w / (w[y].mean())).astype(np.float32)
+
+
+def calibrate_bias(logits: np.ndarray, y: np.ndarray, n: int, grid: np.ndarray | None = None,
+                   rounds: int = 2) -> tuple[np.ndarray, float]:
+    """Per-class logit offsets that maximise accuracy + macro-F1 on a dev split.
+
+    Coordinate ascent over a grid, class by class; the offsets are folded into the head's bias, so
+    serving is unchanged. Returns (offsets, best objective).
+    """
+    grid = np.round(np.arange(-2.0, 2.0001, 0.05), 4) if grid is None else np.asarray(grid)
+    grid = grid[np.argsort(np.abs(grid), kind="stable")]  # on ties, the smallest offset wins
+    bias = np.zeros(n, dtype=np.float64)
+
+    def score(b):
+        acc, f1 = accuracy_macro_f1(y, (logits + b).argmax(1), n)
+        return acc + f1
+
+    best = score(bias)
+    for _ in range(rounds):
+        for c in range(n):
+            for v in grid:
+                trial = bias.copy()
+                trial[c] = v
+                s = score(trial)
+                if s > best + 1e-9:
+                    best, bias = s, trial
+    return (bias - bias.mean()).astype(np.float32), float(best)

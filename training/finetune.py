@@ -40,39 +40,49 @@ def _prefix(cfg: FinetuneConfig, texts: list[str]) -> list[str]:
     return [pre + clean(t).text for t in texts]
 
 
-def _batches(tok, texts, labels, cfg, shuffle: bool, seed: int):
-    """A DataLoader over pre-tokenised ids with dynamic padding."""
+def _loader(tok, texts, labels, binary, cfg, rank: int, world: int):
+    """Length-bucketed batches of this rank's fixed share: (index, ids, mask, label, binary)."""
+    from ecrec.batching import LengthBuckets
+
     enc = tok(texts, truncation=True, max_length=cfg.max_length)["input_ids"]
-    data = list(zip(enc, labels.tolist()))
+    ys = labels.tolist()
+    binary = np.zeros(len(enc), dtype=bool) if binary is None else binary
+    pad = tok.pad_token_id
 
-    def collate(rows):
-        n = max(len(ids) for ids, _ in rows)
-        pad = tok.pad_token_id
-        ids = torch.full((len(rows), n), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), n), dtype=torch.long)
-        for i, (r, _) in enumerate(rows):
-            ids[i, : len(r)] = torch.tensor(r)
-            mask[i, : len(r)] = 1
-        return ids, mask, torch.tensor([y for _, y in rows])
+    def collate(index):
+        n = max(len(enc[i]) for i in index)
+        ids = torch.full((len(index), n), pad, dtype=torch.long)
+        mask = torch.zeros((len(index), n), dtype=torch.long)
+        for row, i in enumerate(index):
+            ids[row, : len(enc[i])] = torch.tensor(enc[i])
+            mask[row, : len(enc[i])] = 1
+        return (torch.tensor(index), ids, mask, torch.tensor([ys[i] for i in index]),
+                torch.from_numpy(binary[index]))
 
-    g = torch.Generator().manual_seed(seed)
-    return torch.utils.data.DataLoader(data, batch_size=cfg.batch_size, shuffle=shuffle, collate_fn=collate,
-                                       generator=g)
+    sampler = LengthBuckets([len(e) for e in enc], cfg.batch_size, rank, world, cfg.seed)
+    return torch.utils.data.DataLoader(range(len(enc)), batch_sampler=sampler, collate_fn=collate)
 
 
 @torch.no_grad()
-def predict(model, tok, texts: list[str], cfg: FinetuneConfig, device="cpu") -> np.ndarray:
-    """Class ids for ``texts`` (length-sorted batches)."""
+def predict_logits(model, tok, texts: list[str], cfg: FinetuneConfig, device="cpu") -> np.ndarray:
+    """Class logits for ``texts`` (length-sorted batches)."""
     model.eval()
     pre = _prefix(cfg, texts)
     order = np.argsort([-len(t) for t in pre], kind="stable")
-    out = np.empty(len(pre), dtype=np.int64)
+    out = None
     for s in range(0, len(order), 64):
         idx = order[s : s + 64]
         enc = tok([pre[i] for i in idx], padding=True, truncation=True, max_length=cfg.max_length,
                   return_tensors="pt").to(device)
-        out[idx] = model(enc["input_ids"], enc["attention_mask"]).argmax(-1).cpu().numpy()
+        logits = model(enc["input_ids"], enc["attention_mask"]).float().cpu().numpy()
+        out = np.empty((len(pre), logits.shape[1]), dtype=np.float32) if out is None else out
+        out[idx] = logits
     return out
+
+
+def predict(model, tok, texts: list[str], cfg: FinetuneConfig, device="cpu") -> np.ndarray:
+    """Class ids for ``texts``."""
+    return predict_logits(model, tok, texts, cfg, device).argmax(1)
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -81,7 +91,8 @@ def train_loop_per_worker(config: dict) -> None:
     from transformers import get_linear_schedule_with_warmup
 
     from ecrec.classifier import BranchClassifier
-    from ecrec.finetune_data import evaluate, load_task
+    from ecrec.batching import TrunkCache
+    from ecrec.finetune_data import balanced_weights, binary_masked, calibrate_bias, evaluate, load_task
 
     cfg = FinetuneConfig(**config["cfg"])
     torch.manual_seed(cfg.seed)
@@ -95,8 +106,16 @@ def train_loop_per_worker(config: dict) -> None:
     device = ray.train.torch.get_device()
     model = ray.train.torch.prepare_model(model)
     inner = model.module if hasattr(model, "module") else model
+    # each rank keeps a fixed share of the examples (its trunk cache); batches are length-bucketed
     loader = ray.train.torch.prepare_data_loader(
-        _batches(tok, _prefix(cfg, data.train.texts), data.train.labels, cfg, True, cfg.seed))
+        _loader(tok, _prefix(cfg, data.train.texts), data.train.labels, data.train.binary, cfg, rank, world),
+        add_dist_sampler=False)
+    cache = TrunkCache(inner.base, inner.split) if cfg.cache_trunk else None
+    weight = None
+    if cfg.class_weights == "balanced":
+        weight = torch.tensor(balanced_weights(data.train.labels, len(data.labels)), device=device)
+    elif cfg.class_weights is not None:
+        raise ValueError(f"class_weights must be null or 'balanced', got {cfg.class_weights!r}")
     steps_per_epoch = len(loader)
     total = steps_per_epoch * cfg.epochs
     opt = torch.optim.AdamW([
@@ -104,7 +123,7 @@ def train_loop_per_worker(config: dict) -> None:
         {"params": inner.branch.head.parameters(), "lr": cfg.head_lr},
     ], weight_decay=cfg.weight_decay)
     sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * total), total)
-    start_epoch, step, best_f1, bad, best_state = 0, 0, -1.0, 0, None
+    start_epoch, step, best_f1, bad, best_state, rates = 0, 0, -1.0, 0, None, []
     ckpt = ray.train.get_checkpoint()
     if ckpt:
         with ckpt.as_directory() as d:
@@ -114,15 +133,21 @@ def train_loop_per_worker(config: dict) -> None:
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         start_epoch, step, best_f1, bad = state["epoch"] + 1, state["step"], state["best_f1"], state["bad"]
+        rates = state.get("rates", [])
     use_amp = device.type == "cuda"
     for epoch in range(start_epoch, cfg.epochs):
-        if world > 1:
-            loader.sampler.set_epoch(epoch)
+        loader.batch_sampler.set_epoch(epoch)
         model.train()
         t0, seen, loss_sum = time.perf_counter(), 0, 0.0
-        for ids, mask, y in loader:
+        for index, ids, mask, y, binary in loader:
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                loss = torch.nn.functional.cross_entropy(model(ids, mask), y)
+                if cache is not None:
+                    h, mask4 = cache.batch(index.tolist(), ids, mask)
+                    logits = model(ids, mask, trunk=(h, mask4))
+                else:
+                    logits = model(ids, mask)
+                logits = binary_masked(logits.float(), binary)
+                loss = torch.nn.functional.cross_entropy(logits, y, weight=weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(inner.branch.parameters(), cfg.grad_clip)
@@ -130,18 +155,23 @@ def train_loop_per_worker(config: dict) -> None:
             sched.step()
             step += 1
             seen += len(y)
-            loss_sum += float(loss) * len(y)
+            loss_sum += float(loss.detach()) * len(y)
             if rank == 0 and step % 100 == 0:
                 print(f"epoch {epoch} step {step}/{total} loss {loss_sum / seen:.4f} "
                       f"{seen * world / (time.perf_counter() - t0):.1f} samples/s", flush=True)
         train_time = time.perf_counter() - t0
-        dev = evaluate(predict(inner, tok, data.dev.texts, cfg, device), data.dev.labels, data.labels)
+        dev_logits = predict_logits(inner, tok, data.dev.texts, cfg, device)
+        dev = evaluate(dev_logits.argmax(1), data.dev.labels, data.labels)
+        if cfg.calibrate:  # judge the epoch as it will be served: with its dev-tuned class offsets
+            offsets, _ = calibrate_bias(dev_logits, data.dev.labels, len(data.labels))
+            dev = evaluate((dev_logits + offsets).argmax(1), data.dev.labels, data.labels)
         improved = dev["macro_f1"] > best_f1
         best_f1, bad = (dev["macro_f1"], 0) if improved else (best_f1, bad + 1)
         if improved:
             best_state = {k: v.detach().cpu().clone() for k, v in inner.branch.state_dict().items()}
+        rates.append(seen * world / train_time)
         metrics = {"epoch": epoch, "step": step, "train_loss": loss_sum / max(seen, 1),
-                   "samples_per_s": seen * world / train_time, "dev_accuracy": dev["accuracy"],
+                   "samples_per_s": rates[-1], "epoch_samples_per_s": list(rates), "dev_accuracy": dev["accuracy"],
                    "dev_macro_f1": dev["macro_f1"], "best_dev_macro_f1": best_f1}
         stop = bad > cfg.patience - 1 if cfg.patience > 0 else False
         with tempfile.TemporaryDirectory() as d:
@@ -149,7 +179,7 @@ def train_loop_per_worker(config: dict) -> None:
             if rank == 0:
                 torch.save({"branch": inner.branch.state_dict(), "optimizer": opt.state_dict(),
                             "scheduler": sched.state_dict(), "epoch": epoch, "step": step,
-                            "best_f1": best_f1, "bad": bad, "labels": data.labels,
+                            "best_f1": best_f1, "bad": bad, "labels": data.labels, "rates": rates,
                             "config": cfg.to_dict()}, Path(d) / "state.pt")
                 torch.save(best_state, Path(d) / "best_branch.pt")
                 checkpoint = ray.train.Checkpoint.from_directory(d)
@@ -191,7 +221,7 @@ def run(cfg: FinetuneConfig, out_dir: str | Path, storage: str | Path, name: str
 def export(cfg: FinetuneConfig, result, out_dir: Path, wall_s: float, home: str | None) -> dict:
     """Best branch -> ``branch.safetensors`` (shippable) + an HF folder + metrics and reports."""
     from ecrec.classifier import BranchClassifier, export_hf_folder, save_branch
-    from ecrec.finetune_data import classification_report, evaluate, load_task, plot_confusion
+    from ecrec.finetune_data import calibrate_bias, classification_report, evaluate, load_task, plot_confusion
 
     out_dir.mkdir(parents=True, exist_ok=True)
     with result.checkpoint.as_directory() as d:
@@ -204,6 +234,13 @@ def export(cfg: FinetuneConfig, result, out_dir: Path, wall_s: float, home: str 
     model.eval()
     metrics = {"task": cfg.task, "config": cfg.to_dict(), "epochs_run": state["epoch"] + 1, "steps": state["step"],
                "fit_wall_s": wall_s, "last_epoch": result.metrics}
+    if cfg.calibrate:  # per-class logit offsets tuned on dev, folded into the head (serving unchanged)
+        dev_logits = predict_logits(model, tok, data.dev.texts, cfg)
+        metrics["dev_uncalibrated"] = evaluate(dev_logits.argmax(1), data.dev.labels, data.labels)
+        offsets, _ = calibrate_bias(dev_logits, data.dev.labels, len(data.labels))
+        with torch.no_grad():
+            model.branch.head.bias += torch.from_numpy(offsets)
+        metrics["calibration_offsets"] = dict(zip(data.labels, offsets.tolist()))
     sets = {"dev": data.dev, **data.tests}
     report_lines = []
     for set_name, split in sets.items():
