@@ -19,7 +19,10 @@ class AppArgs(BaseModel):
     namespace: str = Field(default="ecrec", description="Ray namespace of the shard and catalog actors")
     # models
     model: str = Field(default="e5-small", description="e5-small (zh+en) or minilm (en)")
-    sentiment_head: str | None = Field(default=None, description="sentiment head/checkpoint (default: shipped probe)")
+    sentiment_head: str | None = Field(
+        default=None, description="unset: the shipped fine-tuned branch; 'probe'; or a .safetensors/.npz path")
+    intent_head: str | None = Field(
+        default=None, description="unset: the shipped intent branch; 'none': no intents; or a .safetensors path")
     max_length: int = Field(default=128, ge=8, le=512)
     # encoder deployment
     encoder_min_replicas: int = Field(default=1, ge=0)

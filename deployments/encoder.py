@@ -1,4 +1,4 @@
-"""Encoder deployment: text encoder + sentiment head in one batched forward pass."""
+"""Encoder deployment: text encoder + sentiment head (+ intent branch) in one batched forward pass."""
 from __future__ import annotations
 
 import asyncio
@@ -23,9 +23,12 @@ class Encoder:
 
         cfg = RecommenderConfig(
             encoder=EncoderConfig(model=args.model, max_length=args.max_length, num_threads=args.encoder_threads),
-            sentiment_head=args.sentiment_head)
+            sentiment_head=args.sentiment_head, intent_head=args.intent_head)
         self.analyzer = load_analyzer(cfg, args.home())
-        self.model_version = f"{args.model}+{self.analyzer.head.info.get('name', 'head')}"
+        intent = self.analyzer.intent_head
+        self.intent_version = intent.info.get("name", "intent") if intent is not None else None
+        self.model_version = "+".join(
+            [args.model, self.analyzer.head.info.get("name", "head")] + ([self.intent_version] if intent else []))
         self._lock = asyncio.Lock()  # one forward pass at a time per replica
 
     def reconfigure(self, user_config: dict) -> None:
@@ -46,5 +49,5 @@ class Encoder:
             return await asyncio.to_thread(self.analyzer.encoder.encode, texts, "passage")
 
     def info(self) -> dict:
-        return {"model": self.model_version, "dim": self.analyzer.encoder.dim,
+        return {"model": self.model_version, "dim": self.analyzer.encoder.dim, "intent": self.intent_version,
                 "device": str(self.analyzer.encoder.device)}

@@ -113,8 +113,10 @@ def _text(field: str, value: str | None) -> None:
 
 def _out_analysis(a) -> dict:
     sent = lambda x: {"label": x.label, "probs": x.probs}  # noqa: E731
+    intent = None if a.intent is None else {"label": a.intent.label, "confidence": a.intent.confidence,
+                                            "top": a.intent.top}
     return {"text": a.text, "language": a.language, "truncated": a.truncated, "sentiment": sent(a.sentiment),
-            "clauses": [{"text": c.text, "sentiment": sent(c.sentiment)} for c in a.clauses]}
+            "clauses": [{"text": c.text, "sentiment": sent(c.sentiment)} for c in a.clauses], "intent": intent}
 
 
 @serve.deployment(name="Ingress")
@@ -253,11 +255,23 @@ class Ingress:
 
     @app.post("/v1/sentiment", response_model=s.SentimentBatchOut)
     async def post_sentiment(self, body: s.SentimentIn) -> dict:
-        if len(body.texts) > self.args.max_sentiment_texts:
-            raise ApiError(422, f"texts: at most {self.args.max_sentiment_texts} per request, got {len(body.texts)}")
-        for i, t in enumerate(body.texts):
+        """Sentiment of each text and its clauses (and its intent, when an intent branch is served)."""
+        return await self._analyze_texts(body.texts)
+
+    @app.post("/v1/intent", response_model=s.SentimentBatchOut)
+    async def post_intent(self, body: s.SentimentIn) -> dict:
+        """Customer-service intent of each text (same analysis; 404 when intents are not served)."""
+        info = await self.encoder.info.remote()
+        if not info.get("intent"):
+            raise ApiError(404, "intents are not served: this app runs with intent_head=none")
+        return await self._analyze_texts(body.texts)
+
+    async def _analyze_texts(self, texts: list[str]) -> dict:
+        if len(texts) > self.args.max_sentiment_texts:
+            raise ApiError(422, f"texts: at most {self.args.max_sentiment_texts} per request, got {len(texts)}")
+        for i, t in enumerate(texts):
             _text(f"texts[{i}]", t)
-        results = await asyncio.gather(*(self.encoder.analyze.remote(t) for t in body.texts))
+        results = await asyncio.gather(*(self.encoder.analyze.remote(t) for t in texts))
         for a in results:
             self.m_sentiment.inc(tags={"label": a.sentiment.label})
         info = await self.encoder.info.remote()
@@ -306,5 +320,6 @@ class Ingress:
         except Exception as e:  # anything not answering means not ready
             return JSONResponse({"ready": False, "error": f"{type(e).__name__}: {e}"[:300]},
                                 status_code=503, headers={"Retry-After": "1"})
-        return {"ready": True, "model": enc["model"], "device": enc["device"], "items": ret["items"],
+        return {"ready": True, "model": enc["model"], "intent_model": enc["intent"], "device": enc["device"],
+                "items": ret["items"],
                 "shards": len(self.shards)}

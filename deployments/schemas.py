@@ -30,12 +30,19 @@ class ClauseOut(BaseModel):
     sentiment: SentimentOut
 
 
+class IntentOut(BaseModel):
+    label: str = Field(description="one of the 27 customer-service intents")
+    confidence: float
+    top: list[tuple[str, float]] = Field(description="the three likeliest intents, best first")
+
+
 class TextOut(BaseModel):
     text: str
     language: str
     truncated: bool
     sentiment: SentimentOut
     clauses: list[ClauseOut]
+    intent: IntentOut | None = Field(default=None, description="absent when the app runs with intent_head=none")
 
 
 class RecommendationOut(BaseModel):

@@ -132,28 +132,38 @@ class TextEncoder:
         return (y / np.linalg.norm(y, axis=1, keepdims=True)).astype(np.float32)
 
     def _forward(self, texts: Sequence[str], role: Role) -> np.ndarray:
-        return self._run(texts, role, None)[0]
+        return self._run(texts, role, [])[0]
 
     def encode_with_branch(self, texts: Sequence[str], role: Role, branch) -> tuple[np.ndarray, np.ndarray]:
-        """One pass for both jobs: unit retrieval vectors (not aligned) and the branch's logits.
+        """One pass for both jobs: unit retrieval vectors (not aligned) and the branch's logits."""
+        x, logits = self._run(texts, role, [branch])
+        return x, logits[0]
 
-        The trunk (embeddings + first L-K layers) runs once; then the original top layers give
-        the retrieval vector and the branch's fine-tuned copies give the class logits.
+    def encode_with_branches(self, texts: Sequence[str], role: Role, branches: Sequence) -> tuple[
+            np.ndarray, list[np.ndarray]]:
+        """One pass for every job: retrieval vectors (not aligned) and each branch's logits.
+
+        The shared layers run once; where a branch splits off (after layer L - K), its fine-tuned
+        copies of the top K layers run on the hidden states there, while the original layers go
+        on to the retrieval vector.
         """
-        x, logits = self._run(texts, role, branch)
-        return x, logits
+        return self._run(texts, role, list(branches))
 
-    def _run(self, texts: Sequence[str], role: Role, branch) -> tuple[np.ndarray, np.ndarray | None]:
+    def _run(self, texts: Sequence[str], role: Role, branches: list) -> tuple[np.ndarray, list[np.ndarray]]:
         import torch
 
         from ecrec.classifier import trunk_forward
 
         prepared = self._prefixed(texts, role)
         out = np.empty((len(prepared), self.dim), dtype=np.float32)
-        logits = None if branch is None else np.empty((len(prepared), branch.head.out_features), np.float32)
+        logits = [np.empty((len(prepared), b.head.out_features), np.float32) for b in branches]
         if not prepared:
             return out, logits
-        split = self.model.config.num_hidden_layers - (len(branch.layers) if branch is not None else 0)
+        n_layers = self.model.config.num_hidden_layers
+        splits = {}  # layer index -> branches that split off there
+        for j, b in enumerate(branches):
+            splits.setdefault(n_layers - len(b.layers), []).append(j)
+        first = min(splits, default=n_layers)
         order = np.argsort([-len(t) for t in prepared], kind="stable")
         bs = self.config.batch_size
         with torch.inference_mode():
@@ -163,15 +173,17 @@ class TextEncoder:
                     [prepared[i] for i in idx], padding=True, truncation=True,
                     max_length=self.config.max_length, return_tensors="pt",
                 ).to(self.device)
-                if branch is None:
-                    hidden = self.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
+                attn = enc["attention_mask"]
+                if not branches:
+                    hidden = self.model(input_ids=enc["input_ids"], attention_mask=attn).last_hidden_state
                 else:
-                    h, mask4 = trunk_forward(self.model, enc["input_ids"], enc["attention_mask"], split)
-                    hidden = h
-                    for layer in self.model.encoder.layer[split:]:
-                        hidden = layer(hidden, mask4)
-                    logits[idx] = branch(h, mask4, enc["attention_mask"]).float().cpu().numpy()
-                mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (b, seq, 1)
+                    hidden, mask4 = trunk_forward(self.model, enc["input_ids"], attn, first)
+                    for at in range(first, n_layers + 1):
+                        for j in splits.get(at, []):
+                            logits[j][idx] = branches[j](hidden, mask4, attn).float().cpu().numpy()
+                        if at < n_layers:
+                            hidden = self.model.encoder.layer[at](hidden, mask4)
+                mask = attn.unsqueeze(-1).to(hidden.dtype)  # (b, seq, 1)
                 pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
                 pooled = torch.nn.functional.normalize(pooled.float(), dim=-1)
                 out[idx] = pooled.cpu().numpy()

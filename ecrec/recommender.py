@@ -18,7 +18,7 @@ from ecrec.events import Event
 from ecrec.index import Filters, ItemMeta, VectorIndex
 from ecrec.profile import ProfileConfig, UserProfile
 from ecrec.ranking import ItemStats, Ranker, RankingConfig, Recommendation
-from ecrec.sentiment import TextAnalysis, TextAnalyzer, load_head, probe_path
+from ecrec.sentiment import TextAnalysis, TextAnalyzer, head_path, intent_head_path, load_head
 from ecrec.text import clean
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,8 @@ class RecommenderConfig:
     profile: ProfileConfig = field(default_factory=ProfileConfig)
     ranking: RankingConfig = field(default_factory=RankingConfig)
     index_factory: str = "Flat"
-    sentiment_head: Path | None = None  # default: the probe shipped for the encoder
+    sentiment_head: Path | str | None = None  # None: shipped branch (else probe); 'probe'; or a path
+    intent_head: Path | str | None = None  # None: shipped intent branch if any; 'none'; or a path
 
 
 @dataclass(frozen=True)
@@ -53,8 +54,9 @@ def item_meta(item: Item) -> ItemMeta:
 
 def load_analyzer(config: RecommenderConfig, home: Path | None = None) -> TextAnalyzer:
     encoder = TextEncoder(config.encoder, home)
-    head = load_head(config.sentiment_head or probe_path(config.encoder.model), encoder)
-    return TextAnalyzer(encoder, head)
+    head = load_head(head_path(config.sentiment_head, config.encoder.model), encoder)
+    intent = intent_head_path(config.intent_head, config.encoder.model)
+    return TextAnalyzer(encoder, head, load_head(intent, encoder) if intent else None)
 
 
 class Recommender:

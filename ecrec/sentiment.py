@@ -27,6 +27,33 @@ def probe_path(model: str) -> Path:
     return ARTIFACTS / f"sentiment_probe_{model}.npz"
 
 
+def branch_path(model: str) -> Path:
+    return ARTIFACTS / f"sentiment_branch_{model}.safetensors"
+
+
+def intent_path(model: str) -> Path:
+    return ARTIFACTS / f"intent_branch_{model}.safetensors"
+
+
+def intent_head_path(choice: str | Path | None, model: str) -> Path | None:
+    """``None`` = the shipped intent branch where there is one, ``"none"`` = no intents, else a path."""
+    if choice is None:
+        return intent_path(model) if intent_path(model).exists() else None
+    return None if str(choice) == "none" else Path(choice)
+
+
+def head_path(choice: str | Path | None, model: str) -> Path:
+    """Which sentiment head to serve: ``None`` = the shipped fine-tuned branch where there is one
+    for the encoder (else its probe), ``"probe"`` / ``"branch"`` = the shipped ones, else a path."""
+    if choice is None:
+        return branch_path(model) if branch_path(model).exists() else probe_path(model)
+    if str(choice) == "probe":
+        return probe_path(model)
+    if str(choice) == "branch":
+        return branch_path(model)
+    return Path(choice)
+
+
 @dataclass
 class LinearProbe:
     """softmax(x @ W + b) over ``labels``."""
@@ -98,6 +125,15 @@ class Clause:
 
 
 @dataclass(frozen=True)
+class Intent:
+    """Customer-service intent of a whole text (the 27 Bitext intents)."""
+
+    label: str
+    confidence: float
+    top: list[tuple[str, float]]  # the three likeliest, best first
+
+
+@dataclass(frozen=True)
 class TextAnalysis:
     text: str
     language: str
@@ -105,6 +141,7 @@ class TextAnalysis:
     sentiment: Sentiment
     vector: np.ndarray  # (dim,) whole text
     clauses: list[Clause]
+    intent: Intent | None = None  # when an intent branch is loaded
 
 
 class BranchHead:
@@ -137,28 +174,50 @@ def _softmax(z: np.ndarray) -> np.ndarray:
 
 
 class TextAnalyzer:
-    """Encoder + sentiment head: one batched forward pass per call gives vectors and sentiment."""
+    """Encoder + sentiment head (+ optional intent branch): one batched forward pass per call gives
+    vectors, sentiment and intent."""
 
-    def __init__(self, encoder, head: LinearProbe | BranchHead):
+    def __init__(self, encoder, head: LinearProbe | BranchHead, intent: BranchHead | None = None):
         if isinstance(head, LinearProbe) and head.W.shape[0] != encoder.dim:
             raise ValueError(f"head expects dim {head.W.shape[0]}, encoder gives {encoder.dim}")
-        self.encoder, self.head = encoder, head
+        if intent is not None and not isinstance(intent, BranchHead):
+            raise ValueError("the intent head must be a fine-tuned branch (.safetensors)")
+        self.encoder, self.head, self.intent_head = encoder, head, intent
 
-    def _raw_and_probs(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Raw (unaligned) vectors and class probabilities in one forward pass."""
+    def _raw_and_probs(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Raw (unaligned) vectors, sentiment and intent probabilities in one forward pass."""
+        branches = [h.branch for h in (self.head, self.intent_head) if isinstance(h, BranchHead)]
+        raw, logits = self.encoder.encode_with_branches(texts, "query", branches)
         if isinstance(self.head, BranchHead):
-            raw, logits = self.encoder.encode_with_branch(texts, "query", self.head.branch)
-            return raw, _softmax(logits)
-        raw = self.encoder.encode(texts, "query", align=False)
-        return raw, self.head.predict_proba(raw)
+            sent = _softmax(logits.pop(0))
+        else:
+            sent = self.head.predict_proba(raw)
+        return raw, sent, (_softmax(logits[0]) if self.intent_head is not None else None)
 
     def _sentiments(self, p: np.ndarray) -> list[Sentiment]:
         return [Sentiment(self.head.labels[int(r.argmax())],
                           {lab: float(v) for lab, v in zip(self.head.labels, r)}) for r in p]
 
+    def _intents(self, p: np.ndarray | None, n: int) -> list[Intent | None]:
+        if p is None:
+            return [None] * n
+        labels = self.intent_head.labels
+        out = []
+        for r in p[:n]:
+            top = np.argsort(-r)[:3]
+            out.append(Intent(labels[int(top[0])], float(r[top[0]]), [(labels[int(i)], float(r[i])) for i in top]))
+        return out
+
     def sentiment(self, texts: Sequence[str]) -> list[Sentiment]:
         cleaned = [clean(t).text for t in texts]
         return self._sentiments(self._raw_and_probs(cleaned)[1])
+
+    def intents(self, texts: Sequence[str]) -> list[Intent]:
+        if self.intent_head is None:
+            raise ValueError("no intent branch is loaded")
+        cleaned = [clean(t).text for t in texts]
+        raw, logits = self.encoder.encode_with_branches(cleaned, "query", [self.intent_head.branch])
+        return self._intents(_softmax(logits[0]), len(cleaned))
 
     def analyze(self, texts: Sequence[str]) -> list[TextAnalysis]:
         """Clean, split into clauses, encode texts and clauses together, classify all."""
@@ -167,8 +226,9 @@ class TextAnalyzer:
         flat = [c.text for c in cleaned]
         for cl in clause_lists:
             flat.extend(cl if len(cl) > 1 else [])
-        raw, probs = self._raw_and_probs(flat)  # (n_texts + n_clauses, dim), (n, classes)
+        raw, probs, intent_probs = self._raw_and_probs(flat)  # rows: texts, then clauses
         sents = self._sentiments(probs)  # the head reads raw states; retrieval the aligned vectors
+        intents = self._intents(intent_probs, len(cleaned))
         x = self.encoder.align(raw, flat, "query")
         out, pos = [], len(cleaned)
         for i, (c, cl) in enumerate(zip(cleaned, clause_lists)):
@@ -177,5 +237,6 @@ class TextAnalyzer:
                 pos += len(cl)
             else:
                 clauses = [Clause(c.text, sents[i], x[i])]
-            out.append(TextAnalysis(c.text, detect_language(c.text), c.truncated, sents[i], x[i], clauses))
+            out.append(TextAnalysis(c.text, detect_language(c.text), c.truncated, sents[i], x[i], clauses,
+                                    intents[i]))
         return out

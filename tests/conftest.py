@@ -30,6 +30,14 @@ def encoder(analyzer):
 
 
 @pytest.fixture(scope="session")
+def probe_analyzer(encoder):
+    """The shipped linear probe on the same encoder (the default head is the fine-tuned branch)."""
+    from ecrec.sentiment import TextAnalyzer, load_head, probe_path
+
+    return TextAnalyzer(encoder, load_head(probe_path(encoder.config.model), encoder))
+
+
+@pytest.fixture(scope="session")
 def demo_items():
     from ecrec.catalog import load_demo_catalog
 

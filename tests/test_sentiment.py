@@ -11,16 +11,27 @@ from ecrec.sentiment import LinearProbe, train_probe
     ("质量太差了，用了两天就坏了，退货！", "negative"), ("Absolutely love it, works perfectly", "positive"),
     ("Terrible. Broke after one week and support never answered.", "negative"),
 ])
-def test_shipped_probe_on_clear_cases(analyzer, text, label):
-    assert analyzer.sentiment([text])[0].label == label
+@pytest.mark.parametrize("head", ["branch", "probe"])
+def test_shipped_heads_on_clear_cases(analyzer, probe_analyzer, head, text, label):
+    an = analyzer if head == "branch" else probe_analyzer
+    assert an.sentiment([text])[0].label == label
 
 
-def test_seed_review_clauses(analyzer):
-    a = analyzer.analyze(["这款手机拍照效果很好，但电池续航不太理想"])[0]
+def test_default_head_is_the_shipped_fine_tuned_branch(analyzer, probe_analyzer):
+    from ecrec.sentiment import BranchHead
+
+    assert isinstance(analyzer.head, BranchHead) and analyzer.head.info["name"].startswith("sentiment-ft")
+    assert probe_analyzer.head.info["name"].startswith("sentiment_probe")
+
+
+@pytest.mark.parametrize("head", ["branch", "probe"])
+def test_seed_review_clauses(analyzer, probe_analyzer, head):
+    a = (analyzer if head == "branch" else probe_analyzer).analyze(["这款手机拍照效果很好，但电池续航不太理想"])[0]
     assert [c.text for c in a.clauses] == ["这款手机拍照效果很好", "但电池续航不太理想"]
-    # The linear probe calls the mild complaint "不太理想" neutral-leaning-negative (as 3-star MARC
-    # reviews read); what the profile uses is the sign and size of the polarity.
-    assert a.clauses[0].sentiment.polarity > 0.5 and a.clauses[1].sentiment.polarity < -0.1
+    # Both heads call the mild complaint "不太理想" neutral leaning negative (as 3-star MARC reviews
+    # read); what the profile uses is the sign and size of the polarity. (The branch trained on MARC
+    # alone leaned positive here, +0.24; the online_shopping reviews in cpu.yaml fixed that.)
+    assert a.clauses[0].sentiment.polarity > 0.5 and a.clauses[1].sentiment.polarity < 0
     assert a.language == "zh" and not a.truncated
 
 
@@ -29,14 +40,21 @@ def test_huge_text_is_truncated_and_flagged(analyzer):
     assert a.truncated and len(a.text) <= 2000 and a.sentiment.label == "positive"
 
 
-def test_shipped_probe_quality_on_marc_test_slice(analyzer, data_dir):
-    # The full-test figures are in the README; here a fixed 300-review slice per language.
-    for lang, floor in (("zh", 0.6), ("en", 0.6)):
-        texts, y = load_marc(data_dir, lang, "test")
-        idx = np.random.default_rng(0).choice(len(texts), 300, replace=False)
-        labels = [analyzer.head.labels.index(s.label) for s in analyzer.sentiment([texts[i] for i in idx])]
-        acc, f1 = accuracy_macro_f1(y[idx], np.array(labels), 3)
-        assert acc >= floor, (lang, acc, f1)
+def test_shipped_heads_on_a_marc_test_slice(analyzer, probe_analyzer, data_dir):
+    """The full-test figures are in BENCHMARKS.md; here a fixed 300-review slice per language."""
+    scores = {}
+    for name, an in (("branch", analyzer), ("probe", probe_analyzer)):
+        pred, gold = [], []
+        for lang in ("zh", "en"):
+            texts, y = load_marc(data_dir, lang, "test")
+            idx = np.random.default_rng(0).choice(len(texts), 300, replace=False)
+            pred += [an.head.labels.index(s.label) for s in an.sentiment([texts[i] for i in idx])]
+            gold += y[idx].tolist()
+            acc, _ = accuracy_macro_f1(y[idx], np.array(pred[-300:]), 3)
+            assert acc >= 0.6, (name, lang, acc)
+        scores[name] = accuracy_macro_f1(np.array(gold), np.array(pred), 3)
+    # the fine-tuned branch is the default because it beats the probe on both figures
+    assert scores["branch"][0] > scores["probe"][0] and scores["branch"][1] > scores["probe"][1], scores
 
 
 def test_probe_trained_on_a_slice_beats_chance(encoder, data_dir, tmp_path):
@@ -50,3 +68,42 @@ def test_probe_trained_on_a_slice_beats_chance(encoder, data_dir, tmp_path):
     probe.save(tmp_path / "p.npz")
     back = LinearProbe.load(tmp_path / "p.npz")
     np.testing.assert_allclose(back.predict_proba(x[:5]), probe.predict_proba(x[:5]), rtol=1e-6)
+
+
+def test_one_pass_serves_retrieval_sentiment_and_intent(analyzer):
+    """Both branches split off the shared trunk in one forward pass and give the same numbers as
+    separate passes; the retrieval vector is the plain encoder's."""
+    enc = analyzer.encoder
+    texts = ["我想取消刚下的订单", "Where is my refund? It has been two weeks.", "屏幕很清楚，但是发货太慢了"]
+    branches = [analyzer.head.branch, analyzer.intent_head.branch]
+    assert len(branches[0].layers) != len(branches[1].layers)  # they split at different layers
+    x, (sent, intent) = enc.encode_with_branches(texts, "query", branches)
+    _, sent1 = enc.encode_with_branch(texts, "query", branches[0])
+    _, intent1 = enc.encode_with_branch(texts, "query", branches[1])
+    np.testing.assert_allclose(sent, sent1, atol=1e-4)
+    np.testing.assert_allclose(intent, intent1, atol=1e-4)
+    np.testing.assert_allclose(x, enc.encode(texts, "query", align=False), atol=1e-5)
+
+
+@pytest.mark.parametrize("text,intent", [
+    ("I want to cancel my order", "cancel_order"), ("I forgot my password", "recover_password"),
+    ("How do I talk to a real person?", "contact_human_agent"), ("我忘记密码了", "recover_password"),
+    ("我要投诉", "complaint"), ("我想删除我的账户", "delete_account"),
+])
+def test_shipped_intent_branch_on_clear_cases(analyzer, text, intent):
+    got = analyzer.intents([text])[0]
+    assert got.label == intent and got.top[0] == (got.label, got.confidence), got
+    assert analyzer.analyze([text])[0].intent.label == intent
+
+
+def test_shipped_intent_branch_on_held_out_bitext_and_project_chinese_set(analyzer, data_dir):
+    from ecrec.finetune_data import FinetuneConfig, load_task
+
+    data = load_task(FinetuneConfig(task="intent", data_dir=str(data_dir)))
+    assert list(analyzer.intent_head.labels) == data.labels
+    for name, floor, n in (("bitext_heldout_20pct", 0.95, 600), ("zh_project_test", 0.6, None)):
+        split = data.tests[name]  # never trained on: the protocol's 20 % and the project's own zh set
+        idx = np.random.default_rng(0).permutation(len(split.texts))[:n]
+        pred = [data.labels.index(i.label) for i in analyzer.intents([split.texts[i] for i in idx])]
+        acc, _ = accuracy_macro_f1(split.labels[idx], np.array(pred), len(data.labels))
+        assert acc >= floor, (name, acc)

@@ -15,6 +15,8 @@ def test_ready_reports_model(server):
     client, _ = server
     r = client.get("/readyz").json()
     assert r["ready"] and r["model"].startswith("e5-small") and r["items"] >= 300 and r["shards"] == 2
+    # the shipped fine-tuned branches: sentiment (default head) and customer-service intents
+    assert "sentiment-ft" in r["model"] and r["intent_model"].startswith("intent-ft"), r
     assert client.get("/healthz").json() == {"status": "ok"}
     assert "/v1/events" in client.get("/openapi.json").json()["paths"]
 
@@ -139,6 +141,19 @@ def test_sentiment_batch(server):
     assert r["model"].startswith("e5-small")
 
 
+def test_intent_over_http(server):
+    client, _ = server
+    r = client.post("/v1/intent", json={"texts": ["I forgot my password", "我要投诉"]})
+    assert r.status_code == 200, r.text
+    got = [x["intent"] for x in r.json()["results"]]
+    assert [g["label"] for g in got] == ["recover_password", "complaint"]
+    assert all(len(g["top"]) == 3 and g["top"][0][0] == g["label"] for g in got)
+    # events carry the intent of their text too
+    ev = client.post("/v1/events", json={"user_id": "cs-user", "type": "question", "text": "How do I talk to a real person?"})
+    assert ev.status_code == 200, ev.text
+    assert ev.json()["analysis"]["intent"]["label"] == "contact_human_agent"
+
+
 @pytest.mark.parametrize("method,url,body,status,needle", [
     ("post", "/v1/events", {"user_id": "u", "type": "click"}, 422, "item_id"),
     ("post", "/v1/events", {"user_id": "u", "type": "search", "text": "   "}, 422, "text"),
@@ -152,6 +167,7 @@ def test_sentiment_batch(server):
     ("post", "/v1/recommendations", {}, 422, "user_id"),
     ("post", "/v1/sentiment", {"texts": ["ok"] * 9}, 422, "texts"),
     ("post", "/v1/sentiment", {"texts": ["fine", ""]}, 422, "texts[1]"),
+    ("post", "/v1/intent", {"texts": []}, 422, "texts"),
     ("get", "/v1/items/nope", None, 404, "nope"),
     ("delete", "/v1/items/nope", None, 404, "nope"),
     ("put", "/v1/items/x", {"title": "t", "price": -3}, 422, "price"),

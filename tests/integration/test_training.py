@@ -86,7 +86,8 @@ def test_graph_serves_the_fine_tuned_branch_when_configured(smoke, server, tmp_p
     _, _, _, tmp = smoke
     client, args = server
     ft_args = args.model_copy(update={"sentiment_head": str(tmp / "out2" / "branch.safetensors"),
-                                      "namespace": args.namespace + "-ft", "state_dir": str(tmp_path / "state")})
+                                      "intent_head": "none", "namespace": args.namespace + "-ft",
+                                      "state_dir": str(tmp_path / "state")})
     serve.run(build_app(ft_args), name="ecrec-ft", route_prefix="/ft")
     try:
         with httpx.Client(base_url=client.base_url, timeout=60) as c:
@@ -95,7 +96,10 @@ def test_graph_serves_the_fine_tuned_branch_when_configured(smoke, server, tmp_p
             r = c.post("/ft/v1/sentiment", json={"texts": ["质量太差了，退货！", "Love it, works perfectly"]}).json()
             assert "sentiment-ft" in r["model"]
             assert all(abs(sum(x["sentiment"]["probs"].values()) - 1) < 1e-4 for x in r["results"])
-            # the default app still serves the probe
-            assert "sentiment-ft" not in client.get("/readyz").json()["model"]
+            assert all(x["intent"] is None for x in r["results"]) and ready["intent_model"] is None
+            no = c.post("/ft/v1/intent", json={"texts": ["I forgot my password"]})
+            assert no.status_code == 404 and "intent_head=none" in no.json()["detail"], no.text
+            # the default app still serves the shipped branch, not the smoke run's
+            assert client.get("/readyz").json()["model"] != ready["model"]
     finally:
         serve.delete("ecrec-ft")
