@@ -72,7 +72,7 @@ def main() -> None:
     from training.finetune import run
 
     base = FinetuneConfig.from_yaml(CONFIGS / "cpu.yaml", train_limit=STEPS_EXAMPLES // 2 * 10 // 9,
-                                    eval_test=False, epochs=2, patience=0, calibrate=False)
+                                    eval_test=False, epochs=2, patience=0, calibrate=False, extra_zh_binary=0)
     one = dataclasses.replace(base, workers=1, batch_size=32)
     rows = [("plain PyTorch, random batches, no cache (baseline)", plain_loop(one, False, 1), None),
             ("plain PyTorch, length buckets + trunk cache", plain_loop(one, True, 2), None)]

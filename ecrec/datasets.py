@@ -17,49 +17,46 @@ def stars_to_label(star: int) -> int:
     return 0 if star <= 2 else (1 if star == 3 else 2)
 
 
+def _csv_rows(data_dir: str | Path, relative: str, encoding: str = "utf-8"):
+    """Rows of a CSV in the shared data folder, with a clear error when it is missing."""
+    path = Path(data_dir) / relative
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: pass --data pointing at the shared data folder")
+    with path.open(encoding=encoding, newline="") as f:
+        yield from csv.DictReader(f)
+
+
 def load_marc(data_dir: str | Path, lang: str, split: str) -> tuple[list[str], np.ndarray]:
     """Texts and 3-class labels from ``sentiment/marc_{lang}_{split}.csv``."""
     if lang not in ("zh", "en") or split not in ("train", "test"):
         raise ValueError(f"lang must be zh|en and split train|test, got {lang!r}, {split!r}")
-    path = Path(data_dir) / "sentiment" / f"marc_{lang}_{split}.csv"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: pass --data pointing at the shared data folder")
     texts, labels = [], []
-    with path.open(encoding="utf-8", newline="") as f:
-        for row in csv.DictReader(f):
-            text = (row["text"] or "").strip()
-            if text:
-                texts.append(text)
-                labels.append(stars_to_label(int(row["star"])))
+    for row in _csv_rows(data_dir, f"sentiment/marc_{lang}_{split}.csv"):
+        text = (row["text"] or "").strip()
+        if text:
+            texts.append(text)
+            labels.append(stars_to_label(int(row["star"])))
     return texts, np.asarray(labels, dtype=np.int64)
 
 
 def load_online_shopping(data_dir: str | Path) -> tuple[list[str], np.ndarray]:
     """Chinese reviews with binary labels from ``online_shopping_10_cats.csv``, as 3-class ids
     (0 negative, 2 positive: there is no neutral in this corpus)."""
-    path = Path(data_dir) / "sentiment" / "online_shopping_10_cats.csv"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: pass --data pointing at the shared data folder")
     texts, labels = [], []
-    with path.open(encoding="utf-8", newline="") as f:
-        for row in csv.DictReader(f):
-            text = (row["review"] or "").strip().lstrip("\ufeff")
-            if text and row["label"] in ("0", "1"):
-                texts.append(text)
-                labels.append(2 if row["label"] == "1" else 0)
+    for row in _csv_rows(data_dir, "sentiment/online_shopping_10_cats.csv"):
+        text = (row["review"] or "").strip().lstrip("\ufeff")
+        if text and row["label"] in ("0", "1"):
+            texts.append(text)
+            labels.append(2 if row["label"] == "1" else 0)
     return texts, np.asarray(labels, dtype=np.int64)
 
 
 def load_intents(data_dir: str | Path) -> tuple[list[str], list[str]]:
     """Utterances and intent names from ``intents/bitext_20k_utterances.csv``."""
-    path = Path(data_dir) / "intents" / "bitext_20k_utterances.csv"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: pass --data pointing at the shared data folder")
     texts, intents = [], []
-    with path.open(encoding="utf-8-sig", newline="") as f:
-        for row in csv.DictReader(f):
-            texts.append(row["utterance"].strip())
-            intents.append(row["intent"].strip())
+    for row in _csv_rows(data_dir, "intents/bitext_20k_utterances.csv", "utf-8-sig"):
+        texts.append(row["utterance"].strip())
+        intents.append(row["intent"].strip())
     return texts, intents
 
 
