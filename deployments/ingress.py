@@ -256,25 +256,24 @@ class Ingress:
     @app.post("/v1/sentiment", response_model=s.SentimentBatchOut)
     async def post_sentiment(self, body: s.SentimentIn) -> dict:
         """Sentiment of each text and its clauses (and its intent, when an intent branch is served)."""
-        return await self._analyze_texts(body.texts)
+        return await self._analyze_texts(body.texts, need_intent=False)
 
     @app.post("/v1/intent", response_model=s.SentimentBatchOut)
     async def post_intent(self, body: s.SentimentIn) -> dict:
         """Customer-service intent of each text (same analysis; 404 when intents are not served)."""
-        info = await self.encoder.info.remote()
-        if not info.get("intent"):
-            raise ApiError(404, "intents are not served: this app runs with intent_head=none")
-        return await self._analyze_texts(body.texts)
+        return await self._analyze_texts(body.texts, need_intent=True)
 
-    async def _analyze_texts(self, texts: list[str]) -> dict:
+    async def _analyze_texts(self, texts: list[str], need_intent: bool) -> dict:
         if len(texts) > self.args.max_sentiment_texts:
             raise ApiError(422, f"texts: at most {self.args.max_sentiment_texts} per request, got {len(texts)}")
         for i, t in enumerate(texts):
             _text(f"texts[{i}]", t)
+        info = await self.encoder.info.remote()
+        if need_intent and not info["intent"]:
+            raise ApiError(404, "intents are not served: this app runs with intent_head=none")
         results = await asyncio.gather(*(self.encoder.analyze.remote(t) for t in texts))
         for a in results:
             self.m_sentiment.inc(tags={"label": a.sentiment.label})
-        info = await self.encoder.info.remote()
         return {"model": info["model"], "results": [_out_analysis(a) for a in results]}
 
     @app.put("/v1/items/{item_id}")

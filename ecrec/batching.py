@@ -63,7 +63,7 @@ class TrunkCache:
     @torch.no_grad()
     def batch(self, index: list[int], ids: torch.Tensor, mask: torch.Tensor):
         """(hidden, 4-d mask) for a padded batch, computing only the examples not seen before."""
-        from ecrec.classifier import trunk_forward
+        from ecrec.classifier import layer_mask, trunk_forward
 
         lengths = mask.sum(1).tolist()
         missing = [i for i, k in enumerate(index) if k not in self.states]
@@ -80,5 +80,4 @@ class TrunkCache:
         for row, k in enumerate(index):
             h[row, : lengths[row]] = self.states[k]
         h = h.to(ids.device)
-        mask4, _ = self.base._create_attention_masks(mask[:, :n], None, h, None, None)
-        return h, mask4
+        return h, layer_mask(self.base, mask[:, :n], h)

@@ -18,10 +18,16 @@ from torch import nn
 BRANCH_FORMAT = 1
 
 
+def layer_mask(base, attention_mask: torch.Tensor, hidden: torch.Tensor):
+    """The 4-d mask a ``BertModel``'s layers take, for hidden states shaped like ``hidden``."""
+    mask, _ = base._create_attention_masks(attention_mask, None, hidden, None, None)
+    return mask
+
+
 def trunk_forward(base, input_ids: torch.Tensor, attention_mask: torch.Tensor, upto: int):
     """Embeddings + layers ``[0, upto)`` of a ``BertModel``; returns (hidden, 4-d mask)."""
     emb = base.embeddings(input_ids=input_ids)
-    mask, _ = base._create_attention_masks(attention_mask, None, emb, None, None)
+    mask = layer_mask(base, attention_mask, emb)
     h = emb
     for layer in base.encoder.layer[:upto]:
         h = layer(h, mask)

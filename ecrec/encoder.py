@@ -134,11 +134,6 @@ class TextEncoder:
     def _forward(self, texts: Sequence[str], role: Role) -> np.ndarray:
         return self._run(texts, role, [])[0]
 
-    def encode_with_branch(self, texts: Sequence[str], role: Role, branch) -> tuple[np.ndarray, np.ndarray]:
-        """One pass for both jobs: unit retrieval vectors (not aligned) and the branch's logits."""
-        x, logits = self._run(texts, role, [branch])
-        return x, logits[0]
-
     def encode_with_branches(self, texts: Sequence[str], role: Role, branches: Sequence) -> tuple[
             np.ndarray, list[np.ndarray]]:
         """One pass for every job: retrieval vectors (not aligned) and each branch's logits.
@@ -152,7 +147,7 @@ class TextEncoder:
     def _run(self, texts: Sequence[str], role: Role, branches: list) -> tuple[np.ndarray, list[np.ndarray]]:
         import torch
 
-        from ecrec.classifier import trunk_forward
+        from ecrec.classifier import mean_pool, trunk_forward
 
         prepared = self._prefixed(texts, role)
         out = np.empty((len(prepared), self.dim), dtype=np.float32)
@@ -183,9 +178,7 @@ class TextEncoder:
                             logits[j][idx] = branches[j](hidden, mask4, attn).float().cpu().numpy()
                         if at < n_layers:
                             hidden = self.model.encoder.layer[at](hidden, mask4)
-                mask = attn.unsqueeze(-1).to(hidden.dtype)  # (b, seq, 1)
-                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
-                pooled = torch.nn.functional.normalize(pooled.float(), dim=-1)
+                pooled = torch.nn.functional.normalize(mean_pool(hidden, attn).float(), dim=-1)
                 out[idx] = pooled.cpu().numpy()
         return out, logits
 

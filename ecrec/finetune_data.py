@@ -123,10 +123,10 @@ def load_task(cfg: FinetuneConfig) -> TaskData:
 
 
 def binary_masked(logits, binary, neutral: int = 1):
-    """Logits with the neutral class ruled out on binary-labelled rows (works for numpy and torch)."""
+    """Logits (a torch tensor) with the neutral class ruled out on binary-labelled rows."""
     if binary is None or not binary.any():
         return logits
-    out = logits.clone() if hasattr(logits, "clone") else logits.copy()
+    out = logits.clone()
     out[binary, neutral] = -1e4
     return out
 

@@ -54,6 +54,12 @@ def head_path(choice: str | Path | None, model: str) -> Path:
     return Path(choice)
 
 
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)  # (n, n_classes)
+
+
 @dataclass
 class LinearProbe:
     """softmax(x @ W + b) over ``labels``."""
@@ -65,10 +71,7 @@ class LinearProbe:
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         x = check_vectors(x, self.W.shape[0], "embeddings")
-        z = x @ self.W + self.b
-        z -= z.max(axis=1, keepdims=True)
-        e = np.exp(z)
-        return e / e.sum(axis=1, keepdims=True)  # (n, n_classes)
+        return _softmax(x @ self.W + self.b)
 
     def save(self, path: str | Path) -> None:
         np.savez(path, W=self.W.astype(np.float32), b=self.b.astype(np.float32),
@@ -167,12 +170,6 @@ def load_head(path: str | Path, encoder) -> LinearProbe | BranchHead:
     return BranchHead(branch.to(encoder.device, encoder.dtype), meta)
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 class TextAnalyzer:
     """Encoder + sentiment head (+ optional intent branch): one batched forward pass per call gives
     vectors, sentiment and intent."""
@@ -216,7 +213,7 @@ class TextAnalyzer:
         if self.intent_head is None:
             raise ValueError("no intent branch is loaded")
         cleaned = [clean(t).text for t in texts]
-        raw, logits = self.encoder.encode_with_branches(cleaned, "query", [self.intent_head.branch])
+        _, logits = self.encoder.encode_with_branches(cleaned, "query", [self.intent_head.branch])
         return self._intents(_softmax(logits[0]), len(cleaned))
 
     def analyze(self, texts: Sequence[str]) -> list[TextAnalysis]:

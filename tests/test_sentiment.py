@@ -78,8 +78,8 @@ def test_one_pass_serves_retrieval_sentiment_and_intent(analyzer):
     branches = [analyzer.head.branch, analyzer.intent_head.branch]
     assert len(branches[0].layers) != len(branches[1].layers)  # they split at different layers
     x, (sent, intent) = enc.encode_with_branches(texts, "query", branches)
-    _, sent1 = enc.encode_with_branch(texts, "query", branches[0])
-    _, intent1 = enc.encode_with_branch(texts, "query", branches[1])
+    _, (sent1,) = enc.encode_with_branches(texts, "query", branches[:1])
+    _, (intent1,) = enc.encode_with_branches(texts, "query", branches[1:])
     np.testing.assert_allclose(sent, sent1, atol=1e-4)
     np.testing.assert_allclose(intent, intent1, atol=1e-4)
     np.testing.assert_allclose(x, enc.encode(texts, "query", align=False), atol=1e-5)

@@ -234,17 +234,18 @@ def export(cfg: FinetuneConfig, result, out_dir: Path, wall_s: float, home: str 
     model.eval()
     metrics = {"task": cfg.task, "config": cfg.to_dict(), "epochs_run": state["epoch"] + 1, "steps": state["step"],
                "fit_wall_s": wall_s, "last_epoch": result.metrics}
+    dev_logits = predict_logits(model, tok, data.dev.texts, cfg)
     if cfg.calibrate:  # per-class logit offsets tuned on dev, folded into the head (serving unchanged)
-        dev_logits = predict_logits(model, tok, data.dev.texts, cfg)
         metrics["dev_uncalibrated"] = evaluate(dev_logits.argmax(1), data.dev.labels, data.labels)
         offsets, _ = calibrate_bias(dev_logits, data.dev.labels, len(data.labels))
         with torch.no_grad():
             model.branch.head.bias += torch.from_numpy(offsets)
+        dev_logits = dev_logits + offsets  # what the folded head now gives, without a second pass
         metrics["calibration_offsets"] = dict(zip(data.labels, offsets.tolist()))
     sets = {"dev": data.dev, **data.tests}
     report_lines = []
     for set_name, split in sets.items():
-        pred = predict(model, tok, split.texts, cfg)
+        pred = dev_logits.argmax(1) if set_name == "dev" else predict(model, tok, split.texts, cfg)
         metrics[set_name] = evaluate(pred, split.labels, data.labels)
         report_lines += [f"== {set_name}", classification_report(pred, split.labels, data.labels), ""]
         if set_name != "dev":
