@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 MODEL := $(ECREC_HOME)/models/multilingual-e5-small/ecrec_build.json
 QUIET_PIP := { grep -v "^WARNING: Location" || true; }
 
-.PHONY: setup serve demo test test-unit bench probe clean
+.PHONY: setup serve demo test test-unit bench probe eval clean
 
 setup: $(STAMP) $(MODEL)
 
@@ -52,6 +52,12 @@ bench: setup  # all four tables of BENCHMARKS.md (~20 min); each script also run
 	$(BIN)/python bench/serve_latency.py
 	$(BIN)/python bench/train_throughput.py
 	$(BIN)/python bench/finetune_results.py
+	$(BIN)/python bench/sequence_cost.py
+
+# Recommendation quality on Amazon Scientific (docs/EVALUATION.md): valid + test tables, ~12 min on 2 cores.
+eval: setup
+	$(BIN)/ecrec eval --split valid --out docs/eval/scientific_valid.json
+	$(BIN)/ecrec eval --split test --out docs/eval/scientific_test.json
 
 clean:
 	rm -rf $(VENV) $(ECREC_HOME) .pytest_cache

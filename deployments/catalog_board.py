@@ -30,6 +30,9 @@ class CatalogBoard:
         self.impressions: dict[str, int] = {}
         self.clicks: dict[str, int] = {}
         self.stats_version = 0
+        # co-visit pairs in arrival order; replicas pull what they have not seen (a delta, not
+        # the whole table). In memory like the counters above: rebuilt from traffic after a restart.
+        self.covisits: list[tuple[str, list[str]]] = []
 
     def put(self, item_json: str, vector: np.ndarray) -> int:
         item_id = json.loads(item_json)["id"]
@@ -44,8 +47,10 @@ class CatalogBoard:
                                    (item_id,))
             return int(cur.lastrowid)
 
-    def note(self, interactions: list[tuple[str, float, bool]], shown: list[str]) -> None:
-        for item_id, weight, click in interactions:
+    def note(self, interactions: list[tuple[str, float, bool, tuple | None]], shown: list[str]) -> None:
+        for item_id, weight, click, covisit in interactions:
+            if covisit is not None:
+                self.covisits.append(covisit)
             self.popularity[item_id] = self.popularity.get(item_id, 0.0) + max(weight, 0.0)
             if click:
                 self.clicks[item_id] = self.clicks.get(item_id, 0) + 1
@@ -53,14 +58,17 @@ class CatalogBoard:
             self.impressions[item_id] = self.impressions.get(item_id, 0) + 1
         self.stats_version += 1
 
-    def sync(self, seq: int, stats_version: int):
+    def sync(self, seq: int, stats_version: int, covisit_pos: int = 0):
+        """(item changes after ``seq``, counters if they changed, co-visit pairs from ``covisit_pos``)."""
         with self._lock:
             rows = self._db.execute("SELECT seq, item_id, item, vector FROM changes WHERE seq > ? ORDER BY seq",
                                     (seq,)).fetchall()
         stats = None
         if stats_version != self.stats_version:
             stats = (self.stats_version, dict(self.popularity), dict(self.impressions), dict(self.clicks))
-        return rows, stats
+        if covisit_pos > len(self.covisits):  # the board restarted: start over
+            covisit_pos = 0
+        return rows, stats, (covisit_pos, self.covisits[covisit_pos:])
 
     def last_seq(self) -> int:
         with self._lock:

@@ -23,6 +23,8 @@ class AppArgs(BaseModel):
         default=None, description="unset: the shipped fine-tuned branch; 'probe'; or a .safetensors/.npz path")
     intent_head: str | None = Field(
         default=None, description="unset: the shipped intent branch; 'none': no intents; or a .safetensors path")
+    sequence_model: str | None = Field(
+        default=None, description="unset: the shipped sequence retriever; 'none': off; or a .safetensors path")
     max_length: int = Field(default=128, ge=8, le=512)
     # encoder deployment
     encoder_min_replicas: int = Field(default=1, ge=0)

@@ -211,7 +211,7 @@ class Ingress:
         if event.item_id and item_vec is None:
             raise ApiError(404, f"unknown item id {event.item_id!r}")
         analysis = await text_ref if text_ref else None
-        version, applied = await self._shard(event.user_id).apply.remote(event, item_vec, analysis)
+        version, applied, covisit = await self._shard(event.user_id).apply.remote(event, item_vec, analysis)
         if applied:
             self.m_events.inc(tags={"type": event.type})
             if analysis is not None:
@@ -220,7 +220,8 @@ class Ingress:
                 from ecrec.profile import ProfileConfig
 
                 w = ProfileConfig().item_weight(event.type)
-                self._interactions.append((event.item_id, w, event.type in ("click", "cart", "purchase")))
+                self._interactions.append((event.item_id, w, event.type in ("click", "cart", "purchase"),
+                                           covisit))
         out = {"event_id": event.event_id, "user_id": event.user_id, "applied": applied,
                "profile_version": version, "analysis": _out_analysis(analysis) if analysis else None}
         if recommend:

@@ -38,7 +38,16 @@ class ProfileShardActor:
         return self.view.rank(self.shard.get(user_id), k, filters, text_vec, text)
 
     def apply(self, event, item_vec, analysis):
-        return self.shard.apply(event, item_vec, analysis)
+        """(profile version, applied, the item if it is a co-visit with the user's prior recent
+        items, those items): the ingress forwards the pair to the catalog board."""
+        before = self.shard.get(event.user_id)
+        recent = list(before.recent) if before is not None else []
+        version, applied = self.shard.apply(event, item_vec, analysis)
+        after = self.shard.get(event.user_id)
+        from ecrec.recommender import covisit_pair
+
+        pair = applied and event.item_id is not None and covisit_pair(event.item_id, recent, after.recent)
+        return version, applied, (event.item_id, recent) if pair else None
 
     def get(self, user_id: str):
         return self.shard.get(user_id)

@@ -27,23 +27,28 @@ class CatalogView:
     def __init__(self, args: AppArgs):
         import faiss
 
+        import torch
+
         from ecrec.artifact import read_artifact
         from ecrec.ranking import ItemStats, Ranker, RankingConfig
+        from ecrec.recommender import load_sequence
 
         # One query at a time: OpenMP fan-out costs more than it saves at this size (measured).
         faiss.omp_set_num_threads(1)
+        torch.set_num_threads(1)  # the sequence model's query: one short sequence per request
         items, self.index, self.manifest = read_artifact(args.resolved_index_dir())
         self.items = {it.id: it for it in items}
         self.stats = ItemStats()
         self.ranker = Ranker(self.index, self.items, self.stats,
-                             RankingConfig(explore_share=args.explore_share, seed=args.seed))
+                             RankingConfig(explore_share=args.explore_share, seed=args.seed),
+                             sequence=load_sequence(args.sequence_model, args.model))
         self.board = get_board(args)
-        self.seq, self.stats_version = 0, -1
+        self.seq, self.stats_version, self.covisit_pos = 0, -1, 0
         self.interval = args.sync_interval_s
         self.lock = threading.Lock()
-        self.apply(*ray.get(self.board.sync.remote(self.seq, self.stats_version)))
+        self.apply(*ray.get(self.board.sync.remote(self.seq, self.stats_version, self.covisit_pos)))
 
-    def apply(self, rows, stats) -> None:
+    def apply(self, rows, stats, covisits=(0, [])) -> None:
         from ecrec.catalog import Item
         from ecrec.recommender import item_meta
 
@@ -58,6 +63,13 @@ class CatalogView:
                     self.index.upsert([item.id], np.frombuffer(vec, np.float32)[None, :], [item_meta(item)])
                     self.items[item.id] = item
                 self.seq = seq
+            pos, pairs = covisits
+            if pos < self.covisit_pos:  # the board restarted with fewer pairs: rebuild from its log
+                from ecrec.covisit import CoVisits
+
+                self.stats.covisits = CoVisits()
+            self.stats.covisits.merge(pairs)
+            self.covisit_pos = pos + len(pairs)
             if stats is not None:
                 self.stats_version, pop, imp, clicks = stats
                 self.stats.popularity, self.stats.impressions, self.stats.clicks = pop, imp, clicks
@@ -79,7 +91,7 @@ class CatalogView:
         def loop():
             while True:
                 try:
-                    self.apply(*ray.get(self.board.sync.remote(self.seq, self.stats_version)))
+                    self.apply(*ray.get(self.board.sync.remote(self.seq, self.stats_version, self.covisit_pos)))
                 except Exception:  # the board restarting: try again next tick
                     log.exception("catalog sync failed")
                 time.sleep(self.interval)
@@ -104,7 +116,7 @@ class Retriever:
         v = self.view
         while True:
             try:
-                v.apply(*await v.board.sync.remote(v.seq, v.stats_version))
+                v.apply(*await v.board.sync.remote(v.seq, v.stats_version, v.covisit_pos))
             except Exception:  # the board restarting: try again next tick
                 log.exception("catalog sync failed")
             await asyncio.sleep(v.interval)

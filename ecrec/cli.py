@@ -58,6 +58,32 @@ def _fit_shift(args) -> None:
           f"|d_passage| = {np.linalg.norm(shift['passage']):.3f}")
 
 
+def _eval(args) -> None:
+    from ecrec.evaluation.harness import METHODS, EvalOptions, format_table, run_eval
+
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip()) if args.methods else METHODS
+    opts = EvalOptions(data=args.data, fmt=args.format, split=args.split, methods=methods, out=args.out,
+                       plot=args.plot, checkpoint=args.checkpoint, train_time_cap_s=args.time_cap,
+                       limit=args.limit, progress=not args.no_progress, home=args.home)
+    result = run_eval(opts)
+    print(format_table(result))
+    if args.out:
+        print(f"wrote {args.out} and {args.plot or args.out.with_suffix('.png')}")
+
+
+def _ablation(args) -> None:
+    from ecrec.evaluation.replay import AblationConfig, format_ablation, run_ablation
+    from ecrec.recommender import RecommenderConfig, load_analyzer
+
+    cfg = AblationConfig(limit_users=args.limit_users, max_text_chars=args.max_text_chars)
+    result = run_ablation(args.data, load_analyzer(RecommenderConfig(), args.home), args.home / "cache", cfg)
+    print(format_ablation(result))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2))
+        print(f"wrote {args.out}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="ecrec", description=__doc__)
     parser.add_argument("--home", type=Path, default=None, help="models and caches (default $ECREC_HOME)")
@@ -86,6 +112,28 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model", choices=MODELS, default="e5-small")
     p.add_argument("-n", type=int, default=600, help="texts per language")
     p.set_defaults(fn=_fit_shift)
+
+    p = sub.add_parser("eval", help="recommendation quality on a dataset: every method, full ranking, one table")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA / "recsys" / "amazon_scientific",
+                   help="a UniSRec folder (*.item2index, *.text, *.{train,valid,test}.inter) or RecBole atomic files")
+    p.add_argument("--format", default="auto", choices=["auto", "unisrec", "recbole"])
+    p.add_argument("--split", default="test", choices=["valid", "test"])
+    p.add_argument("--methods", default=None, help="comma-separated: popularity,itemknn,zeroshot,live,sequence (default all)")
+    p.add_argument("--out", type=Path, default=None, help="JSON results (a PNG of Recall@K next to it)")
+    p.add_argument("--plot", type=Path, default=None, help="PNG path (default: --out with .png)")
+    p.add_argument("--checkpoint", type=Path, default=None,
+                   help="sequence model; trained here (Ray Train) when missing (default runs/sequence/<dataset>-<items>/)")
+    p.add_argument("--time-cap", type=float, default=900.0, help="seconds for training a missing sequence model")
+    p.add_argument("--limit", type=int, default=None, help="first N users only")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(fn=_eval)
+
+    p = sub.add_parser("ablation", help="what text and sentiment add: Musical Instruments reviews replayed live")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--limit-users", type=int, default=None)
+    p.add_argument("--max-text-chars", type=int, default=400)
+    p.add_argument("--out", type=Path, default=None, help="JSON results")
+    p.set_defaults(fn=_ablation)
 
     from ecrec import cli_ext
 

@@ -88,3 +88,36 @@ def accuracy_macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) ->
         fn = np.sum((y_pred != c) & (y_true == c))
         f1s.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
     return acc, float(np.mean(f1s))
+
+
+def target_positions(top: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """0-based position of each row's target in its ranked list ``top`` (n, K); -1 if absent."""
+    hit = np.asarray(top) == np.asarray(targets)[:, None]
+    return np.where(hit.any(1), hit.argmax(1), -1)
+
+
+def ranking_report(top: np.ndarray, targets: np.ndarray, ks=(10, 50)) -> dict[str, float]:
+    """Leave-one-out metrics over users, one relevant item each: Recall@K (= hit rate), NDCG@K
+    and MRR (reciprocal rank within the list, 0 beyond it)."""
+    if len(top) == 0 or len(top) != len(targets):
+        raise ValueError("top and targets must be non-empty and of the same length")
+    pos = target_positions(top, targets)
+    found = pos >= 0
+    gain = np.where(found, 1.0 / np.log2(np.maximum(pos, 0) + 2.0), 0.0)
+    out = {}
+    for k in ks:
+        _check_k(k)
+        if k > np.asarray(top).shape[1]:
+            raise ValueError(f"lists hold {np.asarray(top).shape[1]} items, fewer than k={k}")
+        within = found & (pos < k)
+        out[f"R@{k}"] = float(within.mean())
+        out[f"N@{k}"] = float(np.where(within, gain, 0.0).mean())
+    out["MRR"] = float(np.where(found, 1.0 / (np.maximum(pos, 0) + 1.0), 0.0).mean())
+    return out
+
+
+def recall_curve(top: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Recall@K for K = 1..len(list): (K,)."""
+    pos = target_positions(top, targets)
+    K = np.asarray(top).shape[1]
+    return np.array([float(((pos >= 0) & (pos < k)).mean()) for k in range(1, K + 1)])

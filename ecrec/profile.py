@@ -49,6 +49,7 @@ class ProfileConfig:
     interest_split_cos: float = 0.86  # e5 cosines sit in ~0.7..1: below this a signal starts a new interest
     max_items: int = 200  # bound on seen / purchased / disliked / impressions
     max_reasons: int = 6
+    max_sequence: int = field(default=50, metadata={"help": "recent items kept for the sequence retriever"})
 
     def item_weight(self, event_type: str) -> float:
         return getattr(self, event_type) if event_type in ("view", "click", "cart", "purchase", "dislike") else 0.0
@@ -93,6 +94,7 @@ class UserProfile:
     impressions: dict = field(default_factory=dict)  # item -> [decayed count, ts]
     recent_positive: dict = field(default_factory=dict)  # item -> weight
     reasons: list = field(default_factory=list)
+    recent: list = field(default_factory=list)  # item ids, oldest first: the sequence retriever's input
 
     def __post_init__(self) -> None:
         for name in ("long", "session", "avoid"):
@@ -217,8 +219,10 @@ class UserProfile:
         w = signals[0][1] if signals else 0.0
         if w > 0 and event.type != "view":
             _bounded_put(self.recent_positive, item, float(w), 10)
+            self.recent = ([i for i in self.recent if i != item] + [item])[-config.max_sequence:]
         elif w < 0:
             self.recent_positive.pop(item, None)
+            self.recent = [i for i in self.recent if i != item]
 
     def record_impressions(self, item_ids, now: float, config: ProfileConfig = ProfileConfig()) -> "UserProfile":
         new = copy.deepcopy(self)
@@ -235,7 +239,7 @@ class UserProfile:
             "u": self.user_id, "d": self.dim, "m": len(self.interests), "t": self.updated_at,
             "st": self.session_at, "v": self.version, "its": self.interest_ts, "seen": self.seen, "pur": self.purchased,
             "dis": self.disliked, "imp": self.impressions, "rp": self.recent_positive,
-            "r": [[r.kind, r.label, round(r.weight, 4), r.ts] for r in self.reasons],
+            "r": [[r.kind, r.label, round(r.weight, 4), r.ts] for r in self.reasons], "rs": self.recent,
         }
         hb = json.dumps(head, ensure_ascii=False, separators=(",", ":")).encode()
         return MAGIC + struct.pack("<I", len(hb)) + hb + np.stack(vecs).astype(np.float16).tobytes()
@@ -251,4 +255,5 @@ class UserProfile:
         reasons = [Reason(k, lab, w, ts, x[3 + m + i].astype(np.float16))
                    for i, (k, lab, w, ts) in enumerate(h["r"])]
         return cls(h["u"], d, x[0].copy(), x[1].copy(), x[2].copy(), x[3 : 3 + m].copy(), h["its"],
-                   h["t"], h["st"], h["v"], h["seen"], h["pur"], h["dis"], h["imp"], h["rp"], reasons)
+                   h["t"], h["st"], h["v"], h["seen"], h["pur"], h["dis"], h["imp"], h["rp"], reasons,
+                   h.get("rs", []))

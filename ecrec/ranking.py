@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ecrec.catalog import Item
+from ecrec.covisit import CoVisits
 from ecrec.index import Filters, VectorIndex
 from ecrec.profile import ProfileConfig, UserProfile
 
@@ -33,6 +34,12 @@ class RankingConfig:
     explore_max_impressions: int = 50
     explore_pool: int = field(default=100, metadata={"help": "newest under-shown items sampled from"})
     exclude_seen: bool = True
+    covisit_weight: float = field(default=0.15, metadata={
+        "help": "weight of co-visitation (bought together), scaled to the shopper's best item; tuned on valid"})
+    covisit_decay: float = field(default=0.7, metadata={"help": "recency weight per step back in the sequence"})
+    sequence_weight: float = field(default=0.7, metadata={
+        "help": "share of the sequence retriever in similarity, times the share of the shopper's recent "
+                "items the model was trained on (tuned on the Amazon Scientific valid split, docs/EVALUATION.md)"})
     seed: int = 0
 
 
@@ -43,6 +50,7 @@ class ItemStats:
     popularity: dict = field(default_factory=dict)
     impressions: dict = field(default_factory=dict)
     clicks: dict = field(default_factory=dict)
+    covisits: CoVisits = field(default_factory=CoVisits)
     version: int = 0  # bumped when popularity changes (invalidates cached orderings)
 
     def interaction(self, item_id: str, weight: float) -> None:
@@ -77,10 +85,28 @@ def _is_zh(s: str) -> bool:
 
 class Ranker:
     def __init__(self, index: VectorIndex, items: dict[str, Item], stats: ItemStats,
-                 config: RankingConfig = RankingConfig(), profile_config: ProfileConfig = ProfileConfig()):
+                 config: RankingConfig = RankingConfig(), profile_config: ProfileConfig = ProfileConfig(),
+                 sequence=None):
         self.index, self.items, self.stats = index, items, stats
         self.config, self.profile_config = config, profile_config
+        self.sequence = sequence  # ecrec.sequence.SequenceModel or None
         self._orders: dict = {}
+
+    def covisit_scores(self, profile: UserProfile | None) -> dict[str, float]:
+        if profile is None or not profile.recent or self.config.covisit_weight <= 0:
+            return {}
+        return self.stats.covisits.scores(profile.recent, self.config.covisit_decay)
+
+    def sequence_query(self, profile: UserProfile | None):
+        """The sequence retriever's query from the shopper's recent items (None without)."""
+        if self.sequence is None or profile is None or self.config.sequence_weight <= 0:
+            return None
+        recent = [i for i in profile.recent if i in self.index]
+        if not recent or self.sequence.coverage(recent) == 0:
+            # out of its domain the model is the text-only recency mean, which the profile rule
+            # already covers, and it cannot read what the shopper wrote: leave the ranking alone
+            return None
+        return self.sequence.query(np.stack([self.index.vector(i) for i in recent]), recent)
 
     # ---- candidates ----------------------------------------------------------------------
     def _excluded(self, profile: UserProfile | None) -> set[str]:
@@ -123,7 +149,8 @@ class Ranker:
                     break
         return out
 
-    def candidates(self, profile, text_vec, filters: Filters) -> list[tuple[str, str]]:
+    def candidates(self, profile, text_vec, filters: Filters, seq_vec=None,
+                   covisit: dict | None = None) -> list[tuple[str, str]]:
         """(item id, source) pairs, first source wins, in source order."""
         n = self.config.candidates_per_source
         seen: dict[str, str] = {}
@@ -134,6 +161,15 @@ class Ranker:
 
         if text_vec is not None:
             take((i for i, _ in self.index.search(text_vec, n, filters)), "request")
+        if seq_vec is not None:
+            search = self.sequence.search_vector(seq_vec).numpy()
+            take((i for i, _ in self.index.search(search, n, filters)), "sequence")
+        if covisit:
+            ok_ids = self.index.allowed(filters)
+            ok_ids = set(ok_ids) if ok_ids is not None else None
+            best = sorted(covisit, key=lambda i: (-covisit[i], i))
+            take([i for i in best if i in self.items and i not in filters.exclude
+                  and (ok_ids is None or i in ok_ids)][:n], "bought_together")
         if profile is not None and not profile.is_cold:
             q = profile.interest_vector(self._now, self.profile_config) - \
                 self.config.avoid_weight * profile.avoid_vector()
@@ -165,25 +201,38 @@ class Ranker:
         base = filters or Filters()
         filters = Filters(base.categories, base.min_price, base.max_price, base.in_stock,
                           frozenset(base.exclude) | frozenset(excluded))
-        cands = [(i, s) for i, s in self.candidates(profile, text_vec, filters) if i not in excluded]
+        seq_vec = self.sequence_query(profile)
+        covisit = self.covisit_scores(profile)
+        cands = [(i, s) for i, s in self.candidates(profile, text_vec, filters, seq_vec, covisit)
+                 if i not in excluded]
         if not cands:
             return []
         ids = [i for i, _ in cands]
         X = np.stack([self.index.vector(i) for i in ids])  # (n, dim)
-        parts = self._parts(ids, X, profile, text_vec, now)
+        parts = self._parts(ids, X, profile, text_vec, now, seq_vec)
+        if covisit:
+            top = max(covisit.values())
+            parts["bought_together"] = self.config.covisit_weight * np.array(
+                [covisit.get(i, 0.0) / top for i in ids], np.float32)
         score = sum(parts.values())
         order = self._mmr(X, score, k)
         recs = [self._rec(ids[j], cands[j][1], score[j], {p: float(v[j]) for p, v in parts.items()},
                           X[j], profile, text) for j in order]
         return self._explore(recs, profile, filters, k, now)
 
-    def _parts(self, ids, X, profile, text_vec, now) -> dict[str, np.ndarray]:
+    def _parts(self, ids, X, profile, text_vec, now, seq_vec=None) -> dict[str, np.ndarray]:
         c = self.config
         sim = np.zeros(len(ids), np.float32)
         avoid = np.zeros(len(ids), np.float32)
         warm = profile is not None and not profile.is_cold
         if warm:
             sim += self._interest_similarity(X, profile, now)
+        if seq_vec is not None:
+            # the retriever's cosines, calibrated like an interest's: its best candidate scores 1
+            s = self.sequence.item_scores(seq_vec, X, ids)
+            seq = 1.0 + s - s.max()
+            w = c.sequence_weight * self.sequence.coverage(profile.recent)
+            sim = (1 - w) * sim + w * seq if warm else seq
         if profile is not None:
             avoid -= c.avoid_weight * (X @ profile.avoid_vector())
         if text_vec is not None:
@@ -276,11 +325,15 @@ class Ranker:
     def _reason(self, source: str, x: np.ndarray, profile, text) -> str:
         if source == "request" and text:
             return f"符合你的需求：{text[:40]}" if _is_zh(text) else f"Matches your request: {text[:60]}"
+        if source == "bought_together" and profile is not None and profile.recent:
+            ref = self.items.get(profile.recent[-1])
+            title = ref.title if ref else profile.recent[-1]
+            return f"买了「{title}」的人也买了" if _is_zh(title) else f"Often bought with {title}"
         if source.startswith("similar:"):
             ref = self.items.get(source.split(":", 1)[1])
             title = ref.title if ref else source.split(":", 1)[1]
             return f"与你喜欢的「{title}」相似" if _is_zh(title) else f"Similar to {title}, which you liked"
-        if profile is not None and source == "interest":
+        if profile is not None and source in ("interest", "sequence"):
             # The closest thing the shopper said or did; item-to-item cosines run higher than
             # text-to-item ones (passage vs query vectors), so item reasons need a clear lead.
             best, best_s = None, -np.inf

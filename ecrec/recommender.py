@@ -39,6 +39,7 @@ class RecommenderConfig:
     index_factory: str = "Flat"
     sentiment_head: Path | str | None = None  # None: shipped branch (else probe); 'probe'; or a path
     intent_head: Path | str | None = None  # None: shipped intent branch if any; 'none'; or a path
+    sequence_model: Path | str | None = None  # None: shipped sequence retriever if any; 'none'; or a path
 
 
 @dataclass(frozen=True)
@@ -48,8 +49,25 @@ class IngestResult:
     analysis: TextAnalysis | None
 
 
+def covisit_pair(item_id: str, recent_before, recent_after) -> bool:
+    """An event counts for co-visitation when the profile took the item as a positive one."""
+    return bool(recent_after) and recent_after[-1] == item_id
+
+
 def item_meta(item: Item) -> ItemMeta:
     return ItemMeta(item.top_category, item.price, item.stock)
+
+
+def load_sequence(choice: Path | str | None, model: str = "e5-small"):
+    """The sequence retriever for ``choice`` (see ``RecommenderConfig.sequence_model``), or None."""
+    from ecrec.sequence import load_sequence_model, shipped_sequence_path
+
+    if choice == "none":
+        return None
+    path = shipped_sequence_path(model) if choice is None else Path(choice)
+    if choice is None and not path.exists():
+        return None
+    return load_sequence_model(path)[0]
 
 
 def load_analyzer(config: RecommenderConfig, home: Path | None = None) -> TextAnalyzer:
@@ -67,7 +85,8 @@ class Recommender:
         self.items: dict[str, Item] = {}
         self.stats = ItemStats()
         self.profiles: dict[str, UserProfile] = {}
-        self.ranker = Ranker(self.index, self.items, self.stats, config.ranking, config.profile)
+        self.ranker = Ranker(self.index, self.items, self.stats, config.ranking, config.profile,
+                             load_sequence(config.sequence_model, config.encoder.model))
 
     @classmethod
     def from_catalog(cls, items: Iterable[Item], config: RecommenderConfig = RecommenderConfig(),
@@ -115,18 +134,21 @@ class Recommender:
         """Apply one event; on any error nothing changes."""
         event = event if isinstance(event, Event) else Event(**event)
         item_vec, analysis = self.analyze(event)
-        new = self.profile(event.user_id).apply(event, item_vec, analysis, self.config.profile)
+        old = self.profile(event.user_id)
+        new = old.apply(event, item_vec, analysis, self.config.profile)
         self.profiles[event.user_id] = new
-        self.note_interaction(event)
+        self.note_interaction(event, old.recent, new.recent)
         return IngestResult(event.user_id, new.version, analysis)
 
-    def note_interaction(self, event: Event) -> None:
+    def note_interaction(self, event: Event, recent_before: list[str] = (), recent_after: list[str] = ()) -> None:
         if event.item_id is None:
             return
         w = self.config.profile.item_weight(event.type)
         self.stats.interaction(event.item_id, w)
         if event.type in ("click", "cart", "purchase"):
             self.stats.clicked(event.item_id)
+        if covisit_pair(event.item_id, recent_before, recent_after):
+            self.stats.covisits.add(event.item_id, list(recent_before))
 
     def record_impressions(self, user_id: str, item_ids: list[str], now: float | None = None) -> None:
         now = time.time() if now is None else now

@@ -22,6 +22,9 @@ def _train(args) -> None:
 
 
 def register(sub) -> None:
+    from training import sequence
+
+    sequence.register(sub)
     p = sub.add_parser("train", help="fine-tune with Ray Train")
     p.add_argument("task", choices=["sentiment", "intent"])
     p.add_argument("--config", type=Path, default=CONFIGS / "cpu.yaml")

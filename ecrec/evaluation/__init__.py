@@ -1,0 +1,1 @@
+"""Offline evaluation: datasets and splits, methods behind one interface, the harness, replays."""

@@ -1,0 +1,148 @@
+"""Ray Train for the sequence retriever (``ecrec train sequence``, and ``ecrec eval`` when a
+dataset has no checkpoint yet).
+
+``TorchTrainer`` runs ``ecrec.sequence_training.train_sequence`` on N workers (DDP over gloo on
+CPU, NCCL on GPU); each takes every N-th length bucket. Rank 0 reports a checkpoint whenever
+valid NDCG@10 improves; re-running the same run name and storage path resumes from it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ecrec.sequence import SequenceConfig
+from ecrec.sequence_training import SequenceTrainConfig
+
+log = logging.getLogger(__name__)
+
+
+def config_from_dict(d: dict) -> SequenceTrainConfig:
+    d = dict(d)
+    return SequenceTrainConfig(model=SequenceConfig(**d.pop("model")), **d)
+
+
+def train_loop_per_worker(config: dict) -> None:
+    import ray.train
+    import ray.train.torch
+
+    from ecrec.evaluation.data import load_dataset
+    from ecrec.sequence_training import train_sequence
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    cfg = config_from_dict(config["cfg"])
+    ds = load_dataset(config["data"], config["fmt"])
+    if config.get("users"):
+        ds = ds.user_slice(config["users"])
+    X = np.load(config["x_path"])
+    start = None
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            start = torch.load(Path(d) / "best.pt", map_location="cpu", weights_only=True)
+
+    def report(row: dict, best: dict | None) -> None:
+        with tempfile.TemporaryDirectory() as d:
+            checkpoint = None
+            if rank == 0 and best is not None:
+                torch.save(best, Path(d) / "best.pt")
+                checkpoint = ray.train.Checkpoint.from_directory(d)
+            ray.train.report(row, checkpoint=checkpoint)
+
+    train_sequence(X, ds.train_sequences(), ds.valid, cfg, rank, world,
+                   wrap=ray.train.torch.prepare_model, report=report, start=start)
+
+
+def fit(X: np.ndarray, ds, cfg: SequenceTrainConfig, data_dir: str | Path | None = None, fmt: str = "auto",
+        storage: str | Path = "runs/ray", name: str | None = None, users: int | None = None):
+    """Train under Ray Train; returns (best model, report). ``data_dir`` defaults to where ``ds``
+    was read from (workers reload it; only paths travel); ``users``: ``ds`` is that
+    ``user_slice`` of it."""
+    import ray
+    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from ecrec.sequence import SequenceModel
+
+    data_dir = Path(data_dir or ds.source).resolve()
+    storage = Path(storage).resolve()
+    if not ray.is_initialized():
+        ray.init(num_cpus=max(2, cfg.workers * cfg.threads), include_dashboard=False,
+                 object_store_memory=256 * 1024**2, _node_ip_address="127.0.0.1")
+    with tempfile.TemporaryDirectory() as tmp:
+        x_path = Path(tmp) / "items.npy"
+        np.save(x_path, np.asarray(X, np.float32))
+        trainer = TorchTrainer(
+            train_loop_per_worker,
+            train_loop_config={"cfg": dataclasses.asdict(cfg), "data": str(data_dir), "fmt": fmt,
+                               "x_path": str(x_path), "users": users},
+            scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=False,
+                                         resources_per_worker={"CPU": cfg.cpus_per_worker or cfg.threads}),
+            run_config=RunConfig(name=name or f"sequence-{ds.name}", storage_path=str(storage),
+                                 checkpoint_config=CheckpointConfig(num_to_keep=1)),
+        )
+        t0 = time.perf_counter()
+        result = trainer.fit()
+        wall = time.perf_counter() - t0
+    if result.checkpoint is None:
+        raise RuntimeError(f"sequence training produced no checkpoint: {result.error}")
+    with result.checkpoint.as_directory() as d:
+        best = torch.load(Path(d) / "best.pt", map_location="cpu", weights_only=True)
+    model = SequenceModel(cfg.model)
+    model.load_state_dict(best["weights"])
+    model.eval()
+    history = [m for m in (result.metrics_dataframe.to_dict("records") if result.metrics_dataframe is not None
+                           else [])]
+    report = {"best_epoch": best["epoch"], "valid_ndcg10": best["ndcg10"], "fit_wall_s": round(wall, 1),
+              "workers": cfg.workers, "history": [{k: r[k] for k in ("epoch", "loss", "valid_ndcg10", "seconds")
+                                                   if k in r} for r in history]}
+    return model, report
+
+
+def _train(args) -> None:
+    from ecrec.encoder import TextEncoder, EncoderConfig
+    from ecrec.evaluation.data import load_dataset
+    from ecrec.evaluation.harness import item_vectors
+    from ecrec.sequence import save_sequence_model
+
+    ds = load_dataset(args.data, args.format)
+    X = item_vectors(ds, TextEncoder(EncoderConfig(), args.home), args.home / "cache")
+    model_cfg = SequenceConfig(id_items=ds.n_items if args.ids else 0)
+    cfg = SequenceTrainConfig(model=model_cfg, workers=args.workers, threads=args.threads, epochs=args.epochs,
+                              time_cap_s=args.time_cap)
+    model, report = fit(X, ds, cfg, args.data, args.format, args.storage, args.name)
+    vocab = [it.id for it in ds.items] if args.ids else []
+    out = save_sequence_model(model, args.out, {"dataset": ds.name, "items": ds.n_items, "vocab": vocab,
+                                                **{k: v for k, v in report.items() if k != "history"}})
+    (out.parent / "sequence_report.json").write_text(json.dumps(report, indent=2, default=float))
+    print(json.dumps({k: v for k, v in report.items() if k != "history"}, indent=2, default=float))
+    print(f"saved {out} (serve it with sequence_model={out})")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train-sequence", help="train the sequence retriever with Ray Train")
+    p.add_argument("--data", type=Path, default=Path("../shared/data/recsys/amazon_scientific"))
+    p.add_argument("--format", default="auto", choices=["auto", "unisrec", "recbole"])
+    p.add_argument("--ids", action=argparse_bool(), default=True,
+                   help="learn id embeddings for the training catalog's items (on by default)")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1, help="torch threads per worker")
+    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--time-cap", type=float, default=900.0, help="seconds")
+    p.add_argument("--out", type=Path, default=Path("runs/sequence/sequence.safetensors"))
+    p.add_argument("--storage", type=Path, default=Path("runs/ray"))
+    p.add_argument("--name", default=None, help="run name; re-running it resumes from its last checkpoint")
+    p.set_defaults(fn=_train)
+
+
+def argparse_bool():
+    import argparse
+
+    return argparse.BooleanOptionalAction
