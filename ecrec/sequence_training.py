@@ -35,6 +35,8 @@ class SequenceTrainConfig:
     seed: int = 0
     workers: int = field(default=2, metadata={"help": "Ray Train workers"})
     threads: int = field(default=1, metadata={"help": "torch threads per worker"})
+    include_valid: bool = field(default=False, metadata={
+        "help": "also train on the valid targets, for a fixed number of epochs (the final test-time model)"})
     cpus_per_worker: float | None = field(default=None, metadata={"help": "Ray CPUs reserved per worker (default: threads)"})
 
 
@@ -142,7 +144,7 @@ def train_sequence(X: np.ndarray, seqs: list[list[int]], valid: Split, cfg: Sequ
             sched.step()
             losses.append(loss.item())
         ndcg = evaluate_ndcg10(base, X, valid)
-        improved = ndcg > best["ndcg10"]
+        improved = ndcg > best["ndcg10"] or cfg.include_valid  # valid is training data then: keep the last
         if improved:
             best = {"ndcg10": ndcg, "epoch": epoch,
                     "weights": {k: v.detach().clone() for k, v in base.state_dict().items()}}
@@ -151,7 +153,7 @@ def train_sequence(X: np.ndarray, seqs: list[list[int]], valid: Split, cfg: Sequ
                "valid_ndcg10": ndcg, "best_epoch": best["epoch"], "seconds": elapsed}
         history.append(row)
         log.info("epoch %d loss %.4f valid N@10 %.4f (best %d)", epoch, row["loss"], ndcg, best["epoch"])
-        stop = epoch - best["epoch"] >= cfg.patience or elapsed > cfg.time_cap_s
+        stop = (epoch - best["epoch"] >= cfg.patience and not cfg.include_valid) or elapsed > cfg.time_cap_s
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             flag = torch.tensor([float(stop)])
             torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)

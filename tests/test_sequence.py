@@ -84,7 +84,8 @@ def test_ids_change_scores_and_unknown_ids_read_as_text_only(tmp_path):
 def test_shipped_model_is_scientific_and_stays_out_of_the_demo_catalog(demo_rec):
     model, meta = load_sequence_model(shipped_sequence_path())
     assert meta["dataset"] == "Scientific" and len(meta["vocab"]) == meta["items"] == 4385
-    assert meta["valid_ndcg10"] > 0.08
+    # settings chosen on valid (train-only run: valid NDCG@10 0.083), then trained on train + valid
+    assert meta["trained_on"] == "train+valid" and meta["best_epoch"] == 8
     assert demo_rec.ranker.sequence is not None
     for item in ("phones-001", "cameras-002", "headphones-003"):
         demo_rec.ingest({"user_id": "seq-demo", "type": "purchase", "item_id": item, "ts": 1.7e9})

@@ -56,7 +56,7 @@ def train_loop_per_worker(config: dict) -> None:
                 checkpoint = ray.train.Checkpoint.from_directory(d)
             ray.train.report(row, checkpoint=checkpoint)
 
-    train_sequence(X, ds.train_sequences(), ds.valid, cfg, rank, world,
+    train_sequence(X, ds.train_sequences(cfg.include_valid), ds.valid, cfg, rank, world,
                    wrap=ray.train.torch.prepare_model, report=report, start=start)
 
 
@@ -116,10 +116,11 @@ def _train(args) -> None:
     X = item_vectors(ds, TextEncoder(EncoderConfig(), args.home), args.home / "cache")
     model_cfg = SequenceConfig(id_items=ds.n_items if args.ids else 0)
     cfg = SequenceTrainConfig(model=model_cfg, workers=args.workers, threads=args.threads, epochs=args.epochs,
-                              time_cap_s=args.time_cap)
+                              time_cap_s=args.time_cap, include_valid=args.include_valid)
     model, report = fit(X, ds, cfg, args.data, args.format, args.storage, args.name)
     vocab = [it.id for it in ds.items] if args.ids else []
     out = save_sequence_model(model, args.out, {"dataset": ds.name, "items": ds.n_items, "vocab": vocab,
+                                                "trained_on": "train+valid" if args.include_valid else "train",
                                                 **{k: v for k, v in report.items() if k != "history"}})
     (out.parent / "sequence_report.json").write_text(json.dumps(report, indent=2, default=float))
     print(json.dumps({k: v for k, v in report.items() if k != "history"}, indent=2, default=float))
@@ -136,6 +137,8 @@ def register(sub) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--time-cap", type=float, default=900.0, help="seconds")
+    p.add_argument("--include-valid", action="store_true",
+                   help="train on train + valid targets for exactly --epochs (the final model for the test split)")
     p.add_argument("--out", type=Path, default=Path("runs/sequence/sequence.safetensors"))
     p.add_argument("--storage", type=Path, default=Path("runs/ray"))
     p.add_argument("--name", default=None, help="run name; re-running it resumes from its last checkpoint")

@@ -66,11 +66,14 @@ class SeqDataset:
         return SeqDataset(f"{self.name}-{n_users}u", [self.items[i] for i in touched], *map(cut, splits),
                           source=self.source)
 
-    def train_sequences(self) -> list[list[int]]:
+    def train_sequences(self, include_valid: bool = False) -> list[list[int]]:
         """One sequence per user for next-item training: the longest history the split allows
-        (the valid rows' history = every train interaction, the valid target never included)."""
+        (the valid rows' history = every train interaction, the valid target never included).
+        ``include_valid`` adds each valid target: the final model for the test split, trained
+        after its settings were chosen on valid."""
         seqs: dict[str, list[int]] = {}
-        for u, h, t in zip(self.train.users, self.train.histories, self.train.targets):
+        rows = [self.train] + ([self.valid] if include_valid else [])
+        for u, h, t in ((u, h, t) for sp in rows for u, h, t in zip(sp.users, sp.histories, sp.targets)):
             s = h + [int(t)]
             if len(s) > len(seqs.get(u, [])):
                 seqs[u] = s
