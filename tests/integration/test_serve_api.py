@@ -218,9 +218,11 @@ def test_colocated_retrieval_gives_the_same_answers(server, tmp_path):
     try:
         with httpx.Client(base_url=client.base_url, timeout=60) as c:
             t0 = time.time() - 5
-            events = [{"user_id": "colo-user", "type": "review", "item_id": "phones-001", "rating": 5,
+            # items no other test touches: the two apps have separate catalog boards, so co-visits
+            # that other tests' shoppers left in the main one would (rightly) change its answers
+            events = [{"user_id": "colo-user", "type": "review", "item_id": "phones-007", "rating": 5,
                        "text": SEED_REVIEW, "ts": t0},
-                      {"user_id": "colo-user", "type": "click", "item_id": "headphones-002", "ts": t0 + 1}]
+                      {"user_id": "colo-user", "type": "click", "item_id": "headphones-009", "ts": t0 + 1}]
             for e in events:
                 assert client.post("/v1/events", json=e).status_code == 200
                 assert c.post("/colo/v1/events", json=e).status_code == 200
