@@ -46,7 +46,7 @@ class ProfileShardActor:
         after = self.shard.get(event.user_id)
         from ecrec.recommender import covisit_pair
 
-        pair = applied and event.item_id is not None and covisit_pair(event.item_id, recent, after.recent)
+        pair = applied and event.item_id is not None and covisit_pair(event.item_id, after.recent)
         return version, applied, (event.item_id, recent) if pair else None
 
     def get(self, user_id: str):

@@ -159,17 +159,21 @@ class Ranker:
             for i in ids:
                 seen.setdefault(i, source)
 
+        ok = self.index.allowed(filters)
+        ok = set(ok) if ok is not None else None
+        exclude = filters.exclude
+
+        def allowed(i):
+            return i not in exclude and (ok is None or i in ok)
+
         if text_vec is not None:
             take((i for i, _ in self.index.search(text_vec, n, filters)), "request")
         if seq_vec is not None:
             search = self.sequence.search_vector(seq_vec).numpy()
             take((i for i, _ in self.index.search(search, n, filters)), "sequence")
         if covisit:
-            ok_ids = self.index.allowed(filters)
-            ok_ids = set(ok_ids) if ok_ids is not None else None
             best = sorted(covisit, key=lambda i: (-covisit[i], i))
-            take([i for i in best if i in self.items and i not in filters.exclude
-                  and (ok_ids is None or i in ok_ids)][:n], "bought_together")
+            take(self._first([i for i in best if i in self.items], n, allowed), "bought_together")
         if profile is not None and not profile.is_cold:
             q = profile.interest_vector(self._now, self.profile_config) - \
                 self.config.avoid_weight * profile.avoid_vector()
@@ -180,13 +184,6 @@ class Ranker:
                 if item in self.index:
                     take((i for i, _ in self.index.search(self.index.vector(item), 10, filters)),
                          f"similar:{item}")
-        ok = self.index.allowed(filters)
-        ok = set(ok) if ok is not None else None
-        exclude = filters.exclude
-
-        def allowed(i):
-            return i not in exclude and (ok is None or i in ok)
-
         take(self._popular(n // 3, allowed), "trending")
         take(self._fresh(n // 6, allowed), "fresh")
         return list(seen.items())

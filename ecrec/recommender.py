@@ -49,7 +49,7 @@ class IngestResult:
     analysis: TextAnalysis | None
 
 
-def covisit_pair(item_id: str, recent_before, recent_after) -> bool:
+def covisit_pair(item_id: str, recent_after) -> bool:
     """An event counts for co-visitation when the profile took the item as a positive one."""
     return bool(recent_after) and recent_after[-1] == item_id
 
@@ -147,7 +147,7 @@ class Recommender:
         self.stats.interaction(event.item_id, w)
         if event.type in ("click", "cart", "purchase"):
             self.stats.clicked(event.item_id)
-        if covisit_pair(event.item_id, recent_before, recent_after):
+        if covisit_pair(event.item_id, recent_after):
             self.stats.covisits.add(event.item_id, list(recent_before))
 
     def record_impressions(self, user_id: str, item_ids: list[str], now: float | None = None) -> None:
