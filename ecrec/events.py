@@ -10,6 +10,19 @@ EventType = Literal["view", "click", "cart", "purchase", "dislike", "review", "q
 ITEM_EVENTS = ("view", "click", "cart", "purchase", "dislike")
 TEXT_EVENTS = ("question", "feedback", "search")
 MAX_TEXT_CHARS = 1_000_000  # hard cap on what we accept at all; cleaning truncates far below it
+MAX_FUTURE_SKEW_S = 300.0  # clients' clocks may run a little ahead; more than this is refused
+
+
+class FutureTimestampError(ValueError):
+    """An event stamped too far in the future: it would out-date every real event after it."""
+
+
+def check_timestamp(ts: float, now: float, max_future_skew_s: float = MAX_FUTURE_SKEW_S) -> None:
+    """Refuse ``ts`` beyond ``now + max_future_skew_s``. Old timestamps stay valid: replays of
+    history use them, and profiles decay events that arrive in any order."""
+    if ts > now + max_future_skew_s:
+        raise FutureTimestampError(f"ts {ts:.0f} is {ts - now:.0f} s in the future "
+                                   f"(at most {max_future_skew_s:.0f} s of clock skew is accepted)")
 
 
 class Event(BaseModel):

@@ -20,13 +20,19 @@ from __future__ import annotations
 import copy
 import json
 import struct
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ecrec.events import Event
 
-MAGIC = b"ECP1"
+MAGIC = b"ECP2"  # + crc32, scaled float16 rows
+LEGACY_MAGIC = b"ECP1"  # unscaled float16 rows, no checksum: still readable
+
+
+class CorruptProfileError(ValueError):
+    """A stored profile snapshot that cannot be trusted (checksum, format or non-finite values)."""
 RATING_WEIGHT = {1: -1.0, 2: -0.6, 3: 0.1, 4: 0.6, 5: 1.0}
 
 
@@ -50,6 +56,7 @@ class ProfileConfig:
     max_items: int = 200  # bound on seen / purchased / disliked / impressions
     max_reasons: int = 6
     max_sequence: int = field(default=50, metadata={"help": "recent items kept for the sequence retriever"})
+    max_future_skew_s: float = field(default=300.0, metadata={"help": "events stamped later than now + this are refused"})
 
     def item_weight(self, event_type: str) -> float:
         return getattr(self, event_type) if event_type in ("view", "click", "cart", "purchase", "dislike") else 0.0
@@ -233,25 +240,49 @@ class UserProfile:
 
     # ---- storage -------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
-        """Compact form: JSON header + float16 vectors (long, session, avoid, interests, reasons)."""
-        vecs = [self.long, self.session, self.avoid, *self.interests, *(r.vector for r in self.reasons)]
+        """Compact form: checksum + JSON header + float16 vectors (long, session, avoid, interests,
+        reasons), each row scaled to unit max-abs with its scale in the header: unnormalised sums
+        grow without bound (300k strong events pass float16's 65504), unit rows never overflow."""
+        vecs = np.stack([self.long, self.session, self.avoid, *self.interests,
+                         *(r.vector.astype(np.float32) for r in self.reasons)]).astype(np.float32)
+        if not np.isfinite(vecs).all():
+            raise ValueError(f"profile {self.user_id!r} holds non-finite values; refusing to store it")
+        scales = np.abs(vecs).max(axis=1)
+        scales[scales == 0] = 1.0
         head = {
             "u": self.user_id, "d": self.dim, "m": len(self.interests), "t": self.updated_at,
             "st": self.session_at, "v": self.version, "its": self.interest_ts, "seen": self.seen, "pur": self.purchased,
             "dis": self.disliked, "imp": self.impressions, "rp": self.recent_positive,
             "r": [[r.kind, r.label, round(r.weight, 4), r.ts] for r in self.reasons], "rs": self.recent,
+            "sc": [float(x) for x in scales],
         }
         hb = json.dumps(head, ensure_ascii=False, separators=(",", ":")).encode()
-        return MAGIC + struct.pack("<I", len(hb)) + hb + np.stack(vecs).astype(np.float16).tobytes()
+        body = struct.pack("<I", len(hb)) + hb + (vecs / scales[:, None]).astype(np.float16).tobytes()
+        return MAGIC + struct.pack("<I", zlib.crc32(body)) + body
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "UserProfile":
-        if data[:4] != MAGIC:
-            raise ValueError("not a serialised UserProfile")
-        (n,) = struct.unpack_from("<I", data, 4)
-        h = json.loads(data[8 : 8 + n])
-        d, m = h["d"], h["m"]
-        x = np.frombuffer(data[8 + n :], dtype=np.float16).reshape(-1, d).astype(np.float32)
+        """Raises ``CorruptProfileError`` for bytes that fail their checksum or hold non-finite values."""
+        if data[:4] == LEGACY_MAGIC:
+            body, scaled = data[4:], False
+        elif data[:4] == MAGIC:
+            (crc,) = struct.unpack_from("<I", data, 4)
+            body, scaled = data[8:], True
+            if zlib.crc32(body) != crc:
+                raise CorruptProfileError("profile snapshot fails its checksum")
+        else:
+            raise CorruptProfileError("not a serialised UserProfile")
+        try:
+            (n,) = struct.unpack_from("<I", body, 0)
+            h = json.loads(body[4 : 4 + n])
+            d, m = h["d"], h["m"]
+            x = np.frombuffer(body[4 + n :], dtype=np.float16).reshape(-1, d).astype(np.float32)
+            if scaled:
+                x = x * np.asarray(h["sc"], np.float32)[:, None]
+        except (ValueError, KeyError, struct.error) as e:
+            raise CorruptProfileError(f"unreadable profile snapshot: {e}") from e
+        if not np.isfinite(x).all():
+            raise CorruptProfileError("profile snapshot holds non-finite values")
         reasons = [Reason(k, lab, w, ts, x[3 + m + i].astype(np.float16))
                    for i, (k, lab, w, ts) in enumerate(h["r"])]
         return cls(h["u"], d, x[0].copy(), x[1].copy(), x[2].copy(), x[3 : 3 + m].copy(), h["its"],

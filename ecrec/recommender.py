@@ -14,7 +14,7 @@ import numpy as np
 
 from ecrec.catalog import Item
 from ecrec.encoder import EncoderConfig, TextEncoder, default_home, encode_cached
-from ecrec.events import Event
+from ecrec.events import Event, check_timestamp
 from ecrec.index import Filters, ItemMeta, VectorIndex
 from ecrec.profile import ProfileConfig, UserProfile
 from ecrec.ranking import ItemStats, Ranker, RankingConfig, Recommendation
@@ -133,6 +133,7 @@ class Recommender:
     def ingest(self, event: Event | dict) -> IngestResult:
         """Apply one event; on any error nothing changes."""
         event = event if isinstance(event, Event) else Event(**event)
+        check_timestamp(event.ts, time.time(), self.config.profile.max_future_skew_s)
         item_vec, analysis = self.analyze(event)
         old = self.profile(event.user_id)
         new = old.apply(event, item_vec, analysis, self.config.profile)

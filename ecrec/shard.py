@@ -9,12 +9,13 @@ import hashlib
 import json
 import logging
 import struct
+import time
 import uuid
 
 import numpy as np
 
-from ecrec.events import Event
-from ecrec.profile import ProfileConfig, UserProfile
+from ecrec.events import Event, check_timestamp
+from ecrec.profile import CorruptProfileError, ProfileConfig, UserProfile
 from ecrec.sentiment import Clause, Sentiment, TextAnalysis
 from ecrec.store import EventStore
 
@@ -61,20 +62,45 @@ class ProfileShard:
         self.profiles: dict[str, UserProfile] = {}
         self._since_snapshot: dict[str, int] = {}
         self._last_seq: dict[str, int] = {}
+        self._secret = store.secret()
+        self._tombstones: dict[bytes, tuple[float, set[bytes]]] = {}
+        self.corrupt_snapshots: list[str] = []  # users whose newest snapshot was refused at restore
         self.restore()
 
     def restore(self) -> int:
-        """Rebuild every profile from its snapshot plus the events logged after it."""
+        """Rebuild every profile from its newest readable snapshot plus the events logged after it.
+
+        A snapshot that fails its checksum is refused loudly (logged as an error, counted in
+        ``corrupt_snapshots``) and the previous snapshot, or the whole log, is used instead.
+        """
         n = 0
-        for user_id, blob, seq, events in self.store.load():
-            p = UserProfile.from_bytes(blob) if blob else UserProfile(user_id, self.dim)
+        for key, deleted_at, event_keys in self.store.tombstones():
+            self._tombstones[bytes(key)] = (deleted_at, {event_keys[i : i + 16] for i in range(0, len(event_keys), 16)})
+        for user_id, snaps, events in self.store.load():
+            p, seq = None, 0
+            for sseq, blob in snaps:
+                try:
+                    p, seq = UserProfile.from_bytes(blob), sseq
+                    break
+                except CorruptProfileError as e:
+                    log.error("user %s: snapshot at seq %d refused (%s); falling back to the one before "
+                              "it or the log", user_id, sseq, e)
+                    self.corrupt_snapshots.append(user_id)
+            if p is None:
+                p = UserProfile(user_id, self.dim)
+                if snaps:
+                    log.error("user %s: no readable snapshot; rebuilt from the %d logged events kept",
+                              user_id, len(events))
+            replayed = 0
             for s, payload in events:
-                p = self._replay(p, payload)
-                seq = s
-                n += 1
+                if s > seq:
+                    p = self._replay(p, payload)
+                    seq = s
+                    replayed += 1
             self.profiles[user_id] = p
             self._last_seq[user_id] = seq
-            self._since_snapshot[user_id] = len(events)
+            self._since_snapshot[user_id] = replayed
+            n += replayed
         log.info("restored %d profiles (%d events replayed)", len(self.profiles), n)
         return n
 
@@ -93,11 +119,32 @@ class ProfileShard:
     def get(self, user_id: str) -> UserProfile | None:
         return self.profiles.get(user_id)
 
+    # ---- erasure tombstones: keyed hashes, so they hold no personal data ------------------
+    def _user_key(self, user_id: str) -> bytes:
+        return hashlib.blake2b(user_id.encode("utf-8"), key=self._secret, digest_size=16, person=b"user").digest()
+
+    def _event_key(self, user_id: str, event_id: str) -> bytes:
+        return hashlib.blake2b(f"{user_id}\x00{event_id}".encode("utf-8"), key=self._secret, digest_size=16,
+                               person=b"event").digest()
+
+    def erased(self, event: Event) -> bool:
+        """An event from before its user's erasure, or a retry of an event erased with them."""
+        stone = self._tombstones.get(self._user_key(event.user_id))
+        if stone is None:
+            return False
+        deleted_at, keys = stone
+        return event.ts <= deleted_at or (event.event_id is not None
+                                          and self._event_key(event.user_id, event.event_id) in keys)
+
     def apply(self, event: Event, item_vec: np.ndarray | None, analysis: TextAnalysis | None) -> tuple[int, bool]:
         """Apply and durably log one event. Returns (profile version, applied). A repeated
-        ``event_id`` is acknowledged again without being applied twice."""
+        ``event_id``, or an event of an erased user from before the erasure, is acknowledged
+        without being applied."""
+        check_timestamp(event.ts, time.time(), self.config.max_future_skew_s)
         old = self.profiles.get(event.user_id) or UserProfile(event.user_id, self.dim)
         new = old.apply(event, item_vec, analysis, self.config)  # validates; raises before any write
+        if self.erased(event):
+            return old.version, False
         event_id = event.event_id or uuid.uuid4().hex
         body, vecs = analysis_to_body(analysis)
         if item_vec is not None:
@@ -112,16 +159,26 @@ class ProfileShard:
         return new.version, True
 
     def record_impressions(self, user_id: str, item_ids: list[str], now: float) -> bool:
-        """Count items as shown. Users without a profile are skipped: a cold user's list is
-        popular items anyway, and a late impression must never resurrect an erased user."""
-        if user_id not in self.profiles:
-            return False
-        new = self.profiles[user_id].record_impressions(item_ids, now, self.config)
-        payload = encode_payload("impressions", {"items": list(item_ids), "now": now, "dim": self.dim}, [])
-        seq = self.store.append(user_id, uuid.uuid4().hex, payload)
-        self.profiles[user_id] = new
-        self._after_write(user_id, seq)
-        return True
+        return self.record_impressions_many([(user_id, item_ids, now)]) == 1
+
+    def record_impressions_many(self, batch: list[tuple[str, list[str], float]]) -> int:
+        """Count items as shown, all of ``batch`` in one transaction. Users without a profile are
+        skipped: a cold user's list is popular items anyway, and a late impression must never
+        resurrect an erased user. Returns how many lists were recorded."""
+        rows, updates, pending = [], [], {}
+        for user_id, item_ids, now in batch:
+            p = pending.get(user_id) or self.profiles.get(user_id)
+            if p is None:
+                continue
+            pending[user_id] = p.record_impressions(item_ids, now, self.config)
+            updates.append((user_id, pending[user_id]))
+            rows.append((user_id, encode_payload("impressions", {"items": list(item_ids), "now": now,
+                                                                 "dim": self.dim}, [])))
+        seqs = self.store.append_many(rows)
+        for (user_id, p), seq in zip(updates, seqs):
+            self.profiles[user_id] = p
+            self._after_write(user_id, seq)
+        return len(seqs)
 
     def _after_write(self, user_id: str, seq: int) -> None:
         self._last_seq[user_id] = seq
@@ -130,9 +187,16 @@ class ProfileShard:
             self.store.snapshot(user_id, seq, self.profiles[user_id].to_bytes())
             self._since_snapshot[user_id] = 0
 
-    def delete(self, user_id: str) -> bool:
+    def delete(self, user_id: str, now: float | None = None) -> bool:
+        """Erase a user, leaving a tombstone (keyed hashes of the id and its event ids, and the
+        time): events from before it, and retries of erased event ids, are never applied again."""
         existed = user_id in self.profiles
-        self.store.delete_user(user_id)
+        now = time.time() if now is None else now
+        event_ids = self.store.delete_user(user_id)
+        key = self._user_key(user_id)
+        keys = set(self._tombstones.get(key, (0.0, set()))[1]) | {self._event_key(user_id, e) for e in event_ids}
+        self.store.put_tombstone(key, now, b"".join(sorted(keys)))
+        self._tombstones[key] = (now, keys)
         self.profiles.pop(user_id, None)
         self._since_snapshot.pop(user_id, None)
         self._last_seq.pop(user_id, None)

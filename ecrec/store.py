@@ -2,32 +2,52 @@
 
 ``EventStore`` is the interface a shard needs; ``SQLiteStore`` (WAL mode, one file per shard,
 ``synchronous=FULL`` so an acknowledged event survives a crash or power loss) is the default.
-A networked store (Redis, Postgres) implements the same five methods for multi-node clusters,
+A networked store (Redis, Postgres) implements the same methods for multi-node clusters,
 where a restarted shard may come back on another node.
 
 The event log keeps, with each event, the inputs its update used (item vector, clause vectors and
 sentiment), so replay after a crash is pure profile arithmetic and never needs the encoder.
+
+Growth is bounded per user: the two newest snapshots, the events after the older of them, and the
+event ids seen within ``seen_retention_s`` (retries come within minutes; a week is kept).
+Impressions carry no event id (they are not retried), so they never enter the seen-ids table.
 """
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Iterator, Protocol
+
+SEEN_RETENTION_S = 7 * 86400.0
 
 
 class EventStore(Protocol):
     def append(self, user_id: str, event_id: str, payload: bytes) -> int | None:
         """Durably log an event; return its sequence number, or None if ``event_id`` was seen."""
 
+    def append_many(self, rows: list[tuple[str, bytes]]) -> list[int]:
+        """Durably log (user_id, payload) rows without event ids, in one transaction."""
+
     def snapshot(self, user_id: str, seq: int, blob: bytes) -> None:
-        """Store a profile snapshot covering events up to ``seq`` and drop the log before it."""
+        """Store a profile snapshot covering events up to ``seq``; keep the previous one (a
+        fall-back if the newest is ever unreadable) and drop the log before the previous one."""
 
-    def load(self) -> Iterator[tuple[str, bytes | None, int, list[tuple[int, bytes]]]]:
-        """Every user: (user_id, snapshot or None, snapshot seq, [(seq, payload) after it])."""
+    def load(self) -> Iterator[tuple[str, list[tuple[int, bytes]], list[tuple[int, bytes]]]]:
+        """Every user: (user_id, [(seq, snapshot)] newest first, [(seq, payload)] after the older
+        snapshot, or the whole log when there is one snapshot or none)."""
 
-    def delete_user(self, user_id: str) -> None:
-        """Erase a user's snapshot and events."""
+    def delete_user(self, user_id: str) -> list[str]:
+        """Erase a user's snapshots, events and seen ids; return the seen event ids (for a tombstone)."""
+
+    def put_tombstone(self, key: bytes, deleted_at: float, event_keys: bytes) -> None: ...
+
+    def tombstones(self) -> Iterator[tuple[bytes, float, bytes]]: ...
+
+    def secret(self) -> bytes:
+        """A per-store random key (for keyed hashes of erased ids)."""
 
     def close(self) -> None: ...
 
@@ -42,76 +62,153 @@ class SQLiteStore:
         UNIQUE (user_id, event_id)
     );
     CREATE INDEX IF NOT EXISTS events_user ON events (user_id, seq);
-    CREATE TABLE IF NOT EXISTS snapshots (
-        user_id TEXT PRIMARY KEY,
+    CREATE TABLE IF NOT EXISTS profile_snapshots (
+        user_id TEXT NOT NULL,
         seq INTEGER NOT NULL,
-        blob BLOB NOT NULL
-    );
+        blob BLOB NOT NULL,
+        PRIMARY KEY (user_id, seq)
+    ) WITHOUT ROWID;
     CREATE TABLE IF NOT EXISTS seen_events (
         user_id TEXT NOT NULL,
         event_id TEXT NOT NULL,
+        at REAL NOT NULL DEFAULT 0,
         PRIMARY KEY (user_id, event_id)
     ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS tombstones (
+        user_key BLOB PRIMARY KEY,
+        deleted_at REAL NOT NULL,
+        event_keys BLOB NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
     """
 
-    def __init__(self, path: str | Path, synchronous: str = "FULL"):
-        if synchronous not in ("FULL", "NORMAL", "EXTRA"):
-            raise ValueError(f"synchronous must be FULL, NORMAL or EXTRA, got {synchronous!r}")
+    def __init__(self, path: str | Path, synchronous: str = "FULL", seen_retention_s: float = SEEN_RETENTION_S):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.seen_retention_s = seen_retention_s
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
         self._lock = threading.Lock()
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(f"PRAGMA synchronous={synchronous}")
+        self.set_synchronous(synchronous)
         self._db.execute("PRAGMA secure_delete=ON")  # erased users' bytes are zeroed, not left behind
+        self._migrate_legacy()
         self._db.executescript(self.SCHEMA)
 
-    def append(self, user_id: str, event_id: str, payload: bytes) -> int | None:
+    def set_synchronous(self, synchronous: str) -> None:
+        if synchronous not in ("FULL", "NORMAL", "EXTRA"):
+            raise ValueError(f"synchronous must be FULL, NORMAL or EXTRA, got {synchronous!r}")
         with self._lock:
+            self._db.execute(f"PRAGMA synchronous={synchronous}")
+
+    def _migrate_legacy(self) -> None:
+        """Stores written before snapshot generations and seen-id retention."""
+        tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "seen_events" in tables:
+            cols = {r[1] for r in self._db.execute("PRAGMA table_info(seen_events)")}
+            if "at" not in cols:
+                self._db.execute("ALTER TABLE seen_events ADD COLUMN at REAL NOT NULL DEFAULT 0")
+        if "snapshots" in tables:
+            self._db.executescript(self.SCHEMA)
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("INSERT OR IGNORE INTO profile_snapshots SELECT user_id, seq, blob FROM snapshots")
+            self._db.execute("DROP TABLE snapshots")
+            self._db.execute("COMMIT")
+
+    def _tx(self, fn):
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.execute("BEGIN IMMEDIATE")
-                self._db.execute("INSERT INTO seen_events VALUES (?, ?)", (user_id, event_id))
-                cur = self._db.execute("INSERT INTO events (user_id, event_id, payload) VALUES (?, ?, ?)",
-                                       (user_id, event_id, payload))
-                self._db.execute("COMMIT")
-                return int(cur.lastrowid)
-            except sqlite3.IntegrityError:
-                self._db.execute("ROLLBACK")
-                return None
+                out = fn(self._db)
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+            self._db.execute("COMMIT")
+            return out
+
+    def append(self, user_id: str, event_id: str, payload: bytes) -> int | None:
+        def write(db):
+            db.execute("INSERT INTO seen_events VALUES (?, ?, ?)", (user_id, event_id, time.time()))
+            return int(db.execute("INSERT INTO events (user_id, event_id, payload) VALUES (?, ?, ?)",
+                                  (user_id, event_id, payload)).lastrowid)
+
+        try:
+            return self._tx(write)
+        except sqlite3.IntegrityError:
+            return None
+
+    def append_many(self, rows: list[tuple[str, bytes]]) -> list[int]:
+        def write(db):
+            return [int(db.execute("INSERT INTO events (user_id, event_id, payload) VALUES (?, ?, ?)",
+                                   (u, "~" + os.urandom(8).hex(), p)).lastrowid) for u, p in rows]
+
+        return self._tx(write) if rows else []
 
     def snapshot(self, user_id: str, seq: int, blob: bytes) -> None:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            self._db.execute("INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?)", (user_id, seq, blob))
-            self._db.execute("DELETE FROM events WHERE user_id = ? AND seq <= ?", (user_id, seq))
-            self._db.execute("COMMIT")
+        def write(db):
+            db.execute("INSERT OR REPLACE INTO profile_snapshots VALUES (?, ?, ?)", (user_id, seq, blob))
+            kept = [s for (s,) in db.execute("SELECT seq FROM profile_snapshots WHERE user_id = ? "
+                                             "ORDER BY seq DESC LIMIT 2", (user_id,))]
+            db.execute("DELETE FROM profile_snapshots WHERE user_id = ? AND seq < ?", (user_id, kept[-1]))
+            if len(kept) == 2:  # with one snapshot, its fall-back is the whole log: keep it
+                db.execute("DELETE FROM events WHERE user_id = ? AND seq <= ?", (user_id, kept[-1]))
+            db.execute("DELETE FROM seen_events WHERE user_id = ? AND at < ?",
+                       (user_id, time.time() - self.seen_retention_s))
+
+        self._tx(write)
 
     def load(self):
         with self._lock:
-            snaps = {u: (s, b) for u, s, b in self._db.execute("SELECT user_id, seq, blob FROM snapshots")}
+            snaps: dict[str, list] = {}
+            for u, s, b in self._db.execute("SELECT user_id, seq, blob FROM profile_snapshots ORDER BY seq DESC"):
+                snaps.setdefault(u, []).append((s, b))
             logs: dict[str, list] = {}
             for u, s, p in self._db.execute("SELECT user_id, seq, payload FROM events ORDER BY seq"):
                 logs.setdefault(u, []).append((s, p))
         for u in sorted(set(snaps) | set(logs)):
-            seq, blob = snaps.get(u, (0, None))
-            yield u, blob, seq, [(s, p) for s, p in logs.get(u, []) if s > seq]
+            kept = snaps.get(u, [])
+            oldest = kept[-1][0] if len(kept) == 2 else 0
+            yield u, kept, [(s, p) for s, p in logs.get(u, []) if s > oldest]
 
-    def delete_user(self, user_id: str) -> None:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            for table in ("events", "snapshots", "seen_events"):
-                self._db.execute(f"DELETE FROM {table} WHERE user_id = ?", (user_id,))
-            self._db.execute("COMMIT")
-            # Erased means erased: checkpoint so no WAL frame keeps the user's data.
+    def delete_user(self, user_id: str) -> list[str]:
+        def write(db):
+            ids = [e for (e,) in db.execute("SELECT event_id FROM seen_events WHERE user_id = ?", (user_id,))]
+            for table in ("events", "profile_snapshots", "seen_events"):
+                db.execute(f"DELETE FROM {table} WHERE user_id = ?", (user_id,))
+            return ids
+
+        ids = self._tx(write)
+        with self._lock:  # erased means erased: checkpoint so no WAL frame keeps the user's data
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return ids
+
+    def put_tombstone(self, key: bytes, deleted_at: float, event_keys: bytes) -> None:
+        self._tx(lambda db: db.execute("INSERT OR REPLACE INTO tombstones VALUES (?, ?, ?)",
+                                       (key, deleted_at, event_keys)))
+
+    def tombstones(self):
+        with self._lock:
+            rows = self._db.execute("SELECT user_key, deleted_at, event_keys FROM tombstones").fetchall()
+        yield from rows
+
+    def secret(self) -> bytes:
+        def read_or_make(db):
+            row = db.execute("SELECT value FROM meta WHERE key = 'secret'").fetchone()
+            if row:
+                return bytes(row[0])
+            key = os.urandom(32)
+            db.execute("INSERT INTO meta VALUES ('secret', ?)", (key,))
+            return key
+
+        return self._tx(read_or_make)
 
     def count_rows(self, user_id: str) -> int:
         with self._lock:
             return sum(self._db.execute(f"SELECT COUNT(*) FROM {t} WHERE user_id = ?", (user_id,)).fetchone()[0]
-                       for t in ("events", "snapshots", "seen_events"))
+                       for t in ("events", "profile_snapshots", "seen_events"))
+
+    def size_bytes(self) -> int:
+        """The database and its WAL on disk."""
+        return sum(p.stat().st_size for p in (self.path, Path(f"{self.path}-wal")) if p.exists())
 
     def close(self) -> None:
         with self._lock:

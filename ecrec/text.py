@@ -6,9 +6,11 @@ import unicodedata
 from dataclasses import dataclass
 
 MAX_CHARS = 2000  # longer texts are truncated (and flagged); an encoder sees ~512 tokens anyway
+MAX_CLAUSES = 16  # clauses past this are merged into the last one: one text costs at most 17 encoder rows
 
 _CONTROL = re.compile(r"[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u200b-\u200f\u2028-\u202e\ufeff]")
 _SPACE = re.compile(r"\s+")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 _HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _LATIN = re.compile(r"[A-Za-z]")
 
@@ -41,6 +43,8 @@ def clean(text: object, max_chars: int = MAX_CHARS) -> CleanText:
     """
     if not isinstance(text, str):
         raise TextError(f"text must be a string, got {type(text).__name__}")
+    if _SURROGATE.search(text):
+        raise TextError("text contains a lone UTF-16 surrogate (not valid Unicode)")
     original = len(text)
     # Cap before the expensive steps so a 1 MB body costs little.
     text = text[: max_chars * 4]
@@ -68,11 +72,13 @@ def detect_language(text: str) -> str:
     return "mixed"
 
 
-def split_clauses(text: str, min_chars: int = 2) -> list[str]:
+def split_clauses(text: str, min_chars: int = 2, max_clauses: int = MAX_CLAUSES) -> list[str]:
     """Split into sentences, then at contrast markers (但/但是/不过/可是, but/however/although).
 
     "这款手机拍照效果很好，但电池续航不太理想" -> ["这款手机拍照效果很好", "但电池续航不太理想"].
-    Pieces shorter than ``min_chars`` (after trimming punctuation) are merged into the previous one.
+    Pieces shorter than ``min_chars`` (after trimming punctuation) are merged into the previous one,
+    and pieces past ``max_clauses`` into the last clause, so a long review cannot fan out into
+    hundreds of encoder rows.
     """
     out: list[str] = []
     for sentence in _SENTENCE_END.split(text):
@@ -88,4 +94,12 @@ def split_clauses(text: str, min_chars: int = 2) -> list[str]:
                 out[-1] = out[-1] + " " + piece
             else:
                 out.append(piece)
+    if len(out) > max_clauses:
+        out = out[: max_clauses - 1] + [" ".join(out[max_clauses - 1 :])]
     return out or [text.strip(_EDGE_PUNCT) or text]
+
+
+def encoder_rows(text: str) -> int:
+    """Rows one text costs the encoder: the text itself, plus its clauses when there are several."""
+    n = len(split_clauses(clean(text).text))
+    return 1 + (n if n > 1 else 0)

@@ -1,0 +1,184 @@
+"""Defects found in review (issue 12), each with a test that failed before its fix: future
+timestamps, clause fan-out, lone surrogates, erasure undone, impression growth, float16 overflow,
+corrupt snapshots."""
+import sqlite3
+import time
+
+import numpy as np
+import pytest
+
+from ecrec.events import Event, FutureTimestampError, check_timestamp
+from ecrec.profile import CorruptProfileError, UserProfile
+from ecrec.shard import ProfileShard
+from ecrec.store import SQLiteStore
+from ecrec.text import MAX_CLAUSES, TextError, clean, encoder_rows, split_clauses
+
+DIM = 16
+rng = np.random.default_rng(1)
+V = rng.standard_normal((50, DIM)).astype(np.float32)
+V /= np.linalg.norm(V, axis=1, keepdims=True)
+
+
+def _click(user, item, ts, event_id=None):
+    return Event(user_id=user, type="click", item_id=item, ts=ts, event_id=event_id)
+
+
+# 1. a future timestamp froze the profile for good -------------------------------------------
+def test_future_timestamp_is_refused_and_cannot_freeze_a_profile(tmp_path):
+    now = time.time()
+    shard = ProfileShard(SQLiteStore(tmp_path / "s.db"), DIM)
+    with pytest.raises(FutureTimestampError, match="in the future"):
+        shard.apply(_click("u", "a", 4e9), V[0], None)
+    assert shard.get("u") is None  # nothing written
+    shard.apply(_click("u", "a", now - 10), V[0], None)
+    before = shard.get("u").long.copy()
+    shard.apply(Event(user_id="u", type="purchase", item_id="b", ts=now), V[1], None)
+    assert np.linalg.norm(shard.get("u").long - before) > 1.0  # a later purchase still moves it
+    check_timestamp(now + 200, now)  # a little clock skew is fine
+    check_timestamp(1.0, now)  # and so is history
+
+
+def test_events_in_any_order_decay_by_their_age():
+    p = UserProfile("u", DIM)
+    p = p.apply(_click("u", "a", 10_000_000.0), V[0])
+    late = p.apply(_click("u", "b", 10_000_000.0 - 14 * 86400), V[1])  # two weeks older: half weight
+    on_time = p.apply(_click("u", "b", 10_000_000.0), V[1])
+    w_late = float((late.long - p.long) @ V[1])
+    w_now = float((on_time.long - p.long) @ V[1])
+    assert w_late == pytest.approx(0.5 * w_now, rel=1e-4)
+
+
+# 2. unbounded clause fan-out ----------------------------------------------------------------
+def test_long_review_is_capped_in_clauses_and_encoder_rows():
+    review = "质量不错。" * 400  # 2,000 characters, 400 sentences
+    clauses = split_clauses(clean(review).text)
+    assert len(clauses) == MAX_CLAUSES
+    assert "".join(clauses).replace(" ", "") == clean(review).text.replace("。", "").replace(" ", "")
+    assert encoder_rows(review) == 1 + MAX_CLAUSES
+    assert encoder_rows("这款手机拍照效果很好，但电池续航不太理想") == 3
+    assert encoder_rows("great") == 1
+
+
+# 3. lone surrogates --------------------------------------------------------------------------
+@pytest.mark.parametrize("text", ["\ud800", "ok \udfff then", "a\ud83d"])
+def test_lone_surrogate_is_a_text_error(text):
+    with pytest.raises(TextError, match="surrogate"):
+        clean(text)
+
+
+def test_emoji_and_mixed_language_are_fine():
+    assert clean("这个 phone 太棒了 😀👍").text == "这个 phone 太棒了 😀👍"
+
+
+# 4. erasure could be undone ------------------------------------------------------------------
+def test_erasure_survives_retries_and_late_events(tmp_path):
+    path = tmp_path / "s.db"
+    shard = ProfileShard(SQLiteStore(path), DIM)
+    t0 = time.time() - 100
+    assert shard.apply(_click("gone", "a", t0, "old-1"), V[0], None) == (1, True)
+    late = _click("gone", "b", time.time())  # stamped before the erasure, still in flight
+    assert shard.delete("gone")
+    # a client retry of an erased event id, even with a fresh timestamp
+    assert shard.apply(_click("gone", "a", time.time() + 1, "old-1"), V[0], None) == (0, False)
+    assert shard.apply(late, V[1], None) == (0, False)  # the event that waited on the encoder
+    assert shard.get("gone") is None
+    # ... and after a restart
+    again = ProfileShard(SQLiteStore(path), DIM)
+    assert again.apply(_click("gone", "a", time.time() + 1, "old-1"), V[0], None) == (0, False)
+    assert again.get("gone") is None
+    # a new event after the erasure starts a new profile
+    assert again.apply(_click("gone", "c", time.time() + 2, "new-1"), V[2], None) == (1, True)
+    assert _only_new_profile(path)
+
+
+def _only_new_profile(path):
+    db = sqlite3.connect(path)
+    rows = db.execute("SELECT event_id FROM events WHERE user_id = 'gone'").fetchall()
+    stones = db.execute("SELECT user_key, event_keys FROM tombstones").fetchall()
+    return rows == [("new-1",)] and all(b"gone" not in k and b"old-1" not in e for k, e in stones)
+
+
+def test_tombstone_stores_no_ids(tmp_path):
+    shard = ProfileShard(SQLiteStore(tmp_path / "s.db"), DIM)
+    shard.apply(_click("erase-7f3a", "a", time.time() - 5, "evt-7f3a"), V[0], None)
+    shard.delete("erase-7f3a")
+    for f in tmp_path.iterdir():
+        data = f.read_bytes()
+        assert b"erase-7f3a" not in data and b"evt-7f3a" not in data, f
+
+
+# 5. impressions grew the database without bound ----------------------------------------------
+def test_ten_thousand_lists_keep_the_store_bounded(tmp_path):
+    store = SQLiteStore(tmp_path / "s.db", synchronous="NORMAL")
+    shard = ProfileShard(store, DIM, snapshot_every=50)
+    users = [f"u{i}" for i in range(20)]
+    for i, u in enumerate(users):
+        shard.apply(_click(u, f"i{i}", time.time() - 10, f"e{i}"), V[i], None)
+    items = [f"item-{j:03d}" for j in range(300)]
+    for flush in range(100):  # 100 flushes of 100 lists: 10,000 lists of 10 items
+        batch = [(users[(flush * 100 + n) % 20], items[(n * 10) % 290:(n * 10) % 290 + 10], time.time())
+                 for n in range(100)]
+        assert shard.record_impressions_many(batch) == 100
+    db = sqlite3.connect(tmp_path / "s.db")
+    assert db.execute("SELECT COUNT(*) FROM seen_events").fetchone()[0] == 20  # impressions add no ids
+    # per user: two snapshots and at most two snapshots' worth of log rows
+    assert db.execute("SELECT COUNT(*) FROM events").fetchone()[0] <= 20 * 2 * 50
+    assert db.execute("SELECT COUNT(*) FROM profile_snapshots").fetchone()[0] <= 20 * 2
+    size = store.size_bytes()
+    assert size < 8 * 1024 * 1024, size  # 20 users with 200 impressions each, bounded by max_items
+    restored = ProfileShard(SQLiteStore(tmp_path / "s.db"), DIM)
+    assert restored.get("u3").impressions == shard.get("u3").impressions
+
+
+# 9. float16 snapshots overflowed -------------------------------------------------------------
+def test_strong_profiles_survive_a_snapshot():
+    p = UserProfile("heavy", DIM)
+    t = 10_000_000.0
+    for n in range(300):
+        p = p.apply(Event(user_id="heavy", type="purchase", item_id=f"i{n % 5}", ts=t), V[n % 5])
+    p.long *= 1000.0  # as after ~300k strong events at one instant
+    p.interests *= 1000.0
+    assert float(np.abs(p.long).max()) > 65504  # past float16
+    q = UserProfile.from_bytes(p.to_bytes())
+    assert np.isfinite(q.long).all() and np.isfinite(q.interests).all()
+    np.testing.assert_allclose(q.interest_vector(t), p.interest_vector(t), atol=2e-3)
+    np.testing.assert_allclose(q.long, p.long, rtol=2e-3, atol=float(np.abs(p.long).max()) * 1e-3)
+
+
+def test_legacy_snapshots_still_load():
+    import json
+    import struct
+
+    p = UserProfile("old", DIM).apply(_click("old", "a", 10.0), V[0])
+    blob = p.to_bytes()
+    (n,) = struct.unpack_from("<I", blob, 8)
+    head = json.loads(blob[12:12 + n])
+    scales = np.asarray(head.pop("sc"), np.float32)
+    rows = np.frombuffer(blob[12 + n:], np.float16).reshape(-1, DIM).astype(np.float32) * scales[:, None]
+    hb = json.dumps(head).encode()
+    legacy = b"ECP1" + struct.pack("<I", len(hb)) + hb + rows.astype(np.float16).tobytes()
+    q = UserProfile.from_bytes(legacy)
+    np.testing.assert_allclose(q.long, p.long, atol=1e-3)
+
+
+# corrupt snapshot: refused loudly, with a fall-back -----------------------------------------
+def test_corrupt_snapshot_is_refused_and_the_log_rebuilds_the_profile(tmp_path, caplog):
+    path = tmp_path / "s.db"
+    live = ProfileShard(SQLiteStore(path), DIM, snapshot_every=5)
+    for n in range(12):  # snapshots at 5 and 10
+        live.apply(_click("u", f"i{n}", 1000.0 + n, f"e{n}"), V[n], None)
+    db = sqlite3.connect(path)
+    (seq, blob), = db.execute("SELECT seq, blob FROM profile_snapshots WHERE user_id='u' "
+                              "ORDER BY seq DESC LIMIT 1").fetchall()
+    bad = bytearray(blob)
+    bad[-7] ^= 0xFF
+    db.execute("UPDATE profile_snapshots SET blob = ? WHERE user_id='u' AND seq = ?", (bytes(bad), seq))
+    db.commit()
+    with pytest.raises(CorruptProfileError, match="checksum"):
+        UserProfile.from_bytes(bytes(bad))
+    with caplog.at_level("ERROR"):
+        restored = ProfileShard(SQLiteStore(path), DIM, snapshot_every=5)
+    assert "refused" in caplog.text and restored.corrupt_snapshots == ["u"]
+    a, b = live.get("u"), restored.get("u")
+    assert a.version == b.version == 12 and a.seen == b.seen
+    np.testing.assert_allclose(a.long, b.long, atol=2e-3)
