@@ -17,7 +17,15 @@ def build_app(args: dict | AppArgs) -> Application:
     args = args if isinstance(args, AppArgs) else AppArgs.model_validate(args)
     from deployments.index_build import ensure_artifact
 
-    ensure_artifact(args)
+    index_dir = ensure_artifact(args)
+    import json
+
+    import ray
+
+    if ray.is_initialized():  # refuse a mismatched state directory here, before any replica starts
+        from deployments.profiles import check_layout
+
+        check_layout(args, json.loads((index_dir / "manifest.json").read_text())["dim"])
     encoder = Encoder.options(
         autoscaling_config={
             "min_replicas": args.encoder_min_replicas,
@@ -34,6 +42,7 @@ def build_app(args: dict | AppArgs) -> Application:
     return Ingress.options(
         num_replicas=args.ingress_replicas,
         ray_actor_options={"num_cpus": args.ingress_num_cpus},
-        max_ongoing_requests=args.max_ongoing_requests,
+        # admitted generously: past max_in_flight the ingress itself answers 503 + Retry-After at once
+        max_ongoing_requests=max(args.max_ongoing_requests, 4 * args.max_in_flight),
         max_queued_requests=args.max_queued_requests,
     ).bind(args, encoder)

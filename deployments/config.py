@@ -14,8 +14,10 @@ class AppArgs(BaseModel):
 
     # data and state
     catalog: str = Field(default=str(DEMO_CATALOG), description="catalog used when the index artifact is missing")
-    index_dir: str | None = Field(default=None, description="index artifact (default $ECREC_HOME/index/demo)")
-    state_dir: str | None = Field(default=None, description="durable stores (default $ECREC_HOME/state)")
+    index_dir: str | None = Field(default=None, description="index artifact (default $ECREC_HOME/index/"
+                                  "<catalog>-<model>, rebuilt when the catalog or model changes)")
+    state_dir: str | None = Field(default=None, description="durable stores (default $ECREC_HOME/state, "
+                                  "state-<model> for other models: profiles live in one model's space)")
     namespace: str = Field(default="ecrec", description="Ray namespace of the shard and catalog actors")
     # models
     model: str = Field(default="e5-small", description="e5-small (zh+en) or minilm (en)")
@@ -54,13 +56,25 @@ class AppArgs(BaseModel):
     max_queued_requests: int = Field(default=256, ge=-1)
     max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
     max_sentiment_texts: int = Field(default=64, ge=1)
+    max_encoder_rows: int = Field(default=256, ge=17, description="texts plus clauses one request may encode")
+    max_future_skew_s: float = Field(default=300.0, ge=0, description="events stamped later than now + this: 422")
+    max_in_flight: int = Field(default=64, ge=1, description="requests one ingress replica works on at once; "
+                               "past it: 503 + Retry-After")
+    read_requires_key: bool = Field(default=False, description="with API keys set, read routes need one too")
+    rate_limit_per_s: float = Field(default=200.0, ge=0, description="per key (or client address for open "
+                                    "reads) per ingress replica; 0: off; past it: 429 + Retry-After")
     record_impressions: bool = Field(default=True, description="served items count as impressions")
 
     def home(self) -> Path:
         return default_home()
 
     def resolved_index_dir(self) -> Path:
-        return Path(self.index_dir) if self.index_dir else self.home() / "index" / "demo"
+        if self.index_dir:
+            return Path(self.index_dir)
+        stem = "demo" if Path(self.catalog) == DEMO_CATALOG else Path(self.catalog).stem
+        return self.home() / "index" / (stem if self.model == "e5-small" else f"{stem}-{self.model}")
 
     def resolved_state_dir(self) -> Path:
-        return Path(self.state_dir) if self.state_dir else self.home() / "state"
+        if self.state_dir:
+            return Path(self.state_dir)
+        return self.home() / ("state" if self.model == "e5-small" else f"state-{self.model}")

@@ -8,6 +8,7 @@ import os
 from ray import serve
 
 from deployments.config import AppArgs
+from ecrec.sentiment import analyze_isolated
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +42,8 @@ class Encoder:
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.003)
     async def analyze(self, texts: list[str]):
         """Each text: cleaned, split into clauses, embedded (``query`` role) and classified."""
-        async with self._lock:
-            return await asyncio.to_thread(self.analyzer.analyze, texts)
+        async with self._lock:  # one bad text fails itself, not the batch it shared
+            return await asyncio.to_thread(analyze_isolated, self.analyzer.analyze, texts)
 
     async def embed_passages(self, texts: list[str]):
         async with self._lock:

@@ -51,12 +51,29 @@ def build(catalog: str | Path, out: str | Path, model: str = "e5-small", factory
         enc = TextEncoder(EncoderConfig(model=model))
         return build_artifact_in_process(catalog, out, enc, factory, cache_dir=default_home() / "cache")
     x = embed_with_ray_data([it.embedding_text() for it in items], model, actors=actors)
-    return write_artifact(items, x, out, model, factory)
+    return write_artifact(items, x, out, model, factory, catalog)
 
 
 def ensure_artifact(args: AppArgs) -> Path:
+    """The artifact to serve: built when missing; rebuilt when the default one no longer matches
+    the model or catalog; refused when an explicit ``index_dir`` does not match them."""
+    import json
+
+    from ecrec.artifact import stale_reason
+
     d = args.resolved_index_dir()
     if not (d / "manifest.json").exists():
         log.info("no index artifact at %s: building it from %s", d, args.catalog)
-        build(args.catalog, d, args.model)
-    return d
+        return build(args.catalog, d, args.model)
+    manifest = json.loads((d / "manifest.json").read_text())
+    explicit = args.index_dir is not None
+    check_catalog = not explicit or "catalog" in args.model_fields_set
+    why = stale_reason(manifest, args.model, args.catalog if check_catalog else None)
+    if why is None:
+        return d
+    if explicit:
+        raise ValueError(f"the index artifact at {d} does not match this deploy: {why}. Rebuild it "
+                         f"(`ecrec index build --catalog ... --model {args.model} --out {d}`) or point "
+                         "index_dir elsewhere")
+    log.warning("the index artifact at %s is stale (%s): rebuilding it", d, why)
+    return build(args.catalog, d, args.model)

@@ -8,6 +8,7 @@ import time
 import uuid
 
 from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from ray import serve
@@ -17,15 +18,19 @@ from ray.serve.exceptions import BackPressureError
 from deployments import schemas as s
 from deployments.catalog_board import get_board
 from deployments.config import AppArgs
+from deployments.http_guards import Guards
 from deployments.profiles import get_shards
 from deployments.retriever import make_retrievers
-from ecrec.events import Event
+from ecrec.events import Event, FutureTimestampError, check_timestamp
 from ecrec.index import Filters
 from ecrec.shard import shard_of
-from ecrec.text import TextError, clean
+from ecrec.security import Gate, RateLimiter, keys_from_env
+from ecrec.sentiment import AnalysisFailure
+from ecrec.text import TextError, clean, encoder_rows
 
 log = logging.getLogger(__name__)
-app = FastAPI(title="ecrec", version="1", description="Real-time, text-aware recommendations")
+app = FastAPI(title="ecrec", version="1", description="Real-time, text-aware recommendations",
+              responses=s.ERROR_RESPONSES)
 
 
 class ApiError(Exception):
@@ -39,9 +44,16 @@ async def _api_error(_: Request, e: ApiError):
 
 
 @app.exception_handler(ValidationError)
-async def _validation_error(_: Request, e: ValidationError):
-    return JSONResponse({"detail": [{"loc": list(err["loc"]), "msg": err["msg"]} for err in e.errors()]},
-                        status_code=422)
+@app.exception_handler(RequestValidationError)
+async def _validation_error(_: Request, e: ValidationError | RequestValidationError):
+    # never echo the input: it may be NaN or Infinity, which JSON cannot carry (that was a 500)
+    return JSONResponse({"detail": [{"loc": list(err["loc"]), "msg": err["msg"], "type": err["type"]}
+                                     for err in e.errors()]}, status_code=422)
+
+
+@app.exception_handler(FutureTimestampError)
+async def _future_ts(_: Request, e: FutureTimestampError):
+    return JSONResponse({"detail": f"ts: {e}"}, status_code=422)
 
 
 @app.exception_handler(TextError)
@@ -56,50 +68,9 @@ async def _overloaded(_: Request, e: Exception):
                         headers={"Retry-After": "1"})
 
 
-_LIMITS = {"max_body_bytes": 2 * 1024 * 1024}
-
-
-class BodyLimit:
-    """Pure ASGI (no per-request task group, unlike ``@app.middleware``): 413 for bodies over the
-    limit, by Content-Length or, for chunked bodies, by counting what arrives."""
-
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
-            return await self.app(scope, receive, send)
-        limit = _LIMITS["max_body_bytes"]
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None:
-            if int(declared) > limit:
-                return await self._reject(send, int(declared), limit)
-            return await self.app(scope, receive, send)
-        messages, size = [], 0
-        while True:
-            msg = await receive()
-            messages.append(msg)
-            size += len(msg.get("body", b""))
-            if size > limit:
-                return await self._reject(send, size, limit)
-            if msg["type"] != "http.request" or not msg.get("more_body"):
-                break
-        replay = iter(messages)
-
-        async def receive_again():
-            return next(replay, {"type": "http.disconnect"})
-
-        return await self.app(scope, receive_again, send)
-
-    @staticmethod
-    async def _reject(send, size: int, limit: int) -> None:
-        body = json.dumps({"detail": f"body of {size} bytes exceeds the limit of {limit}"}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
-
-
-app.add_middleware(BodyLimit)
+# Filled in by the ingress at start-up (the middleware is built before the replica exists).
+_GUARD_SETTINGS: dict = {"max_body_bytes": 2 * 1024 * 1024, "max_in_flight": 64}
+app.add_middleware(Guards, settings=_GUARD_SETTINGS)
 
 
 def _text(field: str, value: str | None) -> None:
@@ -109,6 +80,13 @@ def _text(field: str, value: str | None) -> None:
             clean(value)
         except TextError as e:
             raise ApiError(422, f"{field}: {e}") from e
+
+
+def _analysis_or_422(field: str, a):
+    """The encoder isolates a text that fails inside a batch; that text alone gets the 422."""
+    if isinstance(a, AnalysisFailure):
+        raise ApiError(422, f"{field}: could not be analysed ({a.message})")
+    return a
 
 
 def _out_analysis(a) -> dict:
@@ -138,7 +116,12 @@ class Ingress:
         self.m_recs = metrics.Counter("ecrec_recommendations", "recommendation lists served")
         self.m_impr = metrics.Counter("ecrec_impressions", "items shown")
 
-        _LIMITS["max_body_bytes"] = args.max_body_bytes
+        keys = keys_from_env()
+        _GUARD_SETTINGS.update(max_body_bytes=args.max_body_bytes, max_in_flight=args.max_in_flight,
+                               gate=Gate(keys, args.read_requires_key) if keys else None,
+                               limiter=RateLimiter(args.rate_limit_per_s))
+        if not keys:
+            log.warning("no API key set (ECREC_API_KEY): every route is open; bind 127.0.0.1 only")
         # Impressions and interaction counts are soft signals: buffered and flushed every 100 ms
         # as one call per shard, instead of two extra remote calls on every request.
         self._impressions: dict[int, list] = {}
@@ -204,13 +187,14 @@ class Ingress:
         fields["event_id"] = body.event_id or uuid.uuid4().hex
         fields["ts"] = body.ts if body.ts is not None else time.time()
         event = Event(**fields)
+        check_timestamp(event.ts, time.time(), self.args.max_future_skew_s)
         _text("text", event.text)
         item_ref = self.retriever.item_vector.remote(event.item_id) if event.item_id else None
         text_ref = self.encoder.analyze.remote(event.text) if event.text is not None else None
         item_vec = await item_ref if item_ref else None
         if event.item_id and item_vec is None:
             raise ApiError(404, f"unknown item id {event.item_id!r}")
-        analysis = await text_ref if text_ref else None
+        analysis = _analysis_or_422("text", await text_ref) if text_ref else None
         version, applied, covisit = await self._shard(event.user_id).apply.remote(event, item_vec, analysis)
         if applied:
             self.m_events.inc(tags={"type": event.type})
@@ -249,7 +233,7 @@ class Ingress:
         text_vec = text = None
         if body.text is not None:
             _text("text", body.text)
-            analysis = await self.encoder.analyze.remote(body.text)
+            analysis = _analysis_or_422("text", await self.encoder.analyze.remote(body.text))
             text_vec, text = analysis.vector, analysis.text
         cold, items = await self._recommend(body.user_id, body.k, filters, text_vec, text, body.explain)
         return {"user_id": body.user_id, "cold_start": cold, "items": items}
@@ -269,10 +253,15 @@ class Ingress:
             raise ApiError(422, f"texts: at most {self.args.max_sentiment_texts} per request, got {len(texts)}")
         for i, t in enumerate(texts):
             _text(f"texts[{i}]", t)
+        rows = sum(encoder_rows(t) for t in texts)
+        if rows > self.args.max_encoder_rows:
+            raise ApiError(422, f"texts: {rows} encoder rows (texts plus their clauses) exceed the limit of "
+                                f"{self.args.max_encoder_rows} per request; send fewer or shorter texts")
         info = await self.encoder.info.remote()
         if need_intent and not info["intent"]:
             raise ApiError(404, "intents are not served: this app runs with intent_head=none")
         results = await asyncio.gather(*(self.encoder.analyze.remote(t) for t in texts))
+        results = [_analysis_or_422(f"texts[{i}]", a) for i, a in enumerate(results)]
         for a in results:
             self.m_sentiment.inc(tags={"label": a.sentiment.label})
         return {"model": info["model"], "results": [_out_analysis(a) for a in results]}

@@ -17,20 +17,55 @@ log = logging.getLogger(__name__)
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=3, max_concurrency=1)
 class ProfileShardActor:
+    """Created once (detached) with its storage settings; a redeploy changes the rest through
+    ``reconfigure`` and swaps models through ``reload``, never by recreating the actor."""
+
     def __init__(self, index: int, state_dir: str, dim: int, snapshot_every: int, synchronous: str,
-                 colocate: AppArgs | None = None):
+                 colocate: AppArgs | None = None, max_future_skew_s: float = 300.0):
+        from ecrec.profile import ProfileConfig
         from ecrec.shard import ProfileShard
         from ecrec.store import SQLiteStore
 
-        self.index = index
-        store = SQLiteStore(f"{state_dir}/profiles-{index:04d}.db", synchronous=synchronous)
-        self.shard = ProfileShard(store, dim, snapshot_every=snapshot_every)
+        self.index, self.state_dir, self.dim = index, state_dir, dim
+        self.store = SQLiteStore(f"{state_dir}/profiles-{index:04d}.db", synchronous=synchronous)
+        self.synchronous = synchronous
+        self.shard = ProfileShard(self.store, dim, ProfileConfig(max_future_skew_s=max_future_skew_s),
+                                  snapshot_every=snapshot_every)
         self.view = None
-        if colocate is not None:  # a retriever inside the shard: GET recommendations is one hop
+        self._colocate(colocate)
+
+    def _colocate(self, args: AppArgs | None) -> None:
+        if args is None:
+            self.view = None
+        elif self.view is None:  # a retriever inside the shard: GET recommendations is one hop
             from deployments.retriever import CatalogView
 
-            self.view = CatalogView(colocate)
+            self.view = CatalogView(args)
             self.view.sync_in_thread()
+
+    def settings(self) -> dict:
+        return {"state_dir": self.state_dir, "dim": self.dim, "snapshot_every": self.shard.snapshot_every,
+                "synchronous": self.synchronous, "colocate": self.view is not None,
+                "max_future_skew_s": self.shard.config.max_future_skew_s}
+
+    def reconfigure(self, snapshot_every: int, synchronous: str, colocate: AppArgs | None,
+                    max_future_skew_s: float) -> dict:
+        import dataclasses
+
+        self.shard.snapshot_every = snapshot_every
+        self.store.set_synchronous(synchronous)
+        self.synchronous = synchronous
+        self.shard.config = dataclasses.replace(self.shard.config, max_future_skew_s=max_future_skew_s)
+        self._colocate(colocate)
+        return self.settings()
+
+    def reload(self, colocate: AppArgs | None) -> dict:
+        """Swap the models and index this shard's retriever holds (the profiles stay)."""
+        if self.view is not None:
+            self.view.stop()
+            self.view = None
+        self._colocate(colocate)
+        return self.settings()
 
     def recommend_for(self, user_id: str, k: int, filters, text_vec, text):
         if self.view is None:
@@ -38,8 +73,8 @@ class ProfileShardActor:
         return self.view.rank(self.shard.get(user_id), k, filters, text_vec, text)
 
     def apply(self, event, item_vec, analysis):
-        """(profile version, applied, the item if it is a co-visit with the user's prior recent
-        items, those items): the ingress forwards the pair to the catalog board."""
+        """(profile version, applied, the item and the user's prior recent items if it is a
+        co-visit with them): the ingress forwards the pair to the catalog board."""
         before = self.shard.get(event.user_id)
         recent = list(before.recent) if before is not None else []
         version, applied = self.shard.apply(event, item_vec, analysis)
@@ -52,9 +87,8 @@ class ProfileShardActor:
     def get(self, user_id: str):
         return self.shard.get(user_id)
 
-    def record_impressions_many(self, batch: list[tuple[str, list[str], float]]) -> None:
-        for user_id, item_ids, now in batch:
-            self.shard.record_impressions(user_id, item_ids, now)
+    def record_impressions_many(self, batch: list[tuple[str, list[str], float]]) -> int:
+        return self.shard.record_impressions_many(batch)
 
     def delete(self, user_id: str) -> bool:
         return self.shard.delete(user_id)
@@ -67,14 +101,43 @@ def shard_name(i: int) -> str:
     return f"ecrec-profiles-{i:04d}"
 
 
+class StateMismatch(RuntimeError):
+    """A running shard actor keeps its state somewhere other than this deploy's ``state_dir``."""
+
+
+def check_layout(args: AppArgs, dim: int) -> None:
+    """The state directory remembers how many shards and which model wrote it. Another shard
+    count would strand users on the wrong shard (and erasure would miss them); another model
+    would mix vector spaces: both are refused, with what to do instead."""
+    from ecrec.profile_layout import Layout, check_or_write  # raises LayoutMismatch
+
+    check_or_write(args.resolved_state_dir(), Layout(num_shards=args.num_shards, model=args.model, dim=dim))
+
+
 def get_shards(args: AppArgs, dim: int) -> list:
-    """Handles to every shard actor, creating any that does not exist yet."""
+    """Handles to every shard actor: created if missing, reconfigured if their live settings
+    differ from ``args``; a different ``state_dir`` or shard count is refused (``StateMismatch``)."""
+    check_layout(args, dim)
     state = args.resolved_state_dir()
-    state.mkdir(parents=True, exist_ok=True)
-    return [
+    colocate = args if args.colocate_retrieval else None
+    shards = [
         ProfileShardActor.options(name=shard_name(i), namespace=args.namespace, lifetime="detached",
                                   get_if_exists=True).remote(i, str(state), dim, args.snapshot_every,
-                                                             args.sqlite_synchronous,
-                                                             args if args.colocate_retrieval else None)
+                                                             args.sqlite_synchronous, colocate,
+                                                             args.max_future_skew_s)
         for i in range(args.num_shards)
     ]
+    for i, (sh, have) in enumerate(zip(shards, ray.get([sh.settings.remote() for sh in shards]))):
+        if have["state_dir"] != str(state) or have["dim"] != dim:
+            raise StateMismatch(
+                f"profile shard {i} (actor {shard_name(i)!r} in namespace {args.namespace!r}) keeps its state in "
+                f"{have['state_dir']} (dim {have['dim']}), but this deploy asks for {state} (dim {dim}). "
+                "Use another namespace=, or stop the running actors first (`ray stop`, or "
+                "`ecrec serve` after a restart).")
+        want = {"snapshot_every": args.snapshot_every, "synchronous": args.sqlite_synchronous,
+                "colocate": args.colocate_retrieval, "max_future_skew_s": args.max_future_skew_s}
+        if any(have[k] != v for k, v in want.items()):
+            log.info("shard %d: reconfiguring %s -> %s", i, {k: have[k] for k in want}, want)
+            ray.get(sh.reconfigure.remote(args.snapshot_every, args.sqlite_synchronous, colocate,
+                                          args.max_future_skew_s))
+    return shards

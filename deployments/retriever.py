@@ -29,30 +29,47 @@ class CatalogView:
 
         import torch
 
-        from ecrec.artifact import read_artifact
-        from ecrec.ranking import ItemStats, Ranker, RankingConfig
         from ecrec.recommender import load_sequence
 
         # One query at a time: OpenMP fan-out costs more than it saves at this size (measured).
         faiss.omp_set_num_threads(1)
         torch.set_num_threads(1)  # the sequence model's query: one short sequence per request
-        items, self.index, self.manifest = read_artifact(args.resolved_index_dir())
+        self.args = args
+        self.sequence = load_sequence(args.sequence_model, args.model)
+        self.board = get_board(args)
+        self.interval = args.sync_interval_s
+        self.lock = threading.Lock()
+        self._stop = threading.Event()
+        self._load_artifact()
+        self.apply(*ray.get(self.board.sync.remote(*self.sync_args())))
+
+    def _load_artifact(self) -> None:
+        """The index artifact as built, before any change from the board."""
+        from ecrec.artifact import read_artifact
+        from ecrec.ranking import ItemStats, Ranker, RankingConfig
+
+        items, self.index, self.manifest = read_artifact(self.args.resolved_index_dir())
         self.items = {it.id: it for it in items}
         self.stats = ItemStats()
         self.ranker = Ranker(self.index, self.items, self.stats,
-                             RankingConfig(explore_share=args.explore_share, seed=args.seed),
-                             sequence=load_sequence(args.sequence_model, args.model))
-        self.board = get_board(args)
-        self.seq, self.stats_version, self.covisit_pos = 0, -1, 0
-        self.interval = args.sync_interval_s
-        self.lock = threading.Lock()
-        self.apply(*ray.get(self.board.sync.remote(self.seq, self.stats_version, self.covisit_pos)))
+                             RankingConfig(explore_share=self.args.explore_share, seed=self.args.seed),
+                             sequence=self.sequence)
+        self.seq, self.stats_version, self.covisit_pos, self.epoch = 0, -1, 0, None
 
-    def apply(self, rows, stats, covisits=(0, [])) -> None:
+    def sync_args(self) -> tuple:
+        artifact = self.manifest.get("artifact_id") or str(self.manifest.get("created_at"))
+        return self.seq, self.stats_version, self.covisit_pos, self.epoch, artifact
+
+    def apply(self, epoch, rows, stats, covisits) -> None:
         from ecrec.catalog import Item
         from ecrec.recommender import item_meta
 
         with self.lock:
+            if self.epoch is not None and epoch != self.epoch:
+                # the board came back on another database: its seq numbers mean something else now
+                log.warning("catalog board epoch changed (%s -> %s): reloading the artifact", self.epoch, epoch)
+                self._load_artifact()
+            self.epoch = epoch
             for seq, item_id, item_json, vec in rows:
                 if item_json is None:
                     if item_id in self.items:
@@ -64,12 +81,8 @@ class CatalogView:
                     self.items[item.id] = item
                 self.seq = seq
             pos, pairs = covisits
-            if pos < self.covisit_pos:  # the board restarted with fewer pairs: rebuild from its log
-                from ecrec.covisit import CoVisits
-
-                self.stats.covisits = CoVisits()
             self.stats.covisits.merge(pairs)
-            self.covisit_pos = pos + len(pairs)
+            self.covisit_pos = pos
             if stats is not None:
                 self.stats_version, pop, imp, clicks = stats
                 self.stats.popularity, self.stats.impressions, self.stats.clicks = pop, imp, clicks
@@ -89,14 +102,17 @@ class CatalogView:
     def sync_in_thread(self) -> None:
         """For hosts without an event loop (the profile shard actor)."""
         def loop():
-            while True:
+            while not self._stop.is_set():
                 try:
-                    self.apply(*ray.get(self.board.sync.remote(self.seq, self.stats_version, self.covisit_pos)))
+                    self.apply(*ray.get(self.board.sync.remote(*self.sync_args())))
                 except Exception:  # the board restarting: try again next tick
                     log.exception("catalog sync failed")
-                time.sleep(self.interval)
+                self._stop.wait(self.interval)
 
         threading.Thread(target=loop, name="catalog-sync", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
 
 
 class Retriever:
@@ -116,7 +132,7 @@ class Retriever:
         v = self.view
         while True:
             try:
-                v.apply(*await v.board.sync.remote(v.seq, v.stats_version, v.covisit_pos))
+                v.apply(*await v.board.sync.remote(*v.sync_args()))
             except Exception:  # the board restarting: try again next tick
                 log.exception("catalog sync failed")
             await asyncio.sleep(v.interval)

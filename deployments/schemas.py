@@ -7,6 +7,26 @@ from ecrec.catalog import Item
 from ecrec.events import EventType
 
 
+class ValidationItem(BaseModel):
+    loc: list[str | int] = Field(description="where: body/query/path, then the field")
+    msg: str
+    type: str
+
+
+class ErrorOut(BaseModel):
+    """Every 4xx and 503: what was wrong, as a sentence or (422 from validation) a list of fields."""
+
+    detail: str | list[ValidationItem]
+
+
+ERROR_RESPONSES = {code: {"model": ErrorOut, "description": why} for code, why in (
+    (400, "the body is not valid UTF-8 or not JSON"), (401, "an API key is required or unknown"),
+    (403, "the key may not call this class of route"), (404, "unknown user, item or route"),
+    (413, "the body is over the configured limit"), (422, "a field is invalid (the detail says which)"),
+    (429, "the caller's rate limit is spent; see Retry-After"),
+    (503, "overloaded or restarting; see Retry-After"))}
+
+
 class EventIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

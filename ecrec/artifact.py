@@ -1,9 +1,11 @@
 """Index artifacts: item metadata + vectors + the FAISS layout, as one folder a replica loads."""
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +17,23 @@ from ecrec.recommender import item_meta
 FORMAT = 1
 
 
+def catalog_digest(path: str | Path) -> str:
+    """sha256 of a catalog file: what an artifact was built from."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def stale_reason(manifest: dict, model: str, catalog: str | Path | None) -> str | None:
+    """Why an artifact does not match (model, catalog), or None when it does. ``catalog`` None:
+    the catalog is not checked (an artifact built elsewhere, served as given)."""
+    if manifest.get("model") != model:
+        return f"it was built with model {manifest.get('model')!r}, not {model!r}"
+    if catalog is not None and manifest.get("catalog_sha256") != catalog_digest(catalog):
+        return f"it was built from another catalog than {str(catalog)!r}"
+    return None
+
+
 def write_artifact(items: list[Item], vectors: np.ndarray, out_dir: str | Path, model: str,
-                   factory: str = "Flat") -> Path:
+                   factory: str = "Flat", catalog: str | Path | None = None) -> Path:
     """Write atomically: a half-written artifact is never visible under ``out_dir``."""
     if len(items) != len(vectors):
         raise ValueError(f"{len(items)} items but {len(vectors)} vectors")
@@ -31,7 +48,9 @@ def write_artifact(items: list[Item], vectors: np.ndarray, out_dir: str | Path, 
         for it in items:
             f.write(it.model_dump_json() + "\n")
     manifest = {"format": FORMAT, "model": model, "dim": int(vectors.shape[1]), "items": len(items),
-                "factory": factory, "created_at": time.time()}
+                "factory": factory, "created_at": time.time(), "artifact_id": uuid.uuid4().hex,
+                "catalog": str(catalog) if catalog else None,
+                "catalog_sha256": catalog_digest(catalog) if catalog else None}
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
     if out.exists():
         shutil.rmtree(out)
@@ -58,4 +77,4 @@ def build_artifact_in_process(catalog: str | Path, out_dir: str | Path, encoder,
 
     items = load_catalog(catalog)
     x = encode_cached(encoder, [it.embedding_text() for it in items], "passage", cache_dir)
-    return write_artifact(items, x, out_dir, encoder.name, factory)
+    return write_artifact(items, x, out_dir, encoder.name, factory, catalog)

@@ -170,6 +170,39 @@ def load_head(path: str | Path, encoder) -> LinearProbe | BranchHead:
     return BranchHead(branch.to(encoder.device, encoder.dtype), meta)
 
 
+@dataclass(frozen=True)
+class AnalysisFailure:
+    """One text of a batch that could not be analysed (the others in its batch still are)."""
+
+    message: str
+
+
+def analyze_isolated(analyze, texts: Sequence[str]) -> list:
+    """``analyze(texts)``; if the batch fails, each text again alone, so one bad text fails only
+    itself: its slot holds an ``AnalysisFailure`` instead of a ``TextAnalysis``."""
+    try:
+        return list(analyze(list(texts)))
+    except Exception:
+        if len(texts) == 1:
+            log.exception("analysing a text failed")
+            return [AnalysisFailure(_failure_message())]
+    out = []
+    for t in texts:
+        try:
+            out.extend(analyze([t]))
+        except Exception:
+            log.exception("analysing a text failed")
+            out.append(AnalysisFailure(_failure_message()))
+    return out
+
+
+def _failure_message() -> str:
+    import sys
+
+    e = sys.exc_info()[1]
+    return f"{type(e).__name__}: {e}"[:200]
+
+
 class TextAnalyzer:
     """Encoder + sentiment head (+ optional intent branch): one batched forward pass per call gives
     vectors, sentiment and intent."""

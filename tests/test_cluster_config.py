@@ -43,3 +43,17 @@ def test_every_key_is_commented():
 
 def test_dashboard_is_not_exposed(config):
     assert all("--dashboard-host=127.0.0.1" in c for c in config["head_start_ray_commands"] if "--head" in c)
+
+
+def test_ray_token_auth_is_on_for_every_node(config):
+    """`ray start` in Ray 2.60 enables token auth only if a token file already exists (only a local
+    ray.init() enables it by default), so the cluster sets it explicitly and ships the token."""
+    starts = config["head_start_ray_commands"] + config["worker_start_ray_commands"]
+    assert all("RAY_AUTH_MODE=token" in c for c in starts if "ray start" in c)
+    assert config["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"
+    from ray._private.authentication import authentication_token_setup as auth
+
+    import inspect
+
+    src = inspect.getsource(auth.maybe_enable_token_auth_if_token_available)
+    assert "has_token" in src  # the pinned Ray still makes `ray start` depend on an existing token

@@ -16,7 +16,7 @@ from ecrec.evaluation.data import Split, load_dataset, load_recbole, load_unisre
 from ecrec.evaluation.harness import EvalOptions, format_table, run_eval
 from ecrec.evaluation.methods import ItemKNN, Popularity, ZeroShot, recency_weights
 from ecrec.events import Event
-from ecrec.profile import MAGIC, ProfileConfig, UserProfile
+from ecrec.profile import LEGACY_MAGIC, ProfileConfig, UserProfile
 from ecrec.sequence_training import exclude_history, mask_history, top_k
 
 HOME = Path("/work/main/.ecrec")
@@ -337,9 +337,10 @@ def test_profile_recent_serialisation():
     p = _drive(UserProfile("u", 8), [("purchase", "a", 0), ("cart", "b", 1)])
     data = p.to_bytes()
     assert UserProfile.from_bytes(data).recent == ["a", "b"]
-    (n,) = struct.unpack_from("<I", data, 4)
-    head = json.loads(data[8 : 8 + n])
-    del head["rs"]  # a blob written before the field existed
+    (n,) = struct.unpack_from("<I", data, 8)
+    head = json.loads(data[12 : 12 + n])
+    del head["rs"]  # a blob written before the field existed (format ECP1: unscaled rows)
+    rows = np.frombuffer(data[12 + n :], np.float16).astype(np.float32) * np.repeat(head.pop("sc"), 8)
     hb = json.dumps(head).encode()
-    old = UserProfile.from_bytes(MAGIC + struct.pack("<I", len(hb)) + hb + data[8 + n :])
+    old = UserProfile.from_bytes(LEGACY_MAGIC + struct.pack("<I", len(hb)) + hb + rows.astype(np.float16).tobytes())
     assert old.recent == [] and old.purchased == p.purchased

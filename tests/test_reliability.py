@@ -182,3 +182,98 @@ def test_corrupt_snapshot_is_refused_and_the_log_rebuilds_the_profile(tmp_path, 
     a, b = live.get("u"), restored.get("u")
     assert a.version == b.version == 12 and a.seen == b.seen
     np.testing.assert_allclose(a.long, b.long, atol=2e-3)
+
+
+# 10. one bad text failed a whole encoder batch ------------------------------------------------
+def test_one_bad_text_fails_only_itself():
+    from ecrec.sentiment import AnalysisFailure, analyze_isolated
+
+    calls = []
+
+    def analyze(texts):  # a model that chokes on one input, as a tokenizer bug would
+        calls.append(list(texts))
+        if "boom" in texts:
+            raise RuntimeError("tokenizer crashed")
+        return [f"ok:{t}" for t in texts]
+
+    out = analyze_isolated(analyze, ["a", "boom", "c"])
+    assert out[0] == "ok:a" and out[2] == "ok:c"
+    assert isinstance(out[1], AnalysisFailure) and "tokenizer crashed" in out[1].message
+    assert calls[0] == ["a", "boom", "c"] and len(calls) == 4  # the batch, then each alone
+    assert analyze_isolated(analyze, ["x", "y"]) == ["ok:x", "ok:y"] and len(calls) == 5
+
+
+# 11. checkpoints were unpickled with weights_only=False ---------------------------------------
+class _Exploit:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+def test_checkpoints_load_weights_only(tmp_path):
+    import pickle
+
+    import torch
+
+    from training.finetune import load_state
+
+    layer = torch.nn.Linear(4, 3)
+    opt = torch.optim.AdamW(layer.parameters(), lr=1e-3)
+    layer(torch.randn(2, 4)).sum().backward()
+    opt.step()
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    state = {"branch": layer.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+             "epoch": 1, "step": 10, "best_f1": 0.5, "bad": 0, "labels": ["a", "b", "c"], "rates": [1.5],
+             "config": {"lr": 1e-3, "name": "x", "layers": [1, 2]}}
+    torch.save(state, tmp_path / "state.pt")
+    got = load_state(tmp_path / "state.pt")
+    assert got["labels"] == ["a", "b", "c"] and torch.equal(got["branch"]["weight"], layer.weight)
+    torch.save({"evil": _Exploit()}, tmp_path / "evil.pt")
+    with pytest.raises(pickle.UnpicklingError):
+        load_state(tmp_path / "evil.pt")
+
+
+# 6. a redeploy with other sharding silently stranded users ------------------------------------
+def test_state_layout_refuses_another_shard_count_or_model(tmp_path):
+    from ecrec.profile_layout import Layout, LayoutMismatch, check_or_write
+
+    check_or_write(tmp_path, Layout(2, "e5-small", 384))
+    check_or_write(tmp_path, Layout(2, "e5-small", 384))  # the same deploy again: fine
+    with pytest.raises(LayoutMismatch, match="sharded 2 ways.*num_shards=4.*ecrec reshard"):
+        check_or_write(tmp_path, Layout(4, "e5-small", 384))
+    with pytest.raises(LayoutMismatch, match="model 'e5-small'.*another state_dir"):
+        check_or_write(tmp_path, Layout(2, "minilm", 384))
+    legacy = tmp_path / "legacy"  # written before layout.json: the shard files tell
+    legacy.mkdir()
+    for i in range(3):
+        (legacy / f"profiles-{i:04d}.db").write_bytes(b"")
+    with pytest.raises(LayoutMismatch, match="sharded 3 ways"):
+        check_or_write(legacy, Layout(2, "e5-small", 384))
+
+
+# 8. a stale artifact was reused -------------------------------------------------------------
+def test_stale_artifact_is_rebuilt_or_refused(tmp_path, monkeypatch):
+    import json
+
+    from deployments.config import AppArgs
+    from deployments.index_build import ensure_artifact
+
+    monkeypatch.setattr(AppArgs, "home", lambda self: tmp_path)
+    catalog = tmp_path / "shop.jsonl"
+    rows = [{"id": f"s{i}", "title": t} for i, t in enumerate(["red running shoes", "a blue tent", "拍照手机"])]
+    catalog.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows))
+    args = AppArgs(catalog=str(catalog))
+    d = ensure_artifact(args)
+    assert d == tmp_path / "index" / "shop" and json.loads((d / "manifest.json").read_text())["items"] == 3
+    first = json.loads((d / "manifest.json").read_text())["artifact_id"]
+    assert json.loads((ensure_artifact(args) / "manifest.json").read_text())["artifact_id"] == first  # reused
+    rows.append({"id": "s3", "title": "a fourth item"})
+    catalog.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows))
+    m = json.loads((ensure_artifact(args) / "manifest.json").read_text())
+    assert m["items"] == 4 and m["artifact_id"] != first  # the new catalog is served, not the old index
+    other = AppArgs(catalog=str(catalog), model="minilm")
+    assert other.resolved_index_dir() == tmp_path / "index" / "shop-minilm"
+    assert other.resolved_state_dir() == tmp_path / "state-minilm"
+    with pytest.raises(ValueError, match="built with model 'e5-small', not 'minilm'"):
+        ensure_artifact(AppArgs(index_dir=str(d), model="minilm"))

@@ -22,6 +22,12 @@ from ecrec.finetune_data import FinetuneConfig
 log = logging.getLogger(__name__)
 
 
+
+def load_state(path) -> dict:
+    """A checkpoint file, unpickled safely: tensors and plain containers only (``weights_only``),
+    so a tampered checkpoint cannot run code."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
 def _base_model(cfg: FinetuneConfig, home: str | None):
     from transformers import AutoModel, AutoTokenizer
 
@@ -127,8 +133,8 @@ def train_loop_per_worker(config: dict) -> None:
     ckpt = ray.train.get_checkpoint()
     if ckpt:
         with ckpt.as_directory() as d:
-            state = torch.load(Path(d) / "state.pt", map_location="cpu", weights_only=False)
-            best_state = torch.load(Path(d) / "best_branch.pt", map_location="cpu", weights_only=False)
+            state = load_state(Path(d) / "state.pt")
+            best_state = load_state(Path(d) / "best_branch.pt")
         inner.branch.load_state_dict(state["branch"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
@@ -179,7 +185,8 @@ def train_loop_per_worker(config: dict) -> None:
             if rank == 0:
                 torch.save({"branch": inner.branch.state_dict(), "optimizer": opt.state_dict(),
                             "scheduler": sched.state_dict(), "epoch": epoch, "step": step,
-                            "best_f1": best_f1, "bad": bad, "labels": data.labels, "rates": rates,
+                            "best_f1": float(best_f1), "bad": int(bad), "labels": list(data.labels),
+                            "rates": [float(r) for r in rates],
                             "config": cfg.to_dict()}, Path(d) / "state.pt")
                 torch.save(best_state, Path(d) / "best_branch.pt")
                 checkpoint = ray.train.Checkpoint.from_directory(d)
@@ -225,8 +232,8 @@ def export(cfg: FinetuneConfig, result, out_dir: Path, wall_s: float, home: str 
 
     out_dir.mkdir(parents=True, exist_ok=True)
     with result.checkpoint.as_directory() as d:
-        state = torch.load(Path(d) / "state.pt", map_location="cpu", weights_only=False)
-        best = torch.load(Path(d) / "best_branch.pt", map_location="cpu", weights_only=False)
+        state = load_state(Path(d) / "state.pt")
+        best = load_state(Path(d) / "best_branch.pt")
     data = load_task(cfg)
     tok, base = _base_model(cfg, home)
     model = BranchClassifier(base, len(data.labels), cfg.branch_layers, cfg.dropout)

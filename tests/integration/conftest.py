@@ -1,6 +1,7 @@
 """One real Ray + Serve cluster for the whole integration session, on a non-default port."""
 from __future__ import annotations
 
+import json
 import os
 import time
 import uuid
@@ -9,11 +10,20 @@ import httpx
 import pytest
 
 PORT = 8765
+# The session server runs with API keys on, as production should: the shared client sends the
+# all-classes key; tests of refusals build their own clients. Replicas inherit the environment
+# of the process that starts Ray, so the keys are set before ray.init.
+API_KEY = "test-key-all-classes-0123456789"
+READ_KEY = "test-key-read-only-0123456789"
+API_KEYS = [{"name": "test-all", "key": API_KEY, "classes": ["read", "write", "admin"], "rate_per_s": 100000},
+            {"name": "test-reader", "key": READ_KEY, "classes": ["read"], "rate_per_s": 5}]
 
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ["ECREC_API_KEYS"] = json.dumps(API_KEYS)
+    os.environ["ECREC_TEST_API_KEY"] = API_KEY
     import ray
     from ray import serve
 
@@ -29,7 +39,8 @@ def server(tmp_path_factory):
              _node_ip_address="127.0.0.1")
     serve.start(http_options={"host": "127.0.0.1", "port": PORT})
     serve.run(build_app(args), name="ecrec", route_prefix="/")
-    client = httpx.Client(base_url=f"http://127.0.0.1:{PORT}", timeout=60)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{PORT}", timeout=60,
+                          headers={"Authorization": f"Bearer {API_KEY}"})
     deadline = time.time() + 120
     while client.get("/readyz").status_code != 200:
         assert time.time() < deadline, "graph never became ready"

@@ -216,7 +216,7 @@ def test_colocated_retrieval_gives_the_same_answers(server, tmp_path):
                                    "state_dir": str(tmp_path / "state")})
     serve.run(build_app(colo), name="ecrec-colo", route_prefix="/colo")
     try:
-        with httpx.Client(base_url=client.base_url, timeout=60) as c:
+        with httpx.Client(base_url=client.base_url, timeout=60, headers=client.headers) as c:
             t0 = time.time() - 5
             # items no other test touches: the two apps have separate catalog boards, so co-visits
             # that other tests' shoppers left in the main one would (rightly) change its answers

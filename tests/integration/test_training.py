@@ -90,7 +90,7 @@ def test_graph_serves_the_fine_tuned_branch_when_configured(smoke, server, tmp_p
                                       "state_dir": str(tmp_path / "state")})
     serve.run(build_app(ft_args), name="ecrec-ft", route_prefix="/ft")
     try:
-        with httpx.Client(base_url=client.base_url, timeout=60) as c:
+        with httpx.Client(base_url=client.base_url, timeout=60, headers=client.headers) as c:
             ready = c.get("/ft/readyz").json()
             assert ready["ready"] and "sentiment-ft" in ready["model"], ready
             r = c.post("/ft/v1/sentiment", json={"texts": ["质量太差了，退货！", "Love it, works perfectly"]}).json()
