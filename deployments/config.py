@@ -58,7 +58,7 @@ class AppArgs(BaseModel):
     max_sentiment_texts: int = Field(default=64, ge=1)
     max_encoder_rows: int = Field(default=256, ge=17, description="texts plus clauses one request may encode")
     max_future_skew_s: float = Field(default=300.0, ge=0, description="events stamped later than now + this: 422")
-    max_in_flight: int = Field(default=64, ge=1, description="requests one ingress replica works on at once; "
+    max_in_flight: int = Field(default=32, ge=1, description="requests one ingress replica works on at once; "
                                "past it: 503 + Retry-After")
     read_requires_key: bool = Field(default=False, description="with API keys set, read routes need one too")
     rate_limit_per_s: float = Field(default=200.0, ge=0, description="per key (or client address for open "

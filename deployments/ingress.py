@@ -106,7 +106,7 @@ class Ingress:
         from ray.util import metrics
 
         self.args, self.encoder = args, encoder
-        self.retrievers = make_retrievers(args)
+        self.retrievers = make_retrievers(args, serve.get_replica_context().replica_id.unique_id)
         self._next_retriever = itertools.cycle(self.retrievers)
         manifest = json.loads((args.resolved_index_dir() / "manifest.json").read_text())
         self.shards = get_shards(args, manifest["dim"])

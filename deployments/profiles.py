@@ -96,6 +96,11 @@ class ProfileShardActor:
     def ping(self) -> int:
         return self.index
 
+    def pid(self) -> int:
+        import os
+
+        return os.getpid()
+
 
 def shard_name(i: int) -> str:
     return f"ecrec-profiles-{i:04d}"

@@ -153,6 +153,11 @@ class Retriever:
         self._ensure_sync()
         return self.view.rank(profile, k, filters, text_vec, text, now)
 
+    def pid(self) -> int:
+        import os
+
+        return os.getpid()
+
     async def info(self) -> dict:
         self._ensure_sync()
         if self._task.done():
@@ -163,7 +168,9 @@ class Retriever:
 RetrieverActor = ray.remote(max_restarts=-1, max_task_retries=3)(Retriever)
 
 
-def make_retrievers(args: AppArgs) -> list:
-    """The retriever pool of one ingress replica (they die with it; Ray restarts crashed ones)."""
-    return [RetrieverActor.options(num_cpus=args.retriever_num_cpus).remote(args)
-            for _ in range(args.retriever_replicas)]
+def make_retrievers(args: AppArgs, owner: str) -> list:
+    """The retriever pool of one ingress replica (they die with it; Ray restarts crashed ones).
+    Named ``ecrec-retriever-<owner>-<i>`` in the app's namespace, so operators can find them."""
+    return [RetrieverActor.options(num_cpus=args.retriever_num_cpus, name=f"ecrec-retriever-{owner}-{i}",
+                                   namespace=args.namespace).remote(args)
+            for i in range(args.retriever_replicas)]

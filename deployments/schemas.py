@@ -86,7 +86,7 @@ class EventOut(BaseModel):
 
 
 class RecommendationsOut(BaseModel):
-    user_id: str | None
+    user_id: str | None = Field(default=None, description="absent for a text-only request")
     cold_start: bool
     items: list[RecommendationOut]
 

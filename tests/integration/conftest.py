@@ -20,6 +20,43 @@ API_KEYS = [{"name": "test-all", "key": API_KEY, "classes": ["read", "write", "a
 
 
 @pytest.fixture(scope="session")
+def read_key() -> str:
+    return READ_KEY
+
+
+def start_graph(args) -> None:
+    """Ray, Serve and the graph on 127.0.0.1:PORT, ready to answer (also used to restart it)."""
+    import ray
+    from ray import serve
+
+    from deployments.app import build_app
+
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=512 * 1024**2,
+             _node_ip_address="127.0.0.1")
+    serve.start(http_options={"host": "127.0.0.1", "port": PORT})
+    serve.run(build_app(args), name="ecrec", route_prefix="/")
+    deadline = time.time() + 120
+    with httpx.Client(base_url=f"http://127.0.0.1:{PORT}", timeout=60) as c:
+        while c.get("/readyz").status_code != 200:
+            assert time.time() < deadline, "graph never became ready"
+            time.sleep(0.5)
+
+
+@pytest.fixture
+def restart_graph():
+    """Shut Ray down entirely and start the graph again (same args, same port)."""
+    def restart(args) -> None:
+        import ray
+        from ray import serve
+
+        serve.shutdown()
+        ray.shutdown()
+        start_graph(args)
+
+    return restart
+
+
+@pytest.fixture(scope="session")
 def server(tmp_path_factory):
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ["ECREC_API_KEYS"] = json.dumps(API_KEYS)
@@ -27,24 +64,16 @@ def server(tmp_path_factory):
     import ray
     from ray import serve
 
-    from deployments.app import build_app
     from deployments.config import AppArgs
 
     tmp = tmp_path_factory.mktemp("serve")
     args = AppArgs(index_dir=str(tmp / "index"), state_dir=str(tmp / "state"),
                    namespace=f"ecrec-test-{uuid.uuid4().hex[:8]}", explore_share=0.0,
                    encoder_max_replicas=1, num_shards=2, snapshot_every=5, sqlite_synchronous="NORMAL",
-                   max_sentiment_texts=8)
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=512 * 1024**2,
-             _node_ip_address="127.0.0.1")
-    serve.start(http_options={"host": "127.0.0.1", "port": PORT})
-    serve.run(build_app(args), name="ecrec", route_prefix="/")
+                   max_sentiment_texts=8, max_encoder_rows=40)
+    start_graph(args)
     client = httpx.Client(base_url=f"http://127.0.0.1:{PORT}", timeout=60,
                           headers={"Authorization": f"Bearer {API_KEY}"})
-    deadline = time.time() + 120
-    while client.get("/readyz").status_code != 200:
-        assert time.time() < deadline, "graph never became ready"
-        time.sleep(0.5)
     yield client, args
     client.close()
     serve.shutdown()
