@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 MODEL := $(ECREC_HOME)/models/multilingual-e5-small/ecrec_build.json
 QUIET_PIP := { grep -v "^WARNING: Location" || true; }
 
-.PHONY: setup serve demo test test-unit bench probe eval clean
+.PHONY: setup serve demo test test-unit bench probe eval soak clean
 
 setup: $(STAMP) $(MODEL)
 
@@ -53,6 +53,10 @@ bench: setup  # all four tables of BENCHMARKS.md (~20 min); each script also run
 	$(BIN)/python bench/train_throughput.py
 	$(BIN)/python bench/finetune_results.py
 	$(BIN)/python bench/sequence_cost.py
+
+# Load on a fresh local server: capacity, 60 s at 80 %, 200 % (sheds), 50 % (recovers) -> docs/soak.{json,md}
+soak: setup
+	$(BIN)/python bench/soak.py --seconds 60
 
 # Recommendation quality on Amazon Scientific (docs/EVALUATION.md): valid + test tables, ~12 min on 2 cores.
 eval: setup

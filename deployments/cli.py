@@ -41,7 +41,13 @@ def _serve(args) -> None:
     from deployments.app import build_app
     from deployments.config import AppArgs
 
+    from ecrec.security import KeyConfigError, bind_check, keys_from_env
+
     app_args = AppArgs.model_validate(dict(kv.split("=", 1) for kv in args.overrides))
+    try:  # before Ray starts: a bad key list or an open bind is refused with a clear message
+        print(bind_check(args.host, keys_from_env()), flush=True)
+    except KeyConfigError as e:
+        raise SystemExit(f"ecrec serve: {e}") from None
     start_ray(args.num_cpus, args.address)
     serve.start(http_options={"host": args.host, "port": args.port})
     serve.run(build_app(app_args), name="ecrec", route_prefix="/")

@@ -23,6 +23,7 @@ class ProfileShardActor:
     def __init__(self, index: int, state_dir: str, dim: int, snapshot_every: int, synchronous: str,
                  colocate: AppArgs | None = None, max_future_skew_s: float = 300.0):
         from ecrec.profile import ProfileConfig
+        from ecrec.profile_layout import erasure_key
         from ecrec.shard import ProfileShard
         from ecrec.store import SQLiteStore
 
@@ -30,7 +31,7 @@ class ProfileShardActor:
         self.store = SQLiteStore(f"{state_dir}/profiles-{index:04d}.db", synchronous=synchronous)
         self.synchronous = synchronous
         self.shard = ProfileShard(self.store, dim, ProfileConfig(max_future_skew_s=max_future_skew_s),
-                                  snapshot_every=snapshot_every)
+                                  snapshot_every=snapshot_every, secret=erasure_key(state_dir))
         self.view = None
         self._colocate(colocate)
 

@@ -5,7 +5,7 @@ import csv
 import json
 import time
 from pathlib import Path
-from typing import Iterable
+from typing import Annotated, Iterable
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -20,14 +20,15 @@ class Item(BaseModel):
     id: str = Field(min_length=1, max_length=128)
     title: str = Field(min_length=1, max_length=500)
     description: str = Field(default="", max_length=5000)
-    category: list[str] = Field(default_factory=list, max_length=8)
-    brand: str = ""
-    tags: list[str] = Field(default_factory=list, max_length=50)
-    attributes: dict[str, str] = Field(default_factory=dict)
+    category: list[Annotated[str, Field(max_length=100)]] = Field(default_factory=list, max_length=8)
+    brand: str = Field(default="", max_length=200)
+    tags: list[Annotated[str, Field(max_length=100)]] = Field(default_factory=list, max_length=50)
+    attributes: dict[Annotated[str, Field(max_length=100)], Annotated[str, Field(max_length=1000)]] = Field(
+        default_factory=dict, max_length=50)
     price: float = Field(default=0.0, ge=0, allow_inf_nan=False)
     rating: float = Field(default=0.0, ge=0, le=5, allow_inf_nan=False)
     stock: int = Field(default=1, ge=0)
-    language: str = "en"
+    language: str = Field(default="en", max_length=16)
     created_at: float = Field(default_factory=time.time, allow_inf_nan=False)
     rebuyable: bool = False  # consumables may be recommended again after purchase
 
@@ -140,8 +141,8 @@ def load_recbole_item(path: str | Path) -> list[Item]:
         price = rec.pop("price", "")
         desc = " ".join(v for v in rec.values() if v)
         items.append(Item(
-            id=item_id, title=title[:500], description=desc[:5000], brand=brand,
-            category=[c.strip() for c in cats.split(",") if c.strip()][:8],
+            id=item_id, title=title[:500], description=desc[:5000], brand=brand[:200],
+            category=[c.strip()[:100] for c in cats.split(",") if c.strip()][:8],
             price=float(price) if price.replace(".", "", 1).isdigit() else 0.0, created_at=0.0,
         ))
     return items

@@ -58,6 +58,16 @@ def _fit_shift(args) -> None:
           f"|d_passage| = {np.linalg.norm(shift['passage']):.3f}")
 
 
+def _reshard(args) -> None:
+    from ecrec.reshard import reshard
+
+    out = reshard(args.state_dir, args.shards)
+    print(json.dumps(out, indent=2))
+    if out["backup"]:
+        print(f"Serve with num_shards={args.shards}. The old state is in {out['backup']}: delete it once the "
+              "service is verified (erasures from now on do not reach it).")
+
+
 def _eval(args) -> None:
     from ecrec.evaluation.harness import METHODS, EvalOptions, format_table, run_eval
 
@@ -112,6 +122,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model", choices=MODELS, default="e5-small")
     p.add_argument("-n", type=int, default=600, help="texts per language")
     p.set_defaults(fn=_fit_shift)
+
+    p = sub.add_parser("reshard", help="move profiles to another shard count (service stopped)")
+    p.add_argument("--state-dir", type=Path, required=True)
+    p.add_argument("--shards", type=int, required=True)
+    p.set_defaults(fn=_reshard)
 
     p = sub.add_parser("eval", help="recommendation quality on a dataset: every method, full ranking, one table")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA / "recsys" / "amazon_scientific",

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 FILE = "layout.json"
+KEY_FILE = "erasure.key"
 
 
 @dataclass(frozen=True)
@@ -56,3 +57,21 @@ def check_or_write(state_dir: str | Path, want: Layout) -> Layout:
         tmp.write_text(json.dumps(asdict(want), indent=2))
         tmp.rename(path)
     return have
+
+
+def erasure_key(state_dir: str | Path) -> bytes:
+    """The state directory's random key for erasure tombstones (created once, mode 0600)."""
+    import os
+
+    path = Path(state_dir) / KEY_FILE
+    if not path.exists():
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(os.urandom(32))
+        try:
+            os.link(tmp, path)  # atomic, and the first writer wins if shards race
+        except FileExistsError:
+            pass
+        tmp.unlink()
+    return path.read_bytes()

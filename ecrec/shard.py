@@ -57,12 +57,14 @@ def analysis_from_body(body: dict, vecs: np.ndarray) -> TextAnalysis:
 
 class ProfileShard:
     def __init__(self, store: EventStore, dim: int, config: ProfileConfig = ProfileConfig(),
-                 snapshot_every: int = 50):
+                 snapshot_every: int = 50, secret: bytes | None = None):
+        """``secret`` keys the hashes in erasure tombstones: one per state directory (so tombstones
+        stay valid when users move between shards), else the store's own."""
         self.store, self.dim, self.config, self.snapshot_every = store, dim, config, snapshot_every
         self.profiles: dict[str, UserProfile] = {}
         self._since_snapshot: dict[str, int] = {}
         self._last_seq: dict[str, int] = {}
-        self._secret = store.secret()
+        self._secret = secret if secret is not None else store.secret()
         self._tombstones: dict[bytes, tuple[float, set[bytes]]] = {}
         self.corrupt_snapshots: list[str] = []  # users whose newest snapshot was refused at restore
         self.restore()

@@ -201,6 +201,14 @@ class SQLiteStore:
 
         return self._tx(read_or_make)
 
+    def seen_rows(self) -> list[tuple[str, str, float]]:
+        """Every (user_id, event_id, at) kept for idempotency (used when resharding)."""
+        with self._lock:
+            return self._db.execute("SELECT user_id, event_id, at FROM seen_events").fetchall()
+
+    def add_seen(self, rows: list[tuple[str, str, float]]) -> None:
+        self._tx(lambda db: db.executemany("INSERT OR IGNORE INTO seen_events VALUES (?, ?, ?)", rows))
+
     def count_rows(self, user_id: str) -> int:
         with self._lock:
             return sum(self._db.execute(f"SELECT COUNT(*) FROM {t} WHERE user_id = ?", (user_id,)).fetchone()[0]

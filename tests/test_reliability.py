@@ -3,6 +3,7 @@ timestamps, clause fan-out, lone surrogates, erasure undone, impression growth, 
 corrupt snapshots."""
 import sqlite3
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -277,3 +278,39 @@ def test_stale_artifact_is_rebuilt_or_refused(tmp_path, monkeypatch):
     assert other.resolved_state_dir() == tmp_path / "state-minilm"
     with pytest.raises(ValueError, match="built with model 'e5-small', not 'minilm'"):
         ensure_artifact(AppArgs(index_dir=str(d), model="minilm"))
+
+
+def test_reshard_moves_every_profile_and_keeps_idempotency_and_erasure(tmp_path):
+    from ecrec.profile_layout import Layout, check_or_write, erasure_key
+    from ecrec.reshard import reshard
+    from ecrec.shard import shard_of
+
+    state = tmp_path / "state"
+    check_or_write(state, Layout(2, "e5-small", DIM))
+    key = erasure_key(state)
+    shards = [ProfileShard(SQLiteStore(state / f"profiles-{i:04d}.db"), DIM, snapshot_every=4, secret=key)
+              for i in range(2)]
+    users = [f"user-{n}" for n in range(30)]
+    t0 = time.time() - 1000
+    for n in range(150):
+        u = users[n % 30]
+        shards[shard_of(u, 2)].apply(_click(u, f"i{n % 17}", t0 + n, f"ev-{n}"), V[n % 50], None)
+    shards[shard_of("user-3", 2)].delete("user-3")
+    before = {u: shards[shard_of(u, 2)].get(u) for u in users if u != "user-3"}
+    out = reshard(state, 3)
+    assert out["from"] == 2 and out["to"] == 3 and out["users"] == 29 and out["moved"] > 0
+    with pytest.raises(Exception, match="sharded 3 ways"):
+        check_or_write(state, Layout(2, "e5-small", DIM))
+    after = [ProfileShard(SQLiteStore(state / f"profiles-{j:04d}.db"), DIM, snapshot_every=4, secret=erasure_key(state))
+             for j in range(3)]
+    for u, p in before.items():
+        q = after[shard_of(u, 3)].get(u)
+        assert q.version == p.version and q.seen == p.seen, u
+        np.testing.assert_allclose(q.long, p.long, rtol=2e-3, atol=2e-3)
+    home = after[shard_of("user-5", 3)]
+    assert home.apply(_click("user-5", "i1", t0 + 5, "ev-5"), V[5], None)[1] is False  # a retry, still known
+    assert home.apply(_click("user-5", "i2", time.time(), "ev-new"), V[6], None) == (before["user-5"].version + 1, True)
+    gone = after[shard_of("user-3", 3)]
+    assert gone.get("user-3") is None
+    assert gone.apply(_click("user-3", "i1", t0 + 3, "ev-3"), V[3], None) == (0, False)  # erasure still holds
+    assert Path(out["backup"]).exists()

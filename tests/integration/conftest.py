@@ -19,6 +19,12 @@ API_KEYS = [{"name": "test-all", "key": API_KEY, "classes": ["read", "write", "a
             {"name": "test-reader", "key": READ_KEY, "classes": ["read"], "rate_per_s": 5}]
 
 
+def pytest_collection_modifyitems(items):
+    """Disruptive tests (faults, load, fuzzing) run last: their thousands of events move the shared
+    graph's popularity and co-visit counts, which the ranking tests compare against the engine."""
+    items.sort(key=lambda item: item.get_closest_marker("disruptive") is not None)
+
+
 @pytest.fixture(scope="session")
 def read_key() -> str:
     return READ_KEY
