@@ -145,6 +145,18 @@ class Ingress:
             inter, shown, self._interactions, self._shown = self._interactions, self._shown, [], []
             self.board.note.remote(inter, shown)
 
+    async def _encoder_call(self, method: str, *args):
+        """Encoder calls are pure, so one that dies with its replica is sent again once: Serve
+        routes it to another replica or to the one replacing it."""
+        try:
+            return await getattr(self.encoder, method).remote(*args)
+        except RayActorError:
+            log.warning("encoder replica died during %s; retrying once", method)
+            return await getattr(self.encoder, method).remote(*args)
+
+    def _analyze(self, text: str):
+        return asyncio.ensure_future(self._encoder_call("analyze", text))
+
     @property
     def retriever(self):
         """Round-robin over this replica's retriever pool."""
@@ -190,11 +202,11 @@ class Ingress:
         check_timestamp(event.ts, time.time(), self.args.max_future_skew_s)
         _text("text", event.text)
         item_ref = self.retriever.item_vector.remote(event.item_id) if event.item_id else None
-        text_ref = self.encoder.analyze.remote(event.text) if event.text is not None else None
+        text_ref = self._analyze(event.text) if event.text is not None else None
         item_vec = await item_ref if item_ref else None
         if event.item_id and item_vec is None:
             raise ApiError(404, f"unknown item id {event.item_id!r}")
-        analysis = _analysis_or_422("text", await text_ref) if text_ref else None
+        analysis = _analysis_or_422("text", await text_ref) if text_ref is not None else None
         version, applied, covisit = await self._shard(event.user_id).apply.remote(event, item_vec, analysis)
         if applied:
             self.m_events.inc(tags={"type": event.type})
@@ -233,7 +245,7 @@ class Ingress:
         text_vec = text = None
         if body.text is not None:
             _text("text", body.text)
-            analysis = _analysis_or_422("text", await self.encoder.analyze.remote(body.text))
+            analysis = _analysis_or_422("text", await self._analyze(body.text))
             text_vec, text = analysis.vector, analysis.text
         cold, items = await self._recommend(body.user_id, body.k, filters, text_vec, text, body.explain)
         return {"user_id": body.user_id, "cold_start": cold, "items": items}
@@ -260,7 +272,7 @@ class Ingress:
         info = await self.encoder.info.remote()
         if need_intent and not info["intent"]:
             raise ApiError(404, "intents are not served: this app runs with intent_head=none")
-        results = await asyncio.gather(*(self.encoder.analyze.remote(t) for t in texts))
+        results = await asyncio.gather(*(self._analyze(t) for t in texts))
         results = [_analysis_or_422(f"texts[{i}]", a) for i, a in enumerate(results)]
         for a in results:
             self.m_sentiment.inc(tags={"label": a.sentiment.label})
@@ -272,7 +284,7 @@ class Ingress:
 
         fields = body.model_dump(exclude_none=True)
         item = Item(id=item_id, **fields)
-        [vec] = await self.encoder.embed_passages.remote([item.embedding_text()])
+        [vec] = await self._encoder_call("embed_passages", [item.embedding_text()])
         seq = await self.board.put.remote(item.model_dump_json(), vec)
         return {"item": json.loads(item.model_dump_json()), "seq": seq,
                 "propagation": f"all replicas within {self.args.sync_interval_s:.1f}s"}
@@ -295,6 +307,16 @@ class Ingress:
     async def delete_user(self, user_id: str) -> dict:
         existed = await self._shard(user_id).delete.remote(user_id)
         return {"user_id": user_id, "deleted": existed}
+
+    @app.post("/v1/admin/reload")
+    async def admin_reload(self) -> dict:
+        """Swap the models and index artifact the long-lived actors hold (retrievers, and the
+        retrievers inside shards with ``colocate_retrieval``), without recreating them."""
+        colocate = self.args if self.args.colocate_retrieval else None
+        views = await asyncio.gather(*(r.reload.remote() for r in self.retrievers))
+        await asyncio.gather(*(sh.reload.remote(colocate) for sh in self.shards))
+        return {"retrievers": len(views), "shards": len(self.shards),
+                "artifact_id": views[0]["artifact_id"] if views else None}
 
     @app.get("/healthz")
     async def healthz(self) -> dict:

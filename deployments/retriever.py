@@ -56,6 +56,17 @@ class CatalogView:
                              sequence=self.sequence)
         self.seq, self.stats_version, self.covisit_pos, self.epoch = 0, -1, 0, None
 
+    def reload(self) -> dict:
+        """Re-read the index artifact and the sequence model from disk (after a rebuild or a
+        retrain); the board's log then replays on top of them from 0."""
+        from ecrec.recommender import load_sequence
+
+        sequence = load_sequence(self.args.sequence_model, self.args.model)
+        with self.lock:
+            self.sequence = sequence
+            self._load_artifact()
+        return {"items": len(self.items), "artifact_id": self.manifest.get("artifact_id")}
+
     def sync_args(self) -> tuple:
         artifact = self.manifest.get("artifact_id") or str(self.manifest.get("created_at"))
         return self.seq, self.stats_version, self.covisit_pos, self.epoch, artifact
@@ -152,6 +163,13 @@ class Retriever:
     async def recommend(self, profile, k: int, filters, text_vec, text, now: float | None = None):
         self._ensure_sync()
         return self.view.rank(profile, k, filters, text_vec, text, now)
+
+    async def reload(self) -> dict:
+        self._ensure_sync()
+        out = self.view.reload()
+        v = self.view  # catch up with the board before answering, not on the next tick
+        v.apply(*await v.board.sync.remote(*v.sync_args()))
+        return out
 
     def pid(self) -> int:
         import os

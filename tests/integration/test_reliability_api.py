@@ -152,3 +152,20 @@ def test_text_only_recommendations_keep_their_schema(server):
     assert r.status_code == 200
     schema = client.get("/openapi.json").json()["components"]["schemas"]["RecommendationsOut"]
     assert set(schema["required"]) <= set(r.json()), (schema["required"], r.json())
+
+
+def test_admin_reload_swaps_models_in_place(server, read_key):
+    import ray
+
+    from deployments.profiles import shard_name
+
+    client, args = server
+    before = ray.get(ray.get_actor(shard_name(0), namespace=args.namespace).pid.remote())
+    with httpx.Client(base_url=client.base_url, timeout=30, headers={"Authorization": f"Bearer {read_key}"}) as ro:
+        assert ro.post("/v1/admin/reload").status_code == 403  # an admin route
+    r = client.post("/v1/admin/reload")
+    assert r.status_code == 200, r.text
+    assert r.json()["retrievers"] == args.retriever_replicas and r.json()["shards"] == args.num_shards
+    assert ray.get(ray.get_actor(shard_name(0), namespace=args.namespace).pid.remote()) == before  # not recreated
+    assert client.get("/v1/items/toys-001").status_code == 200
+    assert client.post("/v1/recommendations", json={"text": "tent", "k": 3}).json()["items"]
