@@ -42,7 +42,9 @@ def build_app(args: dict | AppArgs) -> Application:
     return Ingress.options(
         num_replicas=args.ingress_replicas,
         ray_actor_options={"num_cpus": args.ingress_num_cpus},
-        # admitted generously: past max_in_flight the ingress itself answers 503 + Retry-After at once
-        max_ongoing_requests=max(args.max_ongoing_requests, 4 * args.max_in_flight),
-        max_queued_requests=args.max_queued_requests,
+        # Past max_in_flight the ingress itself answers 503 + Retry-After at once; the proxy holds a
+        # short queue before it and answers 503 + Retry-After past that, so nothing waits long.
+        max_ongoing_requests=2 * args.max_in_flight,
+        max_queued_requests=args.max_in_flight,
+        backpressure_config={"status_code": 503, "retry_after_s": 1},
     ).bind(args, encoder)

@@ -52,14 +52,14 @@ class AppArgs(BaseModel):
     # ingress and limits
     ingress_replicas: int = Field(default=1, ge=1)
     ingress_num_cpus: float = Field(default=0.2, ge=0)
-    max_ongoing_requests: int = Field(default=64, ge=1)
-    max_queued_requests: int = Field(default=256, ge=-1)
+    max_ongoing_requests: int = Field(default=64, ge=1, description="per encoder replica")
+    max_queued_requests: int = Field(default=256, ge=-1, description="encoder queue; past it: 503 + Retry-After")
     max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
     max_sentiment_texts: int = Field(default=64, ge=1)
     max_encoder_rows: int = Field(default=256, ge=17, description="texts plus clauses one request may encode")
     max_future_skew_s: float = Field(default=300.0, ge=0, description="events stamped later than now + this: 422")
     max_in_flight: int = Field(default=32, ge=1, description="requests one ingress replica works on at once; "
-                               "past it: 503 + Retry-After")
+                               "past it: 503 + Retry-After (the proxy queues as many more at most)")
     read_requires_key: bool = Field(default=False, description="with API keys set, read routes need one too")
     rate_limit_per_s: float = Field(default=200.0, ge=0, description="per key (or client address for open "
                                     "reads) per ingress replica; 0: off; past it: 429 + Retry-After")
