@@ -83,9 +83,13 @@ def _text(field: str, value: str | None) -> None:
 
 
 def _analysis_or_422(field: str, a):
-    """The encoder isolates a text that fails inside a batch; that text alone gets the 422."""
+    """The encoder isolates a text that fails inside a batch; that text alone gets the error:
+    422 when the text was refused, 503 (retry) when the model failed on it."""
     if isinstance(a, AnalysisFailure):
-        raise ApiError(422, f"{field}: could not be analysed ({a.message})")
+        if a.client_error:
+            raise ApiError(422, f"{field}: could not be analysed ({a.message})")
+        log.error("the encoder failed on %s: %s", field, a.message)
+        raise ApiError(503, f"{field}: the encoder failed on this text; retry shortly", {"Retry-After": "1"})
     return a
 
 
@@ -312,8 +316,14 @@ class Ingress:
     async def admin_reload(self) -> dict:
         """Swap the models and index artifact the long-lived actors hold (retrievers, and the
         retrievers inside shards with ``colocate_retrieval``), without recreating them."""
+        import ray
+
         colocate = self.args if self.args.colocate_retrieval else None
-        views = await asyncio.gather(*(r.reload.remote() for r in self.retrievers))
+        # every ingress replica's pool, found by name, not only this replica's
+        names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                 if a["namespace"] == self.args.namespace and a["name"].startswith("ecrec-retriever-")]
+        pool = [ray.get_actor(n, namespace=self.args.namespace) for n in names] or self.retrievers
+        views = await asyncio.gather(*(r.reload.remote() for r in pool))
         await asyncio.gather(*(sh.reload.remote(colocate) for sh in self.shards))
         return {"retrievers": len(views), "shards": len(self.shards),
                 "artifact_id": views[0]["artifact_id"] if views else None}

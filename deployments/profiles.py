@@ -28,12 +28,43 @@ class ProfileShardActor:
         from ecrec.store import SQLiteStore
 
         self.index, self.state_dir, self.dim = index, state_dir, dim
+        saved = self._saved()  # a restart after a redeploy's reconfigure: those settings, not the first ones
+        if saved is not None:
+            snapshot_every, synchronous = saved["snapshot_every"], saved["synchronous"]
+            max_future_skew_s = saved["max_future_skew_s"]
+            colocate = AppArgs.model_validate_json(saved["colocate"]) if saved["colocate"] else None
         self.store = SQLiteStore(f"{state_dir}/profiles-{index:04d}.db", synchronous=synchronous)
         self.synchronous = synchronous
         self.shard = ProfileShard(self.store, dim, ProfileConfig(max_future_skew_s=max_future_skew_s),
                                   snapshot_every=snapshot_every, secret=erasure_key(state_dir))
         self.view = None
-        self._colocate(colocate)
+        try:
+            self._colocate(colocate)
+        except Exception:  # e.g. saved settings naming an artifact that is gone: the deploy reconciles
+            if saved is None:
+                raise
+            log.exception("shard %d: the saved colocated retriever could not be rebuilt; starting without", index)
+
+    def _settings_file(self):
+        from pathlib import Path
+
+        return Path(self.state_dir) / f"profiles-{self.index:04d}.settings.json"
+
+    def _saved(self) -> dict | None:
+        import json
+
+        f = self._settings_file()
+        return json.loads(f.read_text()) if f.exists() else None
+
+    def _save(self, colocate: AppArgs | None) -> None:
+        import json
+
+        f = self._settings_file()
+        tmp = f.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"snapshot_every": self.shard.snapshot_every, "synchronous": self.synchronous,
+                                   "max_future_skew_s": self.shard.config.max_future_skew_s,
+                                   "colocate": colocate.model_dump_json() if colocate is not None else None}))
+        tmp.rename(f)
 
     def _colocate(self, args: AppArgs | None) -> None:
         if args is None:
@@ -58,14 +89,16 @@ class ProfileShardActor:
         self.synchronous = synchronous
         self.shard.config = dataclasses.replace(self.shard.config, max_future_skew_s=max_future_skew_s)
         self._colocate(colocate)
+        self._save(colocate)  # Ray restarts a crashed actor with its creation arguments: these win
         return self.settings()
 
     def reload(self, colocate: AppArgs | None) -> dict:
         """Swap the models and index this shard's retriever holds (the profiles stay)."""
-        if self.view is not None:
-            self.view.stop()
-            self.view = None
-        self._colocate(colocate)
+        old, self.view = self.view, None
+        self._colocate(colocate)  # built before the old one stops serving (one call at a time here)
+        if old is not None:
+            old.stop()
+        self._save(colocate)
         return self.settings()
 
     def recommend_for(self, user_id: str, k: int, filters, text_vec, text):

@@ -56,17 +56,6 @@ class CatalogView:
                              sequence=self.sequence)
         self.seq, self.stats_version, self.covisit_pos, self.epoch = 0, -1, 0, None
 
-    def reload(self) -> dict:
-        """Re-read the index artifact and the sequence model from disk (after a rebuild or a
-        retrain); the board's log then replays on top of them from 0."""
-        from ecrec.recommender import load_sequence
-
-        sequence = load_sequence(self.args.sequence_model, self.args.model)
-        with self.lock:
-            self.sequence = sequence
-            self._load_artifact()
-        return {"items": len(self.items), "artifact_id": self.manifest.get("artifact_id")}
-
     def sync_args(self) -> tuple:
         artifact = self.manifest.get("artifact_id") or str(self.manifest.get("created_at"))
         return self.seq, self.stats_version, self.covisit_pos, self.epoch, artifact
@@ -140,8 +129,8 @@ class Retriever:
         return self.view.index
 
     async def _sync_forever(self) -> None:
-        v = self.view
         while True:
+            v = self.view  # re-read: ``reload`` swaps in a new view; an answer for the old one stays there
             try:
                 v.apply(*await v.board.sync.remote(*v.sync_args()))
             except Exception:  # the board restarting: try again next tick
@@ -165,11 +154,12 @@ class Retriever:
         return self.view.rank(profile, k, filters, text_vec, text, now)
 
     async def reload(self) -> dict:
+        """A new view (artifact and sequence model read again, the board's log applied) is built
+        beside the serving one and swapped in: requests never see a half-loaded state."""
         self._ensure_sync()
-        out = self.view.reload()
-        v = self.view  # catch up with the board before answering, not on the next tick
-        v.apply(*await v.board.sync.remote(*v.sync_args()))
-        return out
+        new = await asyncio.to_thread(CatalogView, self.view.args)
+        self.view = new
+        return {"items": len(new.items), "artifact_id": new.manifest.get("artifact_id")}
 
     def pid(self) -> int:
         import os

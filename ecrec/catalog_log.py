@@ -141,13 +141,14 @@ class CatalogLog:
                            (item_id, pop.get(item_id, 0.0), imp.get(item_id, 0), clk.get(item_id, 0)))
             db.executemany("INSERT INTO covisits (item_id, recent) VALUES (?, ?)", pairs)
             db.execute("INSERT OR REPLACE INTO meta VALUES ('stats_version', ?)", (str(self.stats_version + 1),))
+            # memory follows the database inside the same lock (the board serves 8 calls at once)
+            for d, delta in ((self.popularity, pop), (self.clicks, clk), (self.impressions, imp)):
+                for k, v in delta.items():
+                    if v or k in d:  # as a reload sees it: an item whose count is 0 has no entry
+                        d[k] = d.get(k, 0) + v
+            self.stats_version += 1
 
         self._tx(write)
-        for d, delta in ((self.popularity, pop), (self.clicks, clk), (self.impressions, imp)):
-            for k, v in delta.items():
-                if v or k in d:  # as a reload sees it: an item whose count is 0 has no entry
-                    d[k] = d.get(k, 0) + v
-        self.stats_version += 1
         if pairs:
             self._after_write()
 
@@ -170,9 +171,9 @@ class CatalogLog:
                                     (seq,)).fetchall()
             cov = self._db.execute("SELECT pos, item_id, recent FROM covisits WHERE pos > ? ORDER BY pos LIMIT ?",
                                    (covisit_pos, self.sync_batch)).fetchall()
-        stats = None
-        if stats_version != self.stats_version:
-            stats = (self.stats_version, dict(self.popularity), dict(self.impressions), dict(self.clicks))
+            stats = None
+            if stats_version != self.stats_version:
+                stats = (self.stats_version, dict(self.popularity), dict(self.impressions), dict(self.clicks))
         pairs = [(item, json.loads(recent)) for _, item, recent in cov]
         return self.epoch, rows, stats, (cov[-1][0] if cov else covisit_pos, pairs)
 

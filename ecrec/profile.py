@@ -265,7 +265,7 @@ class UserProfile:
         """Raises ``CorruptProfileError`` for bytes that fail their checksum or hold non-finite values."""
         if data[:4] == LEGACY_MAGIC:
             body, scaled = data[4:], False
-        elif data[:4] == MAGIC:
+        elif data[:4] == MAGIC and len(data) >= 8:
             (crc,) = struct.unpack_from("<I", data, 4)
             body, scaled = data[8:], True
             if zlib.crc32(body) != crc:

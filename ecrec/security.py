@@ -60,6 +60,8 @@ def keys_from_env(env: dict | None = None) -> list[ApiKey]:
     env = os.environ if env is None else env
     keys = []
     if env.get("ECREC_API_KEY"):
+        if len(env["ECREC_API_KEY"]) < 16:
+            raise KeyConfigError("ECREC_API_KEY must have at least 16 characters")
         keys.append(ApiKey("default", env["ECREC_API_KEY"], frozenset(CLASSES)))
     if env.get("ECREC_API_KEYS"):
         try:

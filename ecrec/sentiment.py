@@ -172,9 +172,12 @@ def load_head(path: str | Path, encoder) -> LinearProbe | BranchHead:
 
 @dataclass(frozen=True)
 class AnalysisFailure:
-    """One text of a batch that could not be analysed (the others in its batch still are)."""
+    """One text of a batch that could not be analysed (the others in its batch still are).
+    ``client_error``: the text itself was refused (a ``ValueError``); otherwise the model failed
+    on it (out of memory, a kernel error) and the message is for the logs, not the client."""
 
     message: str
+    client_error: bool = True
 
 
 def analyze_isolated(analyze, texts: Sequence[str]) -> list:
@@ -185,22 +188,22 @@ def analyze_isolated(analyze, texts: Sequence[str]) -> list:
     except Exception:
         if len(texts) == 1:
             log.exception("analysing a text failed")
-            return [AnalysisFailure(_failure_message())]
+            return [_failure_message()]
     out = []
     for t in texts:
         try:
             out.extend(analyze([t]))
         except Exception:
             log.exception("analysing a text failed")
-            out.append(AnalysisFailure(_failure_message()))
+            out.append(_failure_message())
     return out
 
 
-def _failure_message() -> str:
+def _failure_message() -> AnalysisFailure:
     import sys
 
     e = sys.exc_info()[1]
-    return f"{type(e).__name__}: {e}"[:200]
+    return AnalysisFailure(f"{type(e).__name__}: {e}"[:200], isinstance(e, ValueError))
 
 
 class TextAnalyzer:

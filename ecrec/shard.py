@@ -86,8 +86,9 @@ class ProfileShard:
                     break
                 except CorruptProfileError as e:
                     log.error("user %s: snapshot at seq %d refused (%s); falling back to the one before "
-                              "it or the log", user_id, sseq, e)
+                              "it or the log, and dropping it", user_id, sseq, e)
                     self.corrupt_snapshots.append(user_id)
+                    self.store.drop_snapshot(user_id, sseq)  # never a fall-back for a later snapshot
             if p is None:
                 p = UserProfile(user_id, self.dim)
                 if snaps:
@@ -194,10 +195,14 @@ class ProfileShard:
         time): events from before it, and retries of erased event ids, are never applied again."""
         existed = user_id in self.profiles
         now = time.time() if now is None else now
-        event_ids = self.store.delete_user(user_id)
         key = self._user_key(user_id)
-        keys = set(self._tombstones.get(key, (0.0, set()))[1]) | {self._event_key(user_id, e) for e in event_ids}
-        self.store.put_tombstone(key, now, b"".join(sorted(keys)))
+        keys = set(self._tombstones.get(key, (0.0, set()))[1])
+
+        def tombstone(event_ids):
+            keys.update(self._event_key(user_id, e) for e in event_ids)
+            return key, now, b"".join(sorted(keys))
+
+        self.store.delete_user(user_id, tombstone)  # rows and tombstone: one transaction
         self._tombstones[key] = (now, keys)
         self.profiles.pop(user_id, None)
         self._since_snapshot.pop(user_id, None)

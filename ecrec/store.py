@@ -39,8 +39,12 @@ class EventStore(Protocol):
         """Every user: (user_id, [(seq, snapshot)] newest first, [(seq, payload)] after the older
         snapshot, or the whole log when there is one snapshot or none)."""
 
-    def delete_user(self, user_id: str) -> list[str]:
-        """Erase a user's snapshots, events and seen ids; return the seen event ids (for a tombstone)."""
+    def delete_user(self, user_id: str, tombstone=None) -> list[str]:
+        """Erase a user's snapshots, events and seen ids (and write ``tombstone(ids)`` with them)."""
+
+    def drop_snapshot(self, user_id: str, seq: int) -> None:
+        """Remove a snapshot refused at restore, so it never becomes a fall-back itself."""
+        self._tx(lambda db: db.execute("DELETE FROM profile_snapshots WHERE user_id = ? AND seq = ?", (user_id, seq)))
 
     def put_tombstone(self, key: bytes, deleted_at: float, event_keys: bytes) -> None: ...
 
@@ -169,17 +173,25 @@ class SQLiteStore:
             oldest = kept[-1][0] if len(kept) == 2 else 0
             yield u, kept, [(s, p) for s, p in logs.get(u, []) if s > oldest]
 
-    def delete_user(self, user_id: str) -> list[str]:
+    def delete_user(self, user_id: str, tombstone=None) -> list[str]:
+        """Erase the user's rows; ``tombstone(event_ids) -> (key, deleted_at, event_keys)``, when
+        given, is written in the same transaction (a crash never leaves one without the other)."""
         def write(db):
             ids = [e for (e,) in db.execute("SELECT event_id FROM seen_events WHERE user_id = ?", (user_id,))]
             for table in ("events", "profile_snapshots", "seen_events"):
                 db.execute(f"DELETE FROM {table} WHERE user_id = ?", (user_id,))
+            if tombstone is not None:
+                db.execute("INSERT OR REPLACE INTO tombstones VALUES (?, ?, ?)", tombstone(ids))
             return ids
 
         ids = self._tx(write)
         with self._lock:  # erased means erased: checkpoint so no WAL frame keeps the user's data
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return ids
+
+    def drop_snapshot(self, user_id: str, seq: int) -> None:
+        """Remove a snapshot refused at restore, so it never becomes a fall-back itself."""
+        self._tx(lambda db: db.execute("DELETE FROM profile_snapshots WHERE user_id = ? AND seq = ?", (user_id, seq)))
 
     def put_tombstone(self, key: bytes, deleted_at: float, event_keys: bytes) -> None:
         self._tx(lambda db: db.execute("INSERT OR REPLACE INTO tombstones VALUES (?, ?, ?)",

@@ -196,6 +196,16 @@ def test_corrupt_snapshot_is_refused_and_the_log_rebuilds_the_profile(tmp_path, 
     a, b = live.get("u"), restored.get("u")
     assert a.version == b.version == 12 and a.seen == b.seen
     np.testing.assert_allclose(a.long, b.long, atol=2e-3)
+    # the refused snapshot is gone: it can never become the fall-back of a later one
+    assert db.execute("SELECT COUNT(*) FROM profile_snapshots WHERE seq = ?", (seq,)).fetchone()[0] == 0
+    for n in range(12, 20):  # a new snapshot after the fall-back; then that one breaks as well
+        restored.apply(_click("u", f"i{n}", 1000.0 + n, f"e{n}"), V[n], None)
+    (seq2, blob2), = db.execute("SELECT seq, blob FROM profile_snapshots WHERE user_id='u' "
+                                "ORDER BY seq DESC LIMIT 1").fetchall()
+    db.execute("UPDATE profile_snapshots SET blob = ? WHERE user_id='u' AND seq = ?", (blob2[:5], seq2))
+    db.commit()
+    again = ProfileShard(SQLiteStore(path), DIM, snapshot_every=5)
+    assert again.get("u").version == 20 and again.get("u").seen == restored.get("u").seen
 
 
 # 10. one bad text failed a whole encoder batch ------------------------------------------------
@@ -213,8 +223,17 @@ def test_one_bad_text_fails_only_itself():
     out = analyze_isolated(analyze, ["a", "boom", "c"])
     assert out[0] == "ok:a" and out[2] == "ok:c"
     assert isinstance(out[1], AnalysisFailure) and "tokenizer crashed" in out[1].message
+    assert not out[1].client_error  # the model failed: a 503 to retry, not the client's fault
     assert calls[0] == ["a", "boom", "c"] and len(calls) == 4  # the batch, then each alone
     assert analyze_isolated(analyze, ["x", "y"]) == ["ok:x", "ok:y"] and len(calls) == 5
+
+    def picky(texts):
+        if "bad" in texts:
+            raise ValueError("text is not usable")
+        return texts
+
+    [refused] = analyze_isolated(picky, ["bad"])
+    assert refused.client_error and "not usable" in refused.message  # the text's fault: a 422
 
 
 # 11. checkpoints were unpickled with weights_only=False ---------------------------------------
@@ -327,3 +346,18 @@ def test_reshard_moves_every_profile_and_keeps_idempotency_and_erasure(tmp_path)
     assert gone.get("user-3") is None
     assert gone.apply(_click("user-3", "i1", t0 + 3, "ev-3"), V[3], None) == (0, False)  # erasure still holds
     assert Path(out["backup"]).exists()
+
+
+def test_erasure_and_its_tombstone_are_one_transaction(tmp_path):
+    store = SQLiteStore(tmp_path / "s.db")
+    shard = ProfileShard(store, DIM)
+    shard.apply(_click("u", "a", time.time() - 5, "e1"), V[0], None)
+
+    def crash(ids):  # the process dies while the tombstone is being written
+        raise RuntimeError("crash")
+
+    with pytest.raises(RuntimeError):
+        store.delete_user("u", crash)
+    assert store.count_rows("u") > 0  # nothing erased without its tombstone
+    assert shard.delete("u") and store.count_rows("u") == 0
+    assert len(list(store.tombstones())) == 1

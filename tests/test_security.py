@@ -56,8 +56,10 @@ def test_key_config_errors():
         keys_from_env({"ECREC_API_KEYS": '[{"key": "short"}]'})
     with pytest.raises(KeyConfigError, match="classes"):
         keys_from_env({"ECREC_API_KEYS": json.dumps([{"key": "k" * 20, "classes": ["root"]}])})
-    [k] = keys_from_env({"ECREC_API_KEY": "single-key"})
+    [k] = keys_from_env({"ECREC_API_KEY": "single-key-0123456789"})
     assert k.classes == {"read", "write", "admin"} and "single-key" not in repr(k)
+    with pytest.raises(KeyConfigError, match="ECREC_API_KEY must have at least 16"):
+        keys_from_env({"ECREC_API_KEY": "short"})
 
 
 def test_rate_limiter_refills():

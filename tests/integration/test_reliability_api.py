@@ -137,6 +137,26 @@ def test_redeploy_toggles_colocation_and_refuses_another_state_dir(server, tmp_p
         colo = client.get("/re/v1/users/re-user-2/recommendations", params={"k": 5})
         assert colo.status_code == 200, colo.text
         assert [x["item_id"] for x in colo.json()["items"]] == [x["item_id"] for x in plain.json()["items"]]
+        # a shard that crashes after the redeploy comes back with the redeploy's settings, not its first ones
+        import os
+        import signal
+
+        import ray
+
+        from deployments.profiles import shard_name
+        from ecrec.shard import shard_of
+
+        victim = ray.get_actor(shard_name(shard_of("re-user-2", mine.num_shards)), namespace=mine.namespace)
+        os.kill(ray.get(victim.pid.remote()), signal.SIGKILL)
+        deadline = time.time() + 60
+        while True:
+            again = client.get("/re/v1/users/re-user-2/recommendations", params={"k": 5})
+            if again.status_code == 200 or time.time() > deadline:
+                break
+            assert again.status_code == 503, again.text
+            time.sleep(0.5)
+        assert again.status_code == 200, again.text
+        assert ray.get(victim.settings.remote())["colocate"]
         with pytest.raises(StateMismatch, match="keeps its state in"):
             get_shards(mine.model_copy(update={"state_dir": str(tmp_path / "elsewhere")}), 384)
         with pytest.raises(LayoutMismatch, match="num_shards=3"):
