@@ -24,6 +24,8 @@ import uuid
 
 import numpy as np
 
+from ecrec.store import transaction
+
 log = logging.getLogger(__name__)
 
 SCHEMA = """
@@ -72,15 +74,7 @@ class CatalogLog:
         return value
 
     def _tx(self, fn):
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                out = fn(self._db)
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-            return out
+        return transaction(self._db, self._lock, fn)
 
     # ---- item changes ------------------------------------------------------------------
     def put(self, item_json: str, vector: np.ndarray) -> int:

@@ -24,6 +24,20 @@ from typing import Iterator, Protocol
 SEEN_RETENTION_S = 7 * 86400.0
 
 
+def transaction(db: sqlite3.Connection, lock: threading.Lock, fn):
+    """``fn(db)`` inside ``BEGIN IMMEDIATE`` ... ``COMMIT`` under ``lock``; rolled back if it raises.
+    (The connection is opened with ``isolation_level=None``: transactions are explicit.)"""
+    with lock:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            out = fn(db)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        return out
+
+
 class EventStore(Protocol):
     def append(self, user_id: str, event_id: str, payload: bytes) -> int | None:
         """Durably log an event; return its sequence number, or None if ``event_id`` was seen."""
@@ -113,21 +127,15 @@ class SQLiteStore:
                 self._db.execute("ALTER TABLE seen_events ADD COLUMN at REAL NOT NULL DEFAULT 0")
         if "snapshots" in tables:
             self._db.executescript(self.SCHEMA)
-            self._db.execute("BEGIN IMMEDIATE")
-            self._db.execute("INSERT OR IGNORE INTO profile_snapshots SELECT user_id, seq, blob FROM snapshots")
-            self._db.execute("DROP TABLE snapshots")
-            self._db.execute("COMMIT")
+
+            def move(db):
+                db.execute("INSERT OR IGNORE INTO profile_snapshots SELECT user_id, seq, blob FROM snapshots")
+                db.execute("DROP TABLE snapshots")
+
+            self._tx(move)  # rolled back whole if it fails half-way
 
     def _tx(self, fn):
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                out = fn(self._db)
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-            return out
+        return transaction(self._db, self._lock, fn)
 
     def append(self, user_id: str, event_id: str, payload: bytes) -> int | None:
         def write(db):
