@@ -187,8 +187,11 @@ def soak(base_url: str, seconds: float = 60.0, out: str | Path = "docs/soak.json
          mix: dict[str, float] | None = None, api_key: str | None = None) -> dict:
     """Capacity, then 80 % of it for ``seconds``, 200 % (overload), 50 % (recovery); writes JSON + .md."""
     check_local(base_url)
-    cap_s, hi_s, lo_s = (5.0, 8.0, 6.0) if short else (15.0, 20.0, 15.0)
+    cap_s, hi_s, lo_s = (10.0, 8.0, 6.0) if short else (15.0, 20.0, 15.0)
     seconds = 10.0 if short else seconds
+    # warm up first (replicas just started or replaced answer slowly at first), then measure at
+    # least 2 s per level: 1 s levels overstated capacity and made "80 %" an overload
+    asyncio.run(_closed(base_url, 4, 3.0, Mix(mix, 99), api_key))
     cap = measure_capacity(base_url, mix, cap_s, api_key=api_key)
     if cap["rps"] <= 0:
         raise RuntimeError(f"no successful request while measuring capacity: {cap}")
@@ -210,7 +213,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--url", default="http://127.0.0.1:8000", help="server base URL (127.0.0.1 only)")
     ap.add_argument("--seconds", type=float, default=60.0, help="length of the 80%% phase")
     ap.add_argument("--out", default="docs/soak.json", help="JSON result; the markdown table goes next to it (.md)")
-    ap.add_argument("--short", action="store_true", help="CI: capacity 5 s, 80%% 10 s, 200%% 8 s, 50%% 6 s")
+    ap.add_argument("--short", action="store_true", help="CI: capacity 10 s, 80%% 10 s, 200%% 8 s, 50%% 6 s")
     args = ap.parse_args(argv)
     try:
         check_local(args.url)
