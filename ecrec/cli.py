@@ -94,6 +94,19 @@ def _ablation(args) -> None:
         print(f"wrote {args.out}")
 
 
+def _intent_groups(args) -> None:
+    from ecrec.datasets import load_intents
+    from ecrec.encoder import TextEncoder, encode_cached
+    from ecrec.intent_data import GROUPS, paraphrase_groups, save_groups
+
+    texts, names = load_intents(args.data)
+    enc = TextEncoder(EncoderConfig(model="e5-small", max_length=64, align_languages=False), args.home)
+    x = encode_cached(enc, texts, "query", args.home / "cache", align=False)
+    groups = paraphrase_groups(x, names, per_group=args.per_group)
+    save_groups(groups, args.data / "intents" / "bitext_20k_utterances.csv", args.out or GROUPS)
+    print(f"{len(texts)} utterances in {groups.max() + 1} paraphrase groups -> {args.out or GROUPS}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="ecrec", description=__doc__)
     parser.add_argument("--home", type=Path, default=None, help="models and caches (default $ECREC_HOME)")
@@ -149,6 +162,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-text-chars", type=int, default=400)
     p.add_argument("--out", type=Path, default=None, help="JSON results")
     p.set_defaults(fn=_ablation)
+
+    p = sub.add_parser("intent-groups", help="paraphrase groups of the Bitext intents (the held-out split)")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--per-group", type=int, default=20, help="utterances per k-means group, per intent")
+    p.add_argument("--out", type=Path, default=None)
+    p.set_defaults(fn=_intent_groups)
 
     from ecrec import cli_ext
 

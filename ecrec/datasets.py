@@ -42,13 +42,20 @@ def load_marc(data_dir: str | Path, lang: str, split: str) -> tuple[list[str], n
 def load_online_shopping(data_dir: str | Path) -> tuple[list[str], np.ndarray]:
     """Chinese reviews with binary labels from ``online_shopping_10_cats.csv``, as 3-class ids
     (0 negative, 2 positive: there is no neutral in this corpus)."""
-    texts, labels = [], []
-    for row in _csv_rows(data_dir, "sentiment/online_shopping_10_cats.csv"):
+    texts, labels, _ = load_online_shopping_categories(data_dir)
+    return texts, labels
+
+
+def load_online_shopping_categories(data_dir: str | Path) -> tuple[list[str], np.ndarray, list[str]]:
+    """``load_online_shopping`` plus each review's product category (书籍, 酒店, 水果, ...)."""
+    texts, labels, cats = [], [], []
+    for row in _csv_rows(data_dir, "sentiment/online_shopping_10_cats.csv", "utf-8-sig"):
         text = (row["review"] or "").strip().lstrip("\ufeff")
         if text and row["label"] in ("0", "1"):
             texts.append(text)
             labels.append(2 if row["label"] == "1" else 0)
-    return texts, np.asarray(labels, dtype=np.int64)
+            cats.append(row["cat"].strip())
+    return texts, np.asarray(labels, dtype=np.int64), cats
 
 
 def load_intents(data_dir: str | Path) -> tuple[list[str], list[str]]:

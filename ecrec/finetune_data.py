@@ -1,17 +1,16 @@
 """Datasets, configuration and evaluation for fine-tuning (Ray-free; ``training/`` runs them)."""
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 import yaml
 
-from ecrec.datasets import SENTIMENT_LABELS, load_intents, load_marc, load_online_shopping, stratified_split
+from ecrec.datasets import (SENTIMENT_LABELS, load_marc, load_online_shopping_categories,
+                            stratified_split)
 from ecrec.metrics import accuracy_macro_f1
 
-ZH_INTENTS = Path(__file__).parent / "data" / "intents_zh_test.jsonl"
 
 
 @dataclass(frozen=True)
@@ -39,6 +38,12 @@ class FinetuneConfig:
     eval_test: bool = field(default=True, metadata={"help": "evaluate the full test sets after training"})
     extra_zh_binary: int = field(default=0, metadata={
         "help": "online_shopping_10_cats rows added to sentiment training (binary: loss ignores neutral)"})
+    zh_heldout_categories: tuple[str, ...] = field(default=("酒店", "水果", "蒙牛"), metadata={
+        "help": "online_shopping categories never trained on: the out-of-domain test"})
+    zh_binary_dev: int = field(default=1000, metadata={
+        "help": "online_shopping rows (trained categories) kept for calibrating neutral"})
+    heldout_per_category: int = field(default=1000, metadata={"help": "test rows per held-out category"})
+    zh_variants: int = field(default=3, metadata={"help": "augmented variants per Chinese intent utterance"})
     cache_trunk: bool = field(default=True, metadata={"help": "keep frozen-trunk states after epoch 1"})
     class_weights: str | None = field(default=None, metadata={"help": "None or 'balanced' (inverse frequency)"})
     calibrate: bool = field(default=False, metadata={"help": "tune per-class logit biases on dev"})
@@ -48,6 +53,8 @@ class FinetuneConfig:
     def from_yaml(cls, path: str | Path, **overrides) -> "FinetuneConfig":
         raw = yaml.safe_load(Path(path).read_text()) or {}
         raw.update({k: v for k, v in overrides.items() if v is not None})
+        if "zh_heldout_categories" in raw:
+            raw["zh_heldout_categories"] = tuple(raw["zh_heldout_categories"] or ())
         known = {f.name for f in fields(cls)}
         unknown = set(raw) - known
         if unknown:
@@ -71,6 +78,7 @@ class TaskData:
     train: Split
     dev: Split
     tests: dict[str, Split]  # name -> held-out evaluation set
+    binary_dev: Split | None = None  # binary rows for calibrating neutral (sentiment)
 
 
 def _take(texts, y, idx) -> Split:
@@ -98,28 +106,64 @@ def load_task(cfg: FinetuneConfig) -> TaskData:
                 tests[f"marc_{lang}_test"] = Split(t, yt)
         train = _take(texts, y, keep)
         train.binary = np.zeros(len(train.texts), dtype=bool)
-        if cfg.extra_zh_binary:  # more Chinese signal; dev and test stay MARC
-            t, yb = load_online_shopping(cfg.data_dir)
-            _, idx = stratified_split(yb, min(1.0, cfg.extra_zh_binary / len(t)), rng_seed)
-            train = Split(train.texts + [t[i] for i in idx], np.concatenate([train.labels, yb[idx]]),
-                          np.concatenate([train.binary, np.ones(len(idx), dtype=bool)]))
-        return TaskData(list(SENTIMENT_LABELS), train, _take(texts, y, dev), tests)
+        binary_dev = None
+        if cfg.extra_zh_binary or cfg.zh_binary_dev or cfg.eval_test:
+            shop_train, binary_dev, shop_tests = shopping_splits(cfg)
+            tests.update(shop_tests if cfg.eval_test else {})
+            if cfg.extra_zh_binary:  # more Chinese signal, from the trained categories only
+                train = Split(train.texts + shop_train.texts, np.concatenate([train.labels, shop_train.labels]),
+                              np.concatenate([train.binary, np.ones(len(shop_train.texts), dtype=bool)]))
+        return TaskData(list(SENTIMENT_LABELS), train, _take(texts, y, dev), tests, binary_dev)
     if cfg.task == "intent":
-        texts, names = load_intents(cfg.data_dir)
-        labels = sorted(set(names))
-        y = np.array([labels.index(n) for n in names])
-        rest, held = stratified_split(y, 0.2, rng_seed)  # the protocol's 20 % evaluation split
-        y_rest = y[rest]
-        keep, dev = stratified_split(y_rest, cfg.dev_frac, rng_seed)
-        keep, dev = rest[keep], rest[dev]
-        if cfg.train_limit:
-            _, sub = stratified_split(y[keep], min(1.0, cfg.train_limit / len(keep)), rng_seed)
-            keep = keep[sub]
-        tests = {"bitext_heldout_20pct": _take(texts, y, held)}
-        zh = [json.loads(line) for line in ZH_INTENTS.read_text(encoding="utf-8").splitlines() if line.strip()]
-        tests["zh_project_test"] = Split([r["text"] for r in zh], np.array([labels.index(r["intent"]) for r in zh]))
-        return TaskData(labels, _take(texts, y, keep), _take(texts, y, dev), tests)
+        from ecrec.intent_data import intent_splits
+
+        d = intent_splits(cfg.data_dir, cfg.seed, zh_variants=cfg.zh_variants, train_limit=cfg.train_limit)
+        split = lambda t: Split(list(t[0]), np.asarray(t[1]))  # noqa: E731
+        tests = {k: split(v) for k, v in d["tests"].items()} if cfg.eval_test else {}
+        return TaskData(d["labels"], split(d["train"]), split(d["dev"]), tests)
     raise ValueError(f"task must be sentiment or intent, got {cfg.task!r}")
+
+
+def shopping_splits(cfg: FinetuneConfig) -> tuple[Split, Split | None, dict[str, Split]]:
+    """online_shopping_10_cats by category: (training rows from the trained categories, a binary
+    dev split of them for calibration, one test split per held-out category). Deterministic."""
+    texts, y, cats = load_online_shopping_categories(cfg.data_dir)
+    held = set(cfg.zh_heldout_categories)
+    unknown = held - set(cats)
+    if unknown:
+        raise ValueError(f"zh_heldout_categories {sorted(unknown)} are not in online_shopping_10_cats")
+    cats_arr = np.asarray(cats)
+    trained = np.flatnonzero(~np.isin(cats_arr, list(held)))
+    pool, dev_idx = stratified_split(y[trained], min(1.0, cfg.zh_binary_dev / len(trained)), cfg.seed)
+    pool, dev_idx = trained[pool], trained[dev_idx]
+    if cfg.extra_zh_binary:
+        _, sub = stratified_split(y[pool], min(1.0, cfg.extra_zh_binary / len(pool)), cfg.seed)
+        pool = pool[sub]
+    else:
+        pool = pool[:0]
+    tests = {}
+    seen = {texts[i] for i in trained}  # a short review ("很好") can sit in several categories
+    for cat in cfg.zh_heldout_categories:
+        idx = np.array([i for i in np.flatnonzero(cats_arr == cat) if texts[i] not in seen], dtype=np.int64)
+        _, pick = stratified_split(y[idx], min(1.0, cfg.heldout_per_category / len(idx)), cfg.seed)
+        tests[f"shopping_heldout_{cat}"] = binary_split(texts, y, idx[pick])
+    dev = binary_split(texts, y, dev_idx) if len(dev_idx) else None
+    return binary_split(texts, y, pool), dev, tests
+
+
+def binary_split(texts, y, idx) -> Split:
+    out = _take(texts, y, idx)
+    out.binary = np.ones(len(idx), dtype=bool)
+    return out
+
+
+def evaluate_binary(logits: np.ndarray, y: np.ndarray, neutral: int = 1) -> dict:
+    """On negative/positive data: the label's accuracy (neutral counts as wrong) and polarity
+    accuracy (p(positive) > p(negative), the same as comparing the two logits)."""
+    pred = logits.argmax(1)
+    polar = np.where(logits[:, 2] > logits[:, 0], 2, 0)
+    return {"label_accuracy": float((pred == y).mean()), "polarity_accuracy": float((polar == y).mean()),
+            "neutral_share": float((pred == neutral).mean()), "n": int(len(y))}
 
 
 def binary_masked(logits, binary, neutral: int = 1):
@@ -188,9 +232,13 @@ def balanced_weights(y: np.ndarray, n: int) -> np.ndarray:
 
 
 def calibrate_bias(logits: np.ndarray, y: np.ndarray, n: int, grid: np.ndarray | None = None,
-                   rounds: int = 2) -> tuple[np.ndarray, float]:
+                   rounds: int = 2, binary_logits: np.ndarray | None = None,
+                   binary_y: np.ndarray | None = None) -> tuple[np.ndarray, float]:
     """Per-class logit offsets that maximise accuracy + macro-F1 on a dev split.
 
+    With ``binary_logits``/``binary_y`` (reviews that are clearly negative or positive) the
+    objective adds their label accuracy, so neutral is not handed to a clear review: the offsets
+    trade MARC's 3-star neutral against binary data where neutral is always wrong.
     Coordinate ascent over a grid, class by class; the offsets are folded into the head's bias, so
     serving is unchanged. Returns (offsets, best objective).
     """
@@ -200,6 +248,8 @@ def calibrate_bias(logits: np.ndarray, y: np.ndarray, n: int, grid: np.ndarray |
 
     def score(b):
         acc, f1 = accuracy_macro_f1(y, (logits + b).argmax(1), n)
+        if binary_logits is not None and len(binary_y):
+            acc += float(((binary_logits + b).argmax(1) == binary_y).mean())
         return acc + f1
 
     best = score(bias)

@@ -129,11 +129,13 @@ class Clause:
 
 @dataclass(frozen=True)
 class Intent:
-    """Customer-service intent of a whole text (the 27 Bitext intents)."""
+    """Customer-service intent of a whole text: one of the 27 Bitext intents, or ``none`` for text
+    that is not a service request (a review, a product question, small talk)."""
 
     label: str
     confidence: float
     top: list[tuple[str, float]]  # the three likeliest, best first
+    clarify: bool = False  # confidence under the branch's calibrated threshold: ask, don't guess
 
 
 @dataclass(frozen=True)
@@ -235,10 +237,12 @@ class TextAnalyzer:
         if p is None:
             return [None] * n
         labels = self.intent_head.labels
+        threshold = float(self.intent_head.info.get("clarify_below", 0.0))
         out = []
         for r in p[:n]:
             top = np.argsort(-r)[:3]
-            out.append(Intent(labels[int(top[0])], float(r[top[0]]), [(labels[int(i)], float(r[i])) for i in top]))
+            out.append(Intent(labels[int(top[0])], float(r[top[0]]), [(labels[int(i)], float(r[i])) for i in top],
+                              float(r[top[0]]) < threshold))
         return out
 
     def sentiment(self, texts: Sequence[str]) -> list[Sentiment]:

@@ -12,13 +12,26 @@ def _train(args) -> None:
     from training.finetune import run
 
     cfg = FinetuneConfig.from_yaml(args.config, task=args.task, data_dir=str(args.data) if args.data else None,
-                                   workers=args.workers, epochs=args.epochs)
+                                   workers=args.workers, epochs=args.epochs, **_settings(args.set))
     out = args.out or Path("runs") / f"{cfg.task}-{Path(args.config).stem}"
     metrics = run(cfg, out, args.storage, name=args.name or f"{cfg.task}-{Path(args.config).stem}",
                   home=str(args.home))
     print(json.dumps({k: v for k, v in metrics.items() if k != "config"}, indent=2, default=float))
     print(f"outputs in {out}: branch.safetensors (serve it with sentiment_head=...), model/, metrics.json, "
           f"classification_report.txt, confusion_*.png")
+
+
+def _settings(pairs: list[str]) -> dict:
+    """``--set key=value`` overrides, values parsed as YAML (``branch_layers=12``, ``train_limit=3000``)."""
+    import yaml
+
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set takes key=value, got {pair!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
 
 
 def register(sub) -> None:
@@ -32,6 +45,7 @@ def register(sub) -> None:
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
     p.add_argument("--storage", type=Path, default=Path("runs/ray"), help="Ray Train storage (checkpoints)")
     p.add_argument("--name", default=None, help="run name; re-running it resumes from its last checkpoint")
     p.set_defaults(fn=_train)

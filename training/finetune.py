@@ -91,6 +91,14 @@ def predict(model, tok, texts: list[str], cfg: FinetuneConfig, device="cpu") -> 
     return predict_logits(model, tok, texts, cfg, device).argmax(1)
 
 
+def _binary_dev(model, tok, data, cfg: FinetuneConfig, device) -> dict:
+    """``calibrate_bias`` keywords for the binary dev rows (sentiment), or none."""
+    if data.binary_dev is None:
+        return {}
+    return {"binary_logits": predict_logits(model, tok, data.binary_dev.texts, cfg, device),
+            "binary_y": data.binary_dev.labels}
+
+
 def train_loop_per_worker(config: dict) -> None:
     import ray.train
     import ray.train.torch
@@ -169,7 +177,8 @@ def train_loop_per_worker(config: dict) -> None:
         dev_logits = predict_logits(inner, tok, data.dev.texts, cfg, device)
         dev = evaluate(dev_logits.argmax(1), data.dev.labels, data.labels)
         if cfg.calibrate:  # judge the epoch as it will be served: with its dev-tuned class offsets
-            offsets, _ = calibrate_bias(dev_logits, data.dev.labels, len(data.labels))
+            offsets, _ = calibrate_bias(dev_logits, data.dev.labels, len(data.labels),
+                                        **_binary_dev(inner, tok, data, cfg, device))
             dev = evaluate((dev_logits + offsets).argmax(1), data.dev.labels, data.labels)
         improved = dev["macro_f1"] > best_f1
         best_f1, bad = (dev["macro_f1"], 0) if improved else (best_f1, bad + 1)
@@ -228,7 +237,8 @@ def run(cfg: FinetuneConfig, out_dir: str | Path, storage: str | Path, name: str
 def export(cfg: FinetuneConfig, result, out_dir: Path, wall_s: float, home: str | None) -> dict:
     """Best branch -> ``branch.safetensors`` (shippable) + an HF folder + metrics and reports."""
     from ecrec.classifier import BranchClassifier, export_hf_folder, save_branch
-    from ecrec.finetune_data import calibrate_bias, classification_report, evaluate, load_task, plot_confusion
+    from ecrec.finetune_data import (calibrate_bias, classification_report, evaluate, evaluate_binary, load_task,
+                                     plot_confusion)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     with result.checkpoint.as_directory() as d:
@@ -244,16 +254,21 @@ def export(cfg: FinetuneConfig, result, out_dir: Path, wall_s: float, home: str 
     dev_logits = predict_logits(model, tok, data.dev.texts, cfg)
     if cfg.calibrate:  # per-class logit offsets tuned on dev, folded into the head (serving unchanged)
         metrics["dev_uncalibrated"] = evaluate(dev_logits.argmax(1), data.dev.labels, data.labels)
-        offsets, _ = calibrate_bias(dev_logits, data.dev.labels, len(data.labels))
+        offsets, _ = calibrate_bias(dev_logits, data.dev.labels, len(data.labels),
+                                    **_binary_dev(model, tok, data, cfg, "cpu"))
         with torch.no_grad():
             model.branch.head.bias += torch.from_numpy(offsets)
         dev_logits = dev_logits + offsets  # what the folded head now gives, without a second pass
         metrics["calibration_offsets"] = dict(zip(data.labels, offsets.tolist()))
     sets = {"dev": data.dev, **data.tests}
-    report_lines = []
+    report_lines, all_logits = [], {}
     for set_name, split in sets.items():
-        pred = dev_logits.argmax(1) if set_name == "dev" else predict(model, tok, split.texts, cfg)
+        logits = dev_logits if set_name == "dev" else predict_logits(model, tok, split.texts, cfg)
+        all_logits[set_name] = logits
+        pred = logits.argmax(1)
         metrics[set_name] = evaluate(pred, split.labels, data.labels)
+        if split.binary is not None and split.binary.all():
+            metrics[set_name].update(evaluate_binary(logits, split.labels))
         report_lines += [f"== {set_name}", classification_report(pred, split.labels, data.labels), ""]
         if set_name != "dev":
             plot_confusion(pred, split.labels, data.labels, out_dir / f"confusion_{set_name}.png",
@@ -263,6 +278,11 @@ def export(cfg: FinetuneConfig, result, out_dir: Path, wall_s: float, home: str 
     (out_dir / "classification_report.txt").write_text("\n".join(report_lines))
     info = {"name": f"{cfg.task}-ft-k{cfg.branch_layers}", "base": cfg.model, "task": cfg.task,
             "dev": metrics["dev"], **{k: metrics[k] for k in data.tests}}
+    if cfg.task == "intent":
+        from ecrec.intent_metrics import confidence_report
+
+        metrics["confidence"] = confidence_report(all_logits, {k: v.labels for k, v in sets.items()}, data.labels)
+        info["clarify_below"] = metrics["confidence"]["clarify_below"]
     save_branch(model.branch, out_dir / "branch.safetensors", data.labels, info)
     export_hf_folder(model, tok, data.labels, out_dir / "model")
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
