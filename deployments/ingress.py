@@ -96,7 +96,7 @@ def _analysis_or_422(field: str, a):
 def _out_analysis(a) -> dict:
     sent = lambda x: {"label": x.label, "probs": x.probs}  # noqa: E731
     intent = None if a.intent is None else {"label": a.intent.label, "confidence": a.intent.confidence,
-                                            "top": a.intent.top}
+                                            "top": a.intent.top, "clarify": a.intent.clarify}
     return {"text": a.text, "language": a.language, "truncated": a.truncated, "sentiment": sent(a.sentiment),
             "clauses": [{"text": c.text, "sentiment": sent(c.sentiment)} for c in a.clauses], "intent": intent}
 

@@ -51,9 +51,12 @@ class ClauseOut(BaseModel):
 
 
 class IntentOut(BaseModel):
-    label: str = Field(description="one of the 27 customer-service intents")
+    label: str = Field(description="one of the 27 customer-service intents, or `none` (not a service "
+                                   "request: a review, a product question, small talk)")
     confidence: float
     top: list[tuple[str, float]] = Field(description="the three likeliest intents, best first")
+    clarify: bool = Field(default=False, description="confidence is under the model's calibrated threshold: "
+                                                     "ask which of the top intents is meant instead of guessing")
 
 
 class TextOut(BaseModel):

@@ -102,9 +102,34 @@ def _intent_groups(args) -> None:
     texts, names = load_intents(args.data)
     enc = TextEncoder(EncoderConfig(model="e5-small", max_length=64, align_languages=False), args.home)
     x = encode_cached(enc, texts, "query", args.home / "cache", align=False)
-    groups = paraphrase_groups(x, names, per_group=args.per_group)
+    groups = paraphrase_groups(x, names, texts, per_group=args.per_group)
     save_groups(groups, args.data / "intents" / "bitext_20k_utterances.csv", args.out or GROUPS)
     print(f"{len(texts)} utterances in {groups.max() + 1} paraphrase groups -> {args.out or GROUPS}")
+
+
+def _eval_text(args) -> None:
+    from ecrec.encoder import TextEncoder
+    from ecrec.sentiment import head_path, intent_head_path, load_head
+    from ecrec.text_eval import intent_report, sentiment_report
+
+    enc = TextEncoder(EncoderConfig(model=args.model), args.home)
+    if args.task == "sentiment":
+        head = load_head(head_path(args.head, args.model), enc)
+        report = sentiment_report(enc, head, str(args.data), limit=args.limit)
+    else:
+        head = load_head(intent_head_path(args.head, args.model), enc)
+        report = intent_report(enc, head, str(args.data))
+    report["path"] = str(head_path(args.head, args.model) if args.task == "sentiment"
+                         else intent_head_path(args.head, args.model))
+    run = Path(report["path"]).with_name("metrics.json")
+    if run.exists():  # a training run's folder: keep what produced the branch next to its figures
+        m = json.loads(run.read_text())
+        report["training"] = {"config": m["config"], "epochs_run": m["epochs_run"], "fit_wall_s": m["fit_wall_s"]}
+    text = json.dumps(report, indent=2, ensure_ascii=False, default=float)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+    print(text)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -168,6 +193,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--per-group", type=int, default=20, help="utterances per k-means group, per intent")
     p.add_argument("--out", type=Path, default=None)
     p.set_defaults(fn=_intent_groups)
+
+    p = sub.add_parser("eval-text", help="sentiment or intent quality of a head, through the serving path")
+    p.add_argument("task", choices=["sentiment", "intent"])
+    p.add_argument("--head", default=None, help="a branch .safetensors (default: the shipped one)")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--model", choices=MODELS, default="e5-small")
+    p.add_argument("--limit", type=int, default=None, help="texts per test set (sentiment)")
+    p.add_argument("--out", type=Path, default=None, help="JSON report")
+    p.set_defaults(fn=_eval_text)
 
     from ecrec import cli_ext
 

@@ -38,9 +38,17 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def paraphrase_groups(vectors: np.ndarray, intents: list[str], per_group: int = 20, seed: int = 0) -> np.ndarray:
+def normalise(text: str) -> str:
+    """Lower case, letters and digits only: 'Cancel my order!' and 'cancel my order' are one text."""
+    return " ".join("".join(ch if ch.isalnum() else " " for ch in text.lower()).split())
+
+
+def paraphrase_groups(vectors: np.ndarray, intents: list[str], texts: list[str] | None = None,
+                      per_group: int = 20, min_groups: int = 6, seed: int = 0) -> np.ndarray:
     """A group id per row: k-means (FAISS, cosine on normalised vectors) within each intent, about
-    ``per_group`` utterances per group, so near-duplicates of one template share a group."""
+    ``per_group`` utterances per group and at least ``min_groups`` per intent, so near-duplicates of
+    one template share a group; rows whose ``normalise``d texts are equal are then merged into one
+    group, so the same utterance can never sit on both sides of a split."""
     import faiss
 
     x = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -50,7 +58,7 @@ def paraphrase_groups(vectors: np.ndarray, intents: list[str], per_group: int = 
     next_id = 0
     for name in sorted(set(intents)):
         idx = np.flatnonzero(names == name)
-        k = max(2, len(idx) // per_group)
+        k = min(len(idx), max(min_groups, len(idx) // per_group))
         km = faiss.Kmeans(x.shape[1], k, niter=25, seed=seed, spherical=True, min_points_per_centroid=1,
                           max_points_per_centroid=len(idx))
         km.train(x[idx])
@@ -58,6 +66,25 @@ def paraphrase_groups(vectors: np.ndarray, intents: list[str], per_group: int = 
         _, dense = np.unique(assign[:, 0], return_inverse=True)
         groups[idx] = next_id + dense
         next_id += int(dense.max()) + 1
+    if texts is not None:  # union of groups that share a normalised text
+        parent = {int(g): int(g) for g in np.unique(groups)}
+
+        def find(g):
+            while parent[g] != g:
+                parent[g] = parent[parent[g]]
+                g = parent[g]
+            return g
+
+        first: dict[str, int] = {}
+        for t, g in zip(texts, groups.tolist()):
+            key = normalise(t)
+            if key in first:
+                a, b = find(first[key]), find(g)
+                if a != b:
+                    parent[max(a, b)] = min(a, b)
+            else:
+                first[key] = g
+        groups = np.array([find(int(g)) for g in groups], dtype=np.int32)
     return groups
 
 
@@ -66,36 +93,56 @@ def save_groups(groups: np.ndarray, source: Path, path: Path = GROUPS) -> Path:
     return path
 
 
-def load_groups(source: Path, path: Path = GROUPS) -> np.ndarray:
+def load_groups(source: Path, path: Path = GROUPS, n_rows: int | None = None) -> np.ndarray:
     """The shipped group ids, checked against the data file they were computed on."""
     with np.load(path, allow_pickle=False) as z:
         groups, sha = z["groups"], str(z["sha256"])
     if sha != file_sha256(source):
         raise ValueError(f"{path} was computed on another {source.name}: run `ecrec intent-groups` again")
+    if n_rows is not None and len(groups) != n_rows:
+        raise ValueError(f"{path} has {len(groups)} group ids for {n_rows} utterances: run `ecrec intent-groups`")
     return groups
 
 
 def hold_out_groups(groups: np.ndarray, y: np.ndarray, frac: float, seed: int,
                     among: np.ndarray | None = None) -> np.ndarray:
-    """Row indices of whole groups, about ``frac`` of each intent's rows (at least one group per
-    intent), drawn from the rows ``among`` (default all)."""
+    """Row indices of whole groups, about ``frac`` of each intent's rows and never more than
+    1.25 x ``frac`` unless one group is all there is to take (then the smallest group), drawn from
+    the rows ``among`` (default all)."""
     rng = np.random.default_rng(seed)
     among = np.arange(len(y)) if among is None else among
     out = []
     for c in np.unique(y[among]):
         rows = among[y[among] == c]
         ids, counts = np.unique(groups[rows], return_counts=True)
-        order = rng.permutation(len(ids))
+        cap = frac * len(rows) * 1.25
         taken, total = [], 0
-        for j in order:
-            if taken and total + counts[j] > frac * len(rows) * 1.25:
+        for j in rng.permutation(len(ids)):
+            if total + counts[j] > cap:
                 continue
             taken.append(ids[j])
             total += counts[j]
             if total >= frac * len(rows):
                 break
+        if not taken and len(ids) > 1:
+            taken = [ids[int(np.argmin(counts))]]
         out.append(rows[np.isin(groups[rows], taken)])
     return np.sort(np.concatenate(out))
+
+
+def bigrams(text: str) -> frozenset[str]:
+    return frozenset(text[i:i + 2] for i in range(len(text) - 1)) or frozenset([text])
+
+
+class NearTexts:
+    """Is a text within ``threshold`` bigram Jaccard of any of ``texts``? (Chinese near-copies.)"""
+
+    def __init__(self, texts: list[str], threshold: float = 0.6):
+        self.grams, self.threshold = [bigrams(t) for t in texts], threshold
+
+    def __call__(self, text: str) -> bool:
+        g = bigrams(text)
+        return any(len(g & h) >= self.threshold * len(g | h) for h in self.grams)
 
 
 def _stable_frac(text: str) -> float:
@@ -115,7 +162,7 @@ def intent_splits(data_dir, seed: int = 0, zh_variants: int = 3, none_marc: int 
     labels = sorted(set(names)) + [NONE]
     lid = {n: i for i, n in enumerate(labels)}
     y = np.array([lid[n] for n in names])
-    groups = load_groups(Path(data_dir) / "intents" / "bitext_20k_utterances.csv")
+    groups = load_groups(Path(data_dir) / "intents" / "bitext_20k_utterances.csv", n_rows=len(texts))
     test_g = hold_out_groups(groups, y, 0.2, seed)
     rest = np.setdiff1d(np.arange(len(y)), test_g)
     dev_g = hold_out_groups(groups, y, 0.1, seed + 1, among=rest)
@@ -142,13 +189,14 @@ def intent_splits(data_dir, seed: int = 0, zh_variants: int = 3, none_marc: int 
     test("bitext_random_rows", [texts[i] for i in random_rows], y[random_rows], "en")
     # Chinese: 85 % of the project's utterances (+ variants) train, 15 % calibrate; the test file tests
     zh = read_jsonl(ZH_TRAIN)
+    zt = read_jsonl(ZH_TEST)
     zy = np.array([lid[r["intent"]] for r in zh])
     zkeep, zdev = stratified_split(zy, 0.15, seed)
-    for i in zkeep:
-        t = zh[i]["text"]
-        add("train", [t] + variants(t, zh_variants, seed), [zy[i]] * (1 + zh_variants), "zh")
+    near = NearTexts([r["text"] for r in zt])
+    for i in zkeep:  # an utterance or variant close to a test utterance never trains
+        ts = [t for t in [zh[i]["text"]] + variants(zh[i]["text"], zh_variants, seed) if not near(t)]
+        add("train", ts, [zy[i]] * len(ts), "zh")
     add("dev", [zh[i]["text"] for i in zdev], zy[zdev], "zh")
-    zt = read_jsonl(ZH_TEST)
     test("zh_test", [r["text"] for r in zt], [lid[r["intent"]] for r in zt], "zh")
     # none: MARC reviews (train file for training/dev, test file for the test) + project texts
     rng = np.random.default_rng(seed)
@@ -178,9 +226,11 @@ def intent_splits(data_dir, seed: int = 0, zh_variants: int = 3, none_marc: int 
 
 def clarify_threshold(confidence: np.ndarray, correct: np.ndarray, target: float = 0.97) -> float:
     """The lowest confidence ``t`` such that predictions at or above ``t`` are right at least
-    ``target`` of the time on a dev split: below it, the chat should ask rather than guess."""
+    ``target`` of the time on a dev split: below it, the chat should ask rather than guess.
+    Only cut between distinct confidences, so every row at ``t`` is counted as accepted."""
     order = np.argsort(-confidence, kind="stable")
     c, ok = confidence[order], correct[order].astype(np.float64)
     acc = np.cumsum(ok) / np.arange(1, len(ok) + 1)
-    good = np.flatnonzero(acc >= target)
+    cut = np.append(c[:-1] > c[1:], True)  # positions after which the confidence drops
+    good = np.flatnonzero((acc >= target) & cut)
     return float(c[good[-1]]) if len(good) else 1.0

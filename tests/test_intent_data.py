@@ -66,6 +66,13 @@ def test_clarify_threshold_known_answer():
     assert clarify_threshold(np.array([0.9]), np.array([False]), 0.97) == 1.0
 
 
+def test_clarify_threshold_never_cuts_inside_a_tie():
+    conf = np.array([1.0, 1.0, 1.0, 1.0, 0.5])
+    correct = np.array([1, 1, 1, 0, 1], dtype=bool)  # three right then one wrong, all at 1.0
+    assert clarify_threshold(conf, correct, 0.97) == 1.0  # nothing can be accepted at 0.97
+    assert clarify_threshold(conf, correct, 0.75) == 0.5
+
+
 def test_clarify_threshold_takes_the_largest_accepted_set():
     conf = np.array([0.99, 0.95, 0.9, 0.8, 0.7, 0.6, 0.5])
     correct = np.array([1, 1, 1, 1, 0, 1, 0], dtype=bool)
@@ -129,10 +136,19 @@ def test_intent_splits_keep_paraphrase_groups_apart(data_dir):
                                  if lang == "en" and t in group_of))
     held = d["tests"]["bitext_heldout_groups"][0]
     assert len(held) > 3000
-    assert not any(group_of[t] <= train_groups for t in held)  # no held-out utterance's group trained
+    assert not any(group_of[t] & train_groups for t in held)  # no held-out utterance's group trained
     assert d["labels"][-1] == "none" and len(d["labels"]) == 28
-    zh_test = set(d["tests"]["zh_test"][0])
-    assert not zh_test & set(d["train"][0])
+    from ecrec.intent_data import NearTexts, normalise
+
+    train = {normalise(t) for t in d["train"][0]}
+    for name in ("bitext_heldout_groups", "zh_test"):  # (random rows are the flattering protocol figure)
+        assert not [t for t in d["tests"][name][0] if normalise(t) in train], name
+    assert not [t for t in d["dev"][0] if normalise(t) in train and t in held]
+    near = NearTexts(d["tests"]["zh_test"][0])  # no Chinese training text, variants included, near a test one
+    assert not [t for t, lang in zip(d["train"][0], d["train"][2]) if lang == "zh" and near(t)]
+    en_train = Counter(d["labels"][y] for y, lang in zip(d["train"][1], d["train"][2]) if lang == "en")
+    en_train.pop("none")
+    assert len(en_train) == 27 and min(en_train.values()) >= 20  # every intent still trains in English
 
 
 @pytest.mark.parametrize("path", [ZH_TRAIN, ZH_TEST, NONE_TEXTS])

@@ -11,8 +11,10 @@ def _train(args) -> None:
     from ecrec.finetune_data import FinetuneConfig
     from training.finetune import run
 
-    cfg = FinetuneConfig.from_yaml(args.config, task=args.task, data_dir=str(args.data) if args.data else None,
-                                   workers=args.workers, epochs=args.epochs, **_settings(args.set))
+    overrides = {"task": args.task, "data_dir": str(args.data) if args.data else None, "workers": args.workers,
+                 "epochs": args.epochs}
+    overrides.update(_settings(args.set))  # --set wins
+    cfg = FinetuneConfig.from_yaml(args.config, **overrides)
     out = args.out or Path("runs") / f"{cfg.task}-{Path(args.config).stem}"
     metrics = run(cfg, out, args.storage, name=args.name or f"{cfg.task}-{Path(args.config).stem}",
                   home=str(args.home))
