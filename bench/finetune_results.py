@@ -84,6 +84,22 @@ def intent_rows(reports: list[dict]) -> list[str]:
     return lines
 
 
+def shaped_branch(encoder, k: int):
+    """A sentiment-shaped branch of K layers (copies of the encoder's top K, a fresh head): what a
+    trained K-layer branch costs to serve, without training one."""
+    import copy
+
+    from torch import nn
+
+    from ecrec.classifier import Branch
+    from ecrec.sentiment import BranchHead
+
+    model = encoder.model
+    layers = nn.ModuleList(copy.deepcopy(model.encoder.layer[model.config.num_hidden_layers - k:]))
+    branch = Branch(layers, model.config.hidden_size, 3).to(encoder.device, encoder.dtype).eval()
+    return BranchHead(branch, {"labels": ["negative", "neutral", "positive"], "name": f"shape-k{k}"})
+
+
 def main() -> None:
     import torch
 
@@ -101,15 +117,11 @@ def main() -> None:
     intent = load_head(intent_path("e5-small"), enc) if intent_path("e5-small").exists() else None
     k_intent = len(intent.branch.layers) if intent else 0
     heads = [("probe (frozen e5) + intent branch", probe_path("e5-small"), 0)]
-    seen = set()
-    for r in sent:  # one head per K: the cost depends on the shape, not the weights
-        if r["branch_layers"] not in seen and Path(r["path"]).exists():
-            seen.add(r["branch_layers"])
-            heads.append((f"sentiment branch K={r['branch_layers']} + intent branch", Path(r["path"]),
-                          r["branch_layers"]))
+    for k in (3, 6, 12):  # the cost depends on the branch's shape, not on its weights
+        heads.append((f"sentiment branch K={k} + intent branch", None, k))
     base = None
     for name, path, k in heads:
-        an = TextAnalyzer(enc, load_head(path, enc), intent)
+        an = TextAnalyzer(enc, load_head(path, enc) if path else shaped_branch(enc, k), intent)
         rate = (analyze_rate(an, 1), analyze_rate(an, 32))
         base = base or rate
         cost.append(f"| {name} | {k or '-'} | {(12 + k + k_intent) / 12:.2f} | {rate[0]:.1f} | {rate[1]:.1f} "

@@ -115,7 +115,8 @@ def _eval_text(args) -> None:
     enc = TextEncoder(EncoderConfig(model=args.model), args.home)
     if args.task == "sentiment":
         head = load_head(head_path(args.head, args.model), enc)
-        report = sentiment_report(enc, head, str(args.data), limit=args.limit)
+        report = sentiment_report(enc, head, str(args.data), limit=args.limit,
+                                  logits_out=args.out.with_suffix(".logits.npz") if args.out else None)
     else:
         head = load_head(intent_head_path(args.head, args.model), enc)
         report = intent_report(enc, head, str(args.data))

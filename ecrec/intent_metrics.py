@@ -13,11 +13,14 @@ def softmax(z: np.ndarray) -> np.ndarray:
 
 
 def confidence_report(logits: dict[str, np.ndarray], labels: dict[str, np.ndarray], names: list[str],
-                      target: float = 0.97, threshold: float | None = None) -> dict:
-    """The clarify threshold (fitted on ``dev``), and per set: the share below it, accuracy above
+                      target: float = 0.98, threshold: float | None = None,
+                      fit_rows: np.ndarray | None = None) -> dict:
+    """The clarify threshold (fitted on ``dev``, or its ``fit_rows``, for ``target`` accuracy above it),
+    and per set: the share below it, accuracy above
     and below it, and the share called ``none`` (out of scope)."""
-    dev_p = softmax(logits["dev"])
-    t = clarify_threshold(dev_p.max(1), dev_p.argmax(1) == labels["dev"], target) if threshold is None else threshold
+    rows = np.arange(len(labels["dev"])) if fit_rows is None or not len(fit_rows) else fit_rows
+    dev_p = softmax(logits["dev"][rows])
+    t = clarify_threshold(dev_p.max(1), dev_p.argmax(1) == labels["dev"][rows], target) if threshold is None else threshold
     none = names.index(NONE) if NONE in names else -1
     out = {"clarify_below": t, "target_accuracy_above": target, "sets": {}}
     for name, z in logits.items():

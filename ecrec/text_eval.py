@@ -25,13 +25,17 @@ def head_logits(encoder, head, texts: list[str]) -> np.ndarray:
     return logits
 
 
-def sentiment_report(encoder, head, data_dir: str, limit: int | None = None) -> dict:
+def sentiment_report(encoder, head, data_dir: str, limit: int | None = None, logits_out=None) -> dict:
     """Accuracy and macro-F1 on MARC test (zh, en); label and polarity accuracy on each held-out
-    online_shopping category (neutral counts as wrong there)."""
+    online_shopping category (neutral counts as wrong there). The dev splits (MARC dev, binary zh
+    dev) are reported too, and with ``logits_out`` every set's logits and labels are saved (.npz),
+    so a calibration can be chosen on dev without running the model again."""
     data = load_task(FinetuneConfig(task="sentiment", data_dir=str(data_dir), eval_test=True))
     k = len(head.branch.layers) if hasattr(head, "branch") else 0
     out = {"head": head.info.get("name"), "branch_layers": k, "sets": {}}
-    for name, split in data.tests.items():
+    saved = {}
+    sets = {"dev": data.dev, "binary_dev": data.binary_dev, **data.tests}
+    for name, split in sets.items():
         texts, y = split.texts, split.labels
         if limit:
             idx = np.random.default_rng(0).permutation(len(texts))[:limit]
@@ -43,6 +47,9 @@ def sentiment_report(encoder, head, data_dir: str, limit: int | None = None) -> 
             m.update(evaluate_binary(logits, y))
         m["seconds"] = time.perf_counter() - t0
         out["sets"][name] = m
+        saved[f"{name}__logits"], saved[f"{name}__labels"] = logits, y
+    if logits_out is not None:
+        np.savez_compressed(logits_out, **saved)
     held = [m for k, m in out["sets"].items() if k.startswith("shopping_heldout_")]
     if held:
         n = sum(m["n"] for m in held)

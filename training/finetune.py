@@ -281,7 +281,8 @@ def export(cfg: FinetuneConfig, result, out_dir: Path, wall_s: float, home: str 
     if cfg.task == "intent":
         from ecrec.intent_metrics import confidence_report
 
-        metrics["confidence"] = confidence_report(all_logits, {k: v.labels for k, v in sets.items()}, data.labels)
+        metrics["confidence"] = confidence_report(all_logits, {k: v.labels for k, v in sets.items()}, data.labels,
+                                                  fit_rows=data.clarify_rows)
         info["clarify_below"] = metrics["confidence"]["clarify_below"]
     save_branch(model.branch, out_dir / "branch.safetensors", data.labels, info)
     export_hf_folder(model, tok, data.labels, out_dir / "model")
