@@ -55,7 +55,7 @@ def sentiment_rows(reports: list[dict]) -> list[str]:
              "|---|---|---|---|---|---|---|---|"]
     for r in reports:
         s, h = r["sets"], r.get("heldout_categories", {})
-        lines.append(f"| `{Path(r['path']).parent.name if 'runs' in r['path'] else Path(r['path']).name}` "
+        lines.append(f"| `{r['head']}` "
                      f"| {r['branch_layers']} | {_training(r)} "
                      f"| {_f(s['marc_zh_test']['accuracy'])} / {_f(s['marc_zh_test']['macro_f1'])} "
                      f"| {_f(s['marc_en_test']['accuracy'])} / {_f(s['marc_en_test']['macro_f1'])} "
@@ -74,7 +74,7 @@ def intent_rows(reports: list[dict]) -> list[str]:
                    + s["zh_test"]["n"] * (1 - s["zh_test"]["share_none"])) / (s["bitext_heldout_groups"]["n"]
                                                                              + s["zh_test"]["n"])
         marc_none = (s["none_marc_zh"]["share_none"] + s["none_marc_en"]["share_none"]) / 2
-        lines.append(f"| `{Path(r['path']).parent.name}` | {r['branch_layers']} "
+        lines.append(f"| `{r['head']}` | {r['branch_layers']} "
                      f"| {_f(s['bitext_heldout_groups']['accuracy'])} / {_f(s['bitext_heldout_groups']['macro_f1'])} "
                      f"| {_f(s['bitext_random_rows']['accuracy'])} "
                      f"| {_f(s['zh_test']['accuracy'])} / {_f(s['zh_test']['macro_f1'])} "
