@@ -113,15 +113,14 @@ def _eval_text(args) -> None:
     from ecrec.text_eval import intent_report, sentiment_report
 
     enc = TextEncoder(EncoderConfig(model=args.model), args.home)
+    path = (head_path if args.task == "sentiment" else intent_head_path)(args.head, args.model)
+    head = load_head(path, enc)
     if args.task == "sentiment":
-        head = load_head(head_path(args.head, args.model), enc)
         report = sentiment_report(enc, head, str(args.data), limit=args.limit,
                                   logits_out=args.out.with_suffix(".logits.npz") if args.out else None)
     else:
-        head = load_head(intent_head_path(args.head, args.model), enc)
         report = intent_report(enc, head, str(args.data))
-    report["path"] = str(head_path(args.head, args.model) if args.task == "sentiment"
-                         else intent_head_path(args.head, args.model))
+    report["path"] = str(path)
     run = Path(report["path"]).with_name("metrics.json")
     if run.exists():  # a training run's folder: keep what produced the branch next to its figures
         m = json.loads(run.read_text())

@@ -4,12 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ecrec.intent_data import NONE, clarify_threshold
-
-
-def softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+from ecrec.sentiment import _softmax as softmax
 
 
 def confidence_report(logits: dict[str, np.ndarray], labels: dict[str, np.ndarray], names: list[str],
