@@ -64,6 +64,9 @@ class AppArgs(BaseModel):
     rate_limit_per_s: float = Field(default=200.0, ge=0, description="per key (or client address for open "
                                     "reads) per ingress replica; 0: off; past it: 429 + Retry-After")
     record_impressions: bool = Field(default=True, description="served items count as impressions")
+    # customer-service chat
+    chat_idle_s: float = Field(default=1800.0, gt=0, description="a chat session idle longer than this expires")
+    chat_recommendations: int = Field(default=5, ge=1, le=20, description="items a product question answers with")
 
     def home(self) -> Path:
         return default_home()

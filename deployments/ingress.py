@@ -101,6 +101,14 @@ def _out_analysis(a) -> dict:
             "clauses": [{"text": c.text, "sentiment": sent(c.sentiment)} for c in a.clauses], "intent": intent}
 
 
+def _chat_slots(slots: dict) -> dict:
+    """Slots as the API shows them: a resolved product as {item_id, title}."""
+    out = dict(slots)
+    if out.get("product"):
+        out["product"] = {"item_id": out["product"]["item_id"], "title": out["product"]["title"]}
+    return out
+
+
 @serve.deployment(name="Ingress")
 @serve.ingress(app)
 class Ingress:
@@ -115,10 +123,14 @@ class Ingress:
         manifest = json.loads((args.resolved_index_dir() / "manifest.json").read_text())
         self.shards = get_shards(args, manifest["dim"])
         self.board = get_board(args)
+        from ecrec.chat.upset import UpsetDetector
+
+        self.upset = UpsetDetector.load(args.model, manifest["dim"])
         self.m_events = metrics.Counter("ecrec_events", "events applied", tag_keys=("type",))
         self.m_sentiment = metrics.Counter("ecrec_sentiment", "texts classified", tag_keys=("label",))
         self.m_recs = metrics.Counter("ecrec_recommendations", "recommendation lists served")
         self.m_impr = metrics.Counter("ecrec_impressions", "items shown")
+        self.m_chat = metrics.Counter("ecrec_chat_turns", "chat turns answered", tag_keys=("route",))
 
         keys = keys_from_env()
         _GUARD_SETTINGS.update(max_body_bytes=args.max_body_bytes, max_in_flight=args.max_in_flight,
@@ -281,6 +293,81 @@ class Ingress:
         for a in results:
             self.m_sentiment.inc(tags={"label": a.sentiment.label})
         return {"model": info["model"], "results": [_out_analysis(a) for a in results]}
+
+    async def _intents_served(self) -> bool:
+        if getattr(self, "_intent_model", None) is None:
+            self._intent_model = (await self.encoder.info.remote())["intent"] or ""
+        return bool(self._intent_model)
+
+    async def _chat_session(self, user_id: str, session_id: str):
+        from ecrec.chat.session import SESSION_ID
+
+        if not SESSION_ID.match(session_id):
+            raise ApiError(422, "session_id: 1-64 letters, digits, '_', '.', ':' or '-'")
+        state, status = await self._shard(user_id).chat_get.remote(user_id, session_id, self.args.chat_idle_s)
+        if state is None:  # another user's session is unknown to this user: the same 404, nothing leaked
+            raise ApiError(404, f"chat session {session_id!r} is {'expired' if status == 'expired' else 'unknown'} "
+                                f"for user {user_id!r}; start a new one by omitting session_id")
+        return state
+
+    @app.post("/v1/chat", response_model=s.ChatOut, response_model_exclude_none=True)
+    async def post_chat(self, body: s.ChatIn) -> dict:
+        """One turn of a customer-service conversation (intents, slots, escalation, product answers)."""
+        from ecrec.chat.dialogue import check_message, product_reply, respond, understanding
+        from ecrec.chat.replies import reply_language
+        from ecrec.chat.session import ChatSession
+
+        _text("message", body.message)
+        try:
+            check_message(body.message)
+        except TextError as e:
+            raise ApiError(422, f"message: {e}") from e
+        if not await self._intents_served():
+            raise ApiError(404, "chat needs intents, and this app runs with intent_head=none")
+        now = time.time()
+        text_ref = self._analyze(body.message)
+        state = (await self._chat_session(body.user_id, body.session_id) if body.session_id
+                 else ChatSession.new(body.user_id, now))
+        analysis = _analysis_or_422("message", await text_ref)
+        product, known = await self.retriever.chat_lookup.remote(analysis.text, analysis.vector)
+        lang = reply_language(analysis.text, body.language, state.language if state.turns else None)
+        new, turn = respond(state, analysis.text, understanding(analysis, self.upset), lang, now, product, known)
+        recs, event = None, None
+        if turn.product_query:
+            filters = self._filters(turn.categories or None, turn.price.min_price, turn.price.max_price, False)
+            _, recs = await self._recommend(body.user_id, self.args.chat_recommendations, filters,
+                                            analysis.vector, analysis.text)
+            relaxed = not recs and bool(turn.price)
+            if relaxed:  # nothing within the stated price: the nearest items without it, said so
+                _, recs = await self._recommend(body.user_id, self.args.chat_recommendations,
+                                                self._filters(turn.categories or None, None, None, False),
+                                                analysis.vector, analysis.text)
+            turn.reply = new.last_reply = product_reply(lang, (new.session_id, new.turns), len(recs), relaxed)
+            event = Event(user_id=body.user_id, type="question", text=analysis.text, ts=now,
+                          event_id=f"chat:{new.session_id}:{new.turns}")
+        stored, _ = await self._shard(body.user_id).chat_commit.remote(new, state.turns, event,
+                                                                      analysis if event else None)
+        if not stored:
+            raise ApiError(409, f"another message of session {new.session_id!r} was answered meanwhile; "
+                                "send this one again")
+        self.m_chat.inc(tags={"route": turn.route})
+        self.m_sentiment.inc(tags={"label": analysis.sentiment.label})
+        i = analysis.intent
+        out = {"session_id": new.session_id, "turn": new.turns, "language": lang,
+               "intent": {"label": i.label, "confidence": i.confidence, "top": i.top},
+               "sentiment": {"label": analysis.sentiment.label, "probs": analysis.sentiment.probs},
+               "slots": _chat_slots(new.slots), "reply": turn.reply, "route": turn.route, "actions": turn.actions,
+               "escalate": turn.escalate, "recommendations": recs}
+        return out
+
+    @app.get("/v1/chat/{session_id}", response_model=s.ChatSummaryOut)
+    async def get_chat(self, session_id: str,
+                       user_id: str = Query(min_length=1, max_length=128, pattern=r"^[\w.@:+-]+$")) -> dict:
+        """A session's summary: turns, pending intent, slots, sentiment trend, escalation."""
+        state = await self._chat_session(user_id, session_id)
+        out = state.summary()
+        out["slots"] = _chat_slots(out["slots"])
+        return out
 
     @app.put("/v1/items/{item_id}")
     async def put_item(self, item_id: str, body: s.ItemIn) -> dict:

@@ -121,6 +121,13 @@ class ProfileShardActor:
     def get(self, user_id: str):
         return self.shard.get(user_id)
 
+    def chat_get(self, user_id: str, session_id: str, idle_s: float):
+        self.shard.chats.idle_s = idle_s
+        return self.shard.chats.get(user_id, session_id)
+
+    def chat_commit(self, session, expected_turns: int, event, analysis):
+        return self.shard.chat_commit(session, expected_turns, event, analysis)
+
     def record_impressions_many(self, batch: list[tuple[str, list[str], float]]) -> int:
         return self.shard.record_impressions_many(batch)
 

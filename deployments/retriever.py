@@ -99,6 +99,18 @@ class CatalogView:
                             "reason": r.reason, "category": it.category, "price": it.price, "parts": r.parts})
         return profile is None or profile.is_cold, out
 
+    def chat_lookup(self, text: str, vector) -> tuple[dict | None, frozenset[str]]:
+        """(the catalog item a chat message names, or None; the catalog's top categories)."""
+        from ecrec.chat.products import ProductMentions, resolve
+
+        with self.lock:
+            key = (self.epoch, self.seq, len(self.items))
+            if getattr(self, "_mentions_key", None) != key:  # rebuilt only when the catalog changed
+                self._mentions = ProductMentions(self.items)
+                self._top_categories = frozenset(it.top_category for it in self.items.values() if it.category)
+                self._mentions_key = key
+            return resolve(text, vector, self._mentions, self.items, self.index.vector), self._top_categories
+
     def sync_in_thread(self) -> None:
         """For hosts without an event loop (the profile shard actor)."""
         def loop():
@@ -152,6 +164,10 @@ class Retriever:
     async def recommend(self, profile, k: int, filters, text_vec, text, now: float | None = None):
         self._ensure_sync()
         return self.view.rank(profile, k, filters, text_vec, text, now)
+
+    async def chat_lookup(self, text: str, vector):
+        self._ensure_sync()
+        return self.view.chat_lookup(text, vector)
 
     async def reload(self) -> dict:
         """A new view (artifact and sequence model read again, the board's log applied) is built

@@ -1,6 +1,8 @@
 """HTTP request/response models (``/v1``). Validation errors become 422s naming the field."""
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from ecrec.catalog import Item
@@ -21,7 +23,8 @@ class ErrorOut(BaseModel):
 
 ERROR_RESPONSES = {code: {"model": ErrorOut, "description": why} for code, why in (
     (400, "the body is not valid UTF-8 or not JSON"), (401, "an API key is required or unknown"),
-    (403, "the key may not call this class of route"), (404, "unknown user, item or route"),
+    (403, "the key may not call this class of route"), (404, "unknown user, item, session or route"),
+    (409, "another turn of the same chat session was answered meanwhile; send again"),
     (413, "the body is over the configured limit"), (422, "a field is invalid (the detail says which)"),
     (429, "the caller's rate limit is spent; see Retry-After"),
     (503, "overloaded or restarting; see Retry-After"))}
@@ -123,3 +126,54 @@ ItemIn = create_model(
     "ItemIn", __config__=ConfigDict(extra="forbid"),
     **{name: (f.annotation, f) for name, f in Item.model_fields.items() if name != "id"},
 )
+
+
+MAX_CHAT_CHARS = 1000
+
+
+class ChatIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: str = Field(min_length=1, max_length=128, pattern=r"^[\w.@:+-]+$")
+    session_id: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[\w.:-]+$",
+                                   description="continue this session (from an earlier answer); omit to start one")
+    message: str = Field(min_length=1, max_length=MAX_CHAT_CHARS)
+    language: Literal["zh", "en"] | None = Field(default=None, description="reply language; default: the message's")
+
+
+class ChatIntentOut(BaseModel):
+    label: str
+    confidence: float
+    top: list[tuple[str, float]]
+
+
+class ChatOut(BaseModel):
+    session_id: str
+    turn: int
+    language: str
+    intent: ChatIntentOut
+    sentiment: SentimentOut
+    slots: dict = Field(description="every slot filled so far in this session (order_id, email, phone, amount, "
+                                    "product)")
+    reply: str
+    route: str = Field(description="service | slot | clarify | escalate | product | smalltalk")
+    actions: list[dict] = Field(description="tasks completed this turn, for the shop's systems "
+                                            "(e.g. {\"type\": \"track_order\", \"order_id\": \"…\"})")
+    escalate: bool
+    recommendations: list[RecommendationOut] | None = None
+
+
+class ChatSummaryOut(BaseModel):
+    session_id: str
+    user_id: str
+    language: str
+    turns: int
+    pending_intent: str | None
+    slots: dict
+    sentiment_trend: list[str]
+    intents: list[str]
+    escalated: bool
+    escalation_reason: str | None
+    last_reply: str
+    created_at: float
+    updated_at: float

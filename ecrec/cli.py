@@ -94,6 +94,32 @@ def _ablation(args) -> None:
         print(f"wrote {args.out}")
 
 
+def _chat_upset(args) -> None:
+    """Train the chat's upset probe (escalation after two upset turns) and report held-out figures."""
+    import numpy as np
+
+    from ecrec.chat.upset import UpsetDetector, calm_requests, probe_path, train_upset_probe, upset_report, upset_rows
+    from ecrec.recommender import RecommenderConfig, load_analyzer
+
+    analyzer = load_analyzer(RecommenderConfig(), args.home)
+    fit, held = upset_rows()
+    probe = train_upset_probe(analyzer, fit, calm_requests(args.data))
+    out = args.out or probe_path("e5-small")
+    probe.save(out)
+    det = UpsetDetector(probe, probe.info["threshold"])
+    analyses = analyzer.analyze([r["text"] for r in held])
+    p = np.array([det.probability(a) for a in analyses])
+    neg = np.array([a.sentiment.probs["negative"] for a in analyses])
+    label_neg = np.array([a.sentiment.label == "negative" for a in analyses], float)
+    y = np.array([r["upset"] for r in held])
+    lang = np.array([r["lang"] for r in held])
+    report = {"probe": upset_report(p, y, det.threshold), "cv_on_fitting_half": probe.info["cv"],
+              "by_language": {g: upset_report(p[lang == g], y[lang == g], det.threshold) for g in ("zh", "en")},
+              "sentiment_label_negative": upset_report(label_neg, y, 1.0),
+              "p_negative_fallback": upset_report(neg, y, UpsetDetector().threshold)}
+    print(json.dumps({"saved": str(out), "held_out": report}, indent=1))
+
+
 def _intent_groups(args) -> None:
     from ecrec.datasets import load_intents
     from ecrec.encoder import TextEncoder, encode_cached
@@ -193,6 +219,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--per-group", type=int, default=20, help="utterances per k-means group, per intent")
     p.add_argument("--out", type=Path, default=None)
     p.set_defaults(fn=_intent_groups)
+
+    p = sub.add_parser("chat-upset", help="train the chat's upset probe (escalation) and report held-out figures")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--out", type=Path, default=None)
+    p.set_defaults(fn=_chat_upset)
 
     p = sub.add_parser("eval-text", help="sentiment or intent quality of a head, through the serving path")
     p.add_argument("task", choices=["sentiment", "intent"])

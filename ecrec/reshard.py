@@ -2,7 +2,7 @@
 
 Users are placed by ``shard_of(user_id, num_shards)``, so another shard count moves most of them.
 With the service stopped, this rebuilds every profile from its old shard (newest readable
-snapshot + log), writes it as a snapshot into its new shard with the event ids kept for
+snapshot + log), writes it as a snapshot into its new shard with the event ids (and its chat sessions) kept for
 idempotency, copies every erasure tombstone to every new shard (they are keyed by the state
 directory's ``erasure.key``, not by shard), and records the new layout. The old directory is kept
 beside the new one until the operator deletes it.
@@ -65,6 +65,8 @@ def reshard(state_dir: str | Path, shards: int, dim: int | None = None, model: s
             seen[shard_of(row[0], shards)].append(row)
         for j, rows in seen.items():
             new[j].add_seen(rows)
+        for user_id, session_id, updated_at, state in old.chat_rows():  # conversations move with their user
+            new[shard_of(user_id, shards)].put_chat(user_id, session_id, updated_at, bytes(state))
         for user_key, deleted_at, event_keys in old.tombstones():
             for store in new:
                 store.put_tombstone(bytes(user_key), deleted_at, bytes(event_keys))

@@ -14,6 +14,7 @@ import uuid
 
 import numpy as np
 
+from ecrec.chat.session import ChatSession, ChatSessions
 from ecrec.events import Event, check_timestamp
 from ecrec.profile import CorruptProfileError, ProfileConfig, UserProfile
 from ecrec.sentiment import Clause, Sentiment, TextAnalysis
@@ -67,6 +68,7 @@ class ProfileShard:
         self._secret = secret if secret is not None else store.secret()
         self._tombstones: dict[bytes, tuple[float, set[bytes]]] = {}
         self.corrupt_snapshots: list[str] = []  # users whose newest snapshot was refused at restore
+        self.chats = ChatSessions(store)
         self.restore()
 
     def restore(self) -> int:
@@ -208,3 +210,15 @@ class ProfileShard:
         self._since_snapshot.pop(user_id, None)
         self._last_seq.pop(user_id, None)
         return existed
+
+    def chat_commit(self, session: ChatSession, expected_turns: int, event: Event | None = None,
+                    analysis: TextAnalysis | None = None) -> tuple[bool, int | None]:
+        """Store a chat turn's new state (and apply its profile event first), unless another turn
+        of the session was stored since this one read it: (stored?, profile version or None)."""
+        stored = self.store.get_chat(session.user_id, session.session_id)
+        have = ChatSession.from_bytes(stored).turns if stored is not None else 0
+        if have != expected_turns:
+            return False, None
+        version = self.apply(event, None, analysis)[0] if event is not None else None
+        self.chats.put(session)
+        return True, version

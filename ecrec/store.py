@@ -62,6 +62,15 @@ class EventStore(Protocol):
 
     def put_tombstone(self, key: bytes, deleted_at: float, event_keys: bytes) -> None: ...
 
+    def put_chat(self, user_id: str, session_id: str, updated_at: float, state: bytes) -> None:
+        """Durably store a chat session's state (``ecrec.chat.session``), replacing the last."""
+
+    def get_chat(self, user_id: str, session_id: str) -> bytes | None: ...
+
+    def delete_chat(self, user_id: str, session_id: str) -> None: ...
+
+    def purge_chats(self, idle_before: float) -> int: ...
+
     def tombstones(self) -> Iterator[tuple[bytes, float, bytes]]: ...
 
     def secret(self) -> bytes:
@@ -98,6 +107,13 @@ class SQLiteStore:
         event_keys BLOB NOT NULL
     );
     CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+    CREATE TABLE IF NOT EXISTS chat_sessions (
+        user_id TEXT NOT NULL,
+        session_id TEXT NOT NULL,
+        updated_at REAL NOT NULL,
+        state BLOB NOT NULL,
+        PRIMARY KEY (user_id, session_id)
+    ) WITHOUT ROWID;
     """
 
     def __init__(self, path: str | Path, synchronous: str = "FULL", seen_retention_s: float = SEEN_RETENTION_S):
@@ -186,7 +202,7 @@ class SQLiteStore:
         given, is written in the same transaction (a crash never leaves one without the other)."""
         def write(db):
             ids = [e for (e,) in db.execute("SELECT event_id FROM seen_events WHERE user_id = ?", (user_id,))]
-            for table in ("events", "profile_snapshots", "seen_events"):
+            for table in ("events", "profile_snapshots", "seen_events", "chat_sessions"):
                 db.execute(f"DELETE FROM {table} WHERE user_id = ?", (user_id,))
             if tombstone is not None:
                 db.execute("INSERT OR REPLACE INTO tombstones VALUES (?, ?, ?)", tombstone(ids))
@@ -221,6 +237,30 @@ class SQLiteStore:
 
         return self._tx(read_or_make)
 
+    # ---- chat sessions (``ecrec.chat.session``): one row per (user, session), replaced each turn
+    def put_chat(self, user_id: str, session_id: str, updated_at: float, state: bytes) -> None:
+        self._tx(lambda db: db.execute("INSERT OR REPLACE INTO chat_sessions VALUES (?, ?, ?, ?)",
+                                       (user_id, session_id, updated_at, state)))
+
+    def get_chat(self, user_id: str, session_id: str) -> bytes | None:
+        with self._lock:
+            row = self._db.execute("SELECT state FROM chat_sessions WHERE user_id = ? AND session_id = ?",
+                                   (user_id, session_id)).fetchone()
+        return bytes(row[0]) if row else None
+
+    def delete_chat(self, user_id: str, session_id: str) -> None:
+        self._tx(lambda db: db.execute("DELETE FROM chat_sessions WHERE user_id = ? AND session_id = ?",
+                                       (user_id, session_id)))
+
+    def purge_chats(self, idle_before: float) -> int:
+        return self._tx(lambda db: db.execute("DELETE FROM chat_sessions WHERE updated_at < ?",
+                                              (idle_before,)).rowcount)
+
+    def chat_rows(self) -> list[tuple[str, str, float, bytes]]:
+        """Every chat session (used when resharding)."""
+        with self._lock:
+            return self._db.execute("SELECT user_id, session_id, updated_at, state FROM chat_sessions").fetchall()
+
     def seen_rows(self) -> list[tuple[str, str, float]]:
         """Every (user_id, event_id, at) kept for idempotency (used when resharding)."""
         with self._lock:
@@ -232,7 +272,7 @@ class SQLiteStore:
     def count_rows(self, user_id: str) -> int:
         with self._lock:
             return sum(self._db.execute(f"SELECT COUNT(*) FROM {t} WHERE user_id = ?", (user_id,)).fetchone()[0]
-                       for t in ("events", "profile_snapshots", "seen_events"))
+                       for t in ("events", "profile_snapshots", "seen_events", "chat_sessions"))
 
     def size_bytes(self) -> int:
         """The database and its WAL on disk."""

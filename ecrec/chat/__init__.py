@@ -1,0 +1,2 @@
+"""Customer-service chat: slots by rules, a dialogue policy, replies in the shopper's language,
+sessions that live with the user's profile shard. Ray-free; ``deployments/ingress.py`` wires it."""
