@@ -28,9 +28,12 @@ NEEDS = {
     "place_order": "product",
 }
 HUMAN = "contact_human_agent"
+# Words that ask for a person outright; the classifier's contact_human_agent covers the rest.
+# "ask an agent how to ..." is not one: Bitext writes requests that way.
 ASKS_FOR_HUMAN = re.compile(
-    r"转人工|人工客服|找人工|要人工|人工服务|真人|客服人员|(?<!智能)人工(?!智能)"
-    r"|\bhuman\b|real person|live (?:agent|person|chat)|\bagent\b|representative|speak to (?:someone|somebody)",
+    r"转人工|人工客服|找人工|要人工|人工服务|真人客服|(?<!智能)人工(?!智能)"
+    r"|\b(?:talk|speak|chat)\s+(?:to|with)\s+(?:a\s+|an\s+|some\s+|your\s+)?(?:human|real person|person|someone"
+    r"|somebody|agent|representative|operator)\b|\bhuman (?:agent|being)\b|\breal person\b|\blive (?:agent|person)\b",
     re.I)
 GREETING = re.compile(r"^(?:你好|您好|嗨|哈喽|在吗|在不在|hi|hello|hey|good (?:morning|afternoon|evening))\W*$", re.I)
 THANKS = re.compile(r"^(?:谢谢|多谢|感谢|谢啦|thanks?(?: you)?|thx|cheers|ty)\W*(?:\w+\W*)?$", re.I)
