@@ -64,6 +64,11 @@ class AppArgs(BaseModel):
     rate_limit_per_s: float = Field(default=200.0, ge=0, description="per key (or client address for open "
                                     "reads) per ingress replica; 0: off; past it: 429 + Retry-After")
     record_impressions: bool = Field(default=True, description="served items count as impressions")
+    # search (ecrec.search.hybrid.SearchConfig)
+    search_fusion: str = Field(default="rrf", pattern="^(rrf|blend)$", description="rank fusion of BM25 and vectors")
+    search_rrf_c: float = Field(default=60.0, gt=0)
+    search_semantic_weight: float = Field(default=1.0, ge=0, description="the vector half's weight (BM25: 1)")
+    search_personal_weight: float = Field(default=2.0, ge=0, description="the profile re-rank's weight; 0: off")
     # customer-service chat
     chat_idle_s: float = Field(default=1800.0, gt=0, description="a chat session idle longer than this expires")
     chat_recommendations: int = Field(default=5, ge=1, le=20, description="items a product question answers with")

@@ -294,6 +294,28 @@ class Ingress:
             self.m_sentiment.inc(tags={"label": a.sentiment.label})
         return {"model": info["model"], "results": [_out_analysis(a) for a in results]}
 
+    @app.post("/v1/search", response_model=s.SearchOut, response_model_exclude_none=True)
+    async def post_search(self, body: s.SearchIn) -> dict:
+        """Hybrid search (BM25 with Chinese segmentation + the encoder), re-ranked by the profile."""
+        t0 = time.perf_counter()
+        _text("query", body.query)
+        filters = self._filters(body.category, body.min_price, body.max_price, body.in_stock)
+        analysis = _analysis_or_422("query", await self._analyze(body.query))
+        profile_ref = self._shard(body.user_id).get.remote(body.user_id) if body.user_id else None
+        search = self.retriever.search.remote(profile_ref, analysis.text, analysis.vector, body.k, filters)
+        if body.user_id:  # the query is also a search event of the profile (after this ranking)
+            event = Event(user_id=body.user_id, type="search", text=analysis.text, ts=time.time(),
+                          event_id=uuid.uuid4().hex)
+            items, _ = await asyncio.gather(search, self._shard(body.user_id).apply.remote(event, None, analysis))
+            self.m_events.inc(tags={"type": "search"})
+        else:
+            items = await search
+        if not body.explain:
+            for i in items:
+                del i["parts"]
+        return {"query": body.query, "user_id": body.user_id, "items": items,
+                "took_ms": round((time.perf_counter() - t0) * 1000, 2)}
+
     async def _intents_served(self) -> bool:
         if getattr(self, "_intent_model", None) is None:
             self._intent_model = (await self.encoder.info.remote())["intent"] or ""

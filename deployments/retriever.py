@@ -54,6 +54,14 @@ class CatalogView:
         self.ranker = Ranker(self.index, self.items, self.stats,
                              RankingConfig(explore_share=self.args.explore_share, seed=self.args.seed),
                              sequence=self.sequence)
+        from ecrec.search.hybrid import HybridSearch, SearchConfig
+        from ecrec.search.lexical import LexicalIndex
+
+        a = self.args
+        self.lexical = LexicalIndex(items)
+        self.searcher = HybridSearch(self.lexical, self.index, self.items, SearchConfig(
+            fusion=a.search_fusion, rrf_c=a.search_rrf_c, w_semantic=a.search_semantic_weight,
+            w_personal=a.search_personal_weight))
         self.seq, self.stats_version, self.covisit_pos, self.epoch = 0, -1, 0, None
 
     def sync_args(self) -> tuple:
@@ -75,10 +83,12 @@ class CatalogView:
                     if item_id in self.items:
                         self.index.remove([item_id])
                         del self.items[item_id]
+                        self.lexical.remove(item_id)
                 else:
                     item = Item.model_validate_json(item_json)
                     self.index.upsert([item.id], np.frombuffer(vec, np.float32)[None, :], [item_meta(item)])
                     self.items[item.id] = item
+                    self.lexical.upsert(item)
                 self.seq = seq
             pos, pairs = covisits
             self.stats.covisits.merge(pairs)
@@ -98,6 +108,14 @@ class CatalogView:
                 out.append({"item_id": r.item_id, "title": it.title, "score": r.score, "source": r.source,
                             "reason": r.reason, "category": it.category, "price": it.price, "parts": r.parts})
         return profile is None or profile.is_cold, out
+
+    def search(self, profile, query: str, vector, k: int, filters, now: float | None = None) -> list[dict]:
+        """Hybrid search (``ecrec.search.hybrid``), re-ranked by ``profile`` when given."""
+        with self.lock:
+            hits = self.searcher.search(query, vector, k, filters, profile, time.time() if now is None else now)
+            return [{"item_id": h.item_id, "title": self.items[h.item_id].title, "score": h.score,
+                     "category": self.items[h.item_id].category, "price": self.items[h.item_id].price,
+                     "parts": h.parts} for h in hits]
 
     def chat_lookup(self, text: str, vector) -> tuple[dict | None, frozenset[str]]:
         """(the catalog item a chat message names, or None; the catalog's top categories)."""
@@ -164,6 +182,10 @@ class Retriever:
     async def recommend(self, profile, k: int, filters, text_vec, text, now: float | None = None):
         self._ensure_sync()
         return self.view.rank(profile, k, filters, text_vec, text, now)
+
+    async def search(self, profile, query: str, vector, k: int, filters):
+        self._ensure_sync()
+        return self.view.search(profile, query, vector, k, filters)
 
     async def chat_lookup(self, text: str, vector):
         self._ensure_sync()

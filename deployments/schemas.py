@@ -177,3 +177,34 @@ class ChatSummaryOut(BaseModel):
     last_reply: str
     created_at: float
     updated_at: float
+
+
+class SearchIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query: str = Field(min_length=1, max_length=500)
+    user_id: str | None = Field(default=None, min_length=1, max_length=128, pattern=r"^[\w.@:+-]+$",
+                                description="personalize (and record the query as a search event of this user)")
+    k: int = Field(default=10, ge=1, le=100)
+    category: list[str] | None = None
+    min_price: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    max_price: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    in_stock: bool = False
+    explain: bool = False
+
+
+class SearchItemOut(BaseModel):
+    item_id: str
+    title: str
+    score: float
+    category: list[str]
+    price: float
+    parts: dict[str, float] | None = Field(default=None, description="with explain: the lexical and semantic "
+                                                                       "rank-fusion parts and the personal term")
+
+
+class SearchOut(BaseModel):
+    query: str
+    user_id: str | None = None
+    items: list[SearchItemOut]
+    took_ms: float

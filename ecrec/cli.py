@@ -120,6 +120,21 @@ def _chat_upset(args) -> None:
     print(json.dumps({"saved": str(out), "held_out": report}, indent=1))
 
 
+def _eval_search(args) -> None:
+    """Search quality on Amazon Scientific: lexical vs semantic vs hybrid, personalized vs not."""
+    from ecrec.recommender import RecommenderConfig, load_analyzer
+    from ecrec.search.evaluation import run_search_eval
+
+    home = args.home
+    analyzer = load_analyzer(RecommenderConfig(), home)
+    result = run_search_eval(args.data, analyzer, cache_dir=(home or default_home()) / "cache", n_users=args.users)
+    text = json.dumps(result, indent=1)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+    print(text)
+
+
 def _intent_groups(args) -> None:
     from ecrec.datasets import load_intents
     from ecrec.encoder import TextEncoder, encode_cached
@@ -219,6 +234,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--per-group", type=int, default=20, help="utterances per k-means group, per intent")
     p.add_argument("--out", type=Path, default=None)
     p.set_defaults(fn=_intent_groups)
+
+    p = sub.add_parser("eval-search", help="search quality on Amazon Scientific (lexical, semantic, hybrid, personal)")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--users", type=int, default=1500, help="test users for the personalized figures")
+    p.add_argument("--out", type=Path, default=None, help="JSON report")
+    p.set_defaults(fn=_eval_search)
 
     p = sub.add_parser("chat-upset", help="train the chat's upset probe (escalation) and report held-out figures")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)

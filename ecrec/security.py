@@ -3,7 +3,7 @@
 Every route belongs to one class:
 
 - ``read``: recommendations, item reads, sentiment and intent (open unless configured closed);
-- ``write``: events, chat turns and chat session summaries (they hold contact details);
+- ``write``: events, searches, chat turns and chat session summaries (they hold contact details);
 - ``admin``: item PUT/DELETE, user DELETE and ``/v1/admin/*``;
 - ``public``: health, readiness and the API docs (always open: probes and clients need them).
 
@@ -29,6 +29,7 @@ _RULES: list[tuple[str, re.Pattern, str]] = [
     ("GET", re.compile(r"^/v1/items/[^/]+$"), "read"),
     ("POST", re.compile(r"^/v1/(sentiment|intent)$"), "read"),
     ("POST", re.compile(r"^/v1/events$"), "write"),
+    ("POST", re.compile(r"^/v1/search$"), "write"),  # with a user_id it is a search event of the profile
     ("POST", re.compile(r"^/v1/chat$"), "write"),  # it changes the profile and the session
     ("GET", re.compile(r"^/v1/chat/[^/]+$"), "write"),  # a session holds contact details: not a plain read
     ("PUT", re.compile(r"^/v1/items/[^/]+$"), "admin"),
