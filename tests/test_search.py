@@ -106,3 +106,17 @@ def test_evaluation_building_blocks():
         "Adhesive-Backed", "Sanding", "Roll"]
     assert ndcg_recall([5, 1, 2], frozenset({1})) == (pytest.approx(1 / np.log2(3)), 1.0)
     assert ndcg_recall([5, 6], frozenset({1, 2})) == (0.0, 0.0)
+
+
+def test_search_quality_on_scientific(analyzer, data_dir):
+    """The eval-search protocol (docs/EVALUATION.md), with fewer personalized users. Measured:
+    known-item NDCG@10 lexical 0.888, semantic 0.773, hybrid 0.887; floors 3 points under."""
+    from ecrec.encoder import default_home
+    from ecrec.search.evaluation import run_search_eval
+
+    r = run_search_eval(data_dir, analyzer, cache_dir=default_home() / "cache", n_users=300)
+    t = r["known_item_test"]
+    assert t["lexical"]["ndcg@10"] >= 0.85 and t["semantic"]["ndcg@10"] >= 0.74, t
+    assert t["hybrid"]["ndcg@10"] >= 0.85 and t["hybrid"]["ndcg@10"] >= t["lexical"]["ndcg@10"] - 0.01, t
+    p = r["personalized"]["test"]
+    assert p["hybrid_personalized"]["ndcg@10"] >= p["hybrid"]["ndcg@10"] - 0.01, p
