@@ -200,3 +200,18 @@ def test_shipped_upset_probe_is_the_one_the_recipe_trains(analyzer, data_dir):
     assert probe.info["threshold"] == shipped.threshold
     np.testing.assert_allclose([retrained.probability(a) for a in analyses],
                                [shipped.probability(a) for a in analyses], atol=2e-3)
+
+
+@pytest.mark.parametrize("message,want", [
+    ("我想买星耀 X6", "phones-001"),  # brand + model word
+    ("the Lumio Air6 please", "phones-002"),
+    ("phones-003 还有货吗", "phones-003"),  # an item id verbatim
+    ("where is my order", None),  # names no product
+])
+def test_product_mentions_resolve_against_the_catalog(demo_rec, analyzer, message, want):
+    from ecrec.chat.products import ProductMentions, resolve
+
+    items = dict(demo_rec.items)
+    [a] = analyzer.analyze([message])
+    got = resolve(message, a.vector, ProductMentions(items), items, demo_rec.index.vector)
+    assert (got["item_id"] if got else None) == want, got

@@ -2,8 +2,9 @@
 Chinese word segmentation (``jieba``, search mode) so "降噪耳机" matches "主动降噪蓝牙耳机".
 
 Items change at run time (PUT/DELETE): the index keeps the current documents and rebuilds the
-BM25 matrix lazily, at the first query after a change (a rebuild of 4,385 items takes ~0.1 s;
-``pending`` changes are applied together).
+BM25 matrix lazily, at the first query after a change, all pending changes together. Measured
+on 2 busy cores: 13 ms for the demo's 305 items, 0.3 s for Scientific's 4,385; a query after
+that, 0.2 ms. A catalog of millions needs an incremental index (issue 13).
 """
 from __future__ import annotations
 

@@ -75,6 +75,40 @@ def test_product_question_answers_with_matching_items(server, message, category,
     assert not r["cold_start"] and r["items"][0]["category"][0] == category
 
 
+@pytest.mark.parametrize("lang,turns", [
+    ("zh", ["我的快递到哪了？", "订单号是 2023110588812", "有没有适合拍照的手机？",
+            "你们这什么破东西，我要退款！", "等了一个星期还没人处理，气死我了，太差劲了"]),
+    ("en", ["Where is my package?", "It's order 88812345", "any waterproof camera under 5000?",
+            "I want my money back for this garbage", "This is ridiculous, nobody answers me, terrible service!"]),
+])
+def test_one_full_conversation_per_language(server, lang, turns):
+    """Tracking (asks, then completes), a product question, then a refund complaint that escalates
+    after two angry turns: one session, every reply in the shopper's language. The refund reuses
+    the order number the session already holds, as a form reuses a filled slot."""
+    client, _ = server
+    user, sid, answers = f"chat-full-{lang}", None, []
+    for message in turns:
+        answers.append(chat(client, user, message, sid))
+        sid = answers[-1]["session_id"]
+    routes = [a["route"] for a in answers]
+    assert routes == ["slot", "service", "product", "service", "escalate"], routes
+    number = answers[1]["actions"][0]["order_id"]
+    assert answers[1]["actions"][0]["type"] == "track_order" and answers[2]["recommendations"]
+    assert answers[3]["actions"] == [{"type": "get_refund", "order_id": number}] and answers[4]["escalate"]
+    assert all(a["language"] == lang and reply_language(a["reply"], None, None) == lang for a in answers)
+    summary = client.get(f"/v1/chat/{sid}", params={"user_id": user}).json()
+    assert summary["turns"] == 5 and summary["escalated"] and summary["escalation_reason"] == "negative"
+
+
+def test_place_order_resolves_the_product_in_the_catalog(server):
+    client, _ = server
+    a = chat(client, "chat-buyer", "I want to place an order")
+    assert a["route"] == "slot"
+    b = chat(client, "chat-buyer", "the Lumio Air6 please", a["session_id"])
+    assert b["actions"] == [{"type": "place_order", "item_id": "phones-002"}], b
+    assert b["slots"]["product"] == {"item_id": "phones-002", "title": "Lumio Air6 Camera Flagship Phone"}
+
+
 def test_nothing_within_the_price_says_so_and_shows_the_nearest(server):
     client, _ = server
     a = chat(client, "chat-cheap", "any waterproof camera under 2000?")
