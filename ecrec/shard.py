@@ -220,5 +220,8 @@ class ProfileShard:
         if have != expected_turns:
             return False, None
         version = self.apply(event, None, analysis)[0] if event is not None else None
+        stone = self._tombstones.get(self._user_key(session.user_id))
+        if stone is not None and stone[0] >= session.created_at:
+            return True, version  # the user was erased while this turn was answered: not kept
         self.chats.put(session)
         return True, version

@@ -79,7 +79,8 @@ def test_calm_service_turns_do_not_escalate(analyzer):
         assert not bot.say(m).escalate, m
 
 
-@pytest.mark.parametrize("message", ["转人工", "我要找人工客服", "can I talk to a human please", "I need a real person"])
+@pytest.mark.parametrize("message", ["转人工", "我要找人工客服", "can I talk to a human please",
+                                     "I want to speak to a real person"])
 def test_asking_for_a_human_escalates_at_once(analyzer, message):
     bot = Bot(analyzer)
     t = bot.say(message)
@@ -92,6 +93,40 @@ def test_ask_an_agent_phrasing_is_not_a_request_for_a_human(analyzer):
     bot = Bot(analyzer)
     t = bot.say("could you ask an agent how to open an account, please?")
     assert not t.escalate and t.route == "slot" and bot.state.pending_intent == "create_account"
+
+
+@pytest.mark.parametrize("message", ["推荐一款人工草坪", "人工费怎么算", "不要转人工，我自己看看",
+                                     "I don't need a human agent, thanks"])
+def test_words_near_human_do_not_hand_over(message):
+    from ecrec.chat.dialogue import asks_for_human
+
+    assert not asks_for_human(message)
+
+
+def test_a_new_request_with_the_slot_is_not_the_pending_task(analyzer):
+    """Asked for an order number to cancel, the shopper changes their mind and names one to track:
+    never a cancel_order action (found in review). The branch reads track_order at 0.72, under the
+    clarify threshold, so the bot asks which is meant."""
+    bot = Bot(analyzer)
+    assert bot.say("I want to cancel my order").route == "slot" and bot.state.pending_intent == "cancel_order"
+    t = bot.say("don't cancel it, just tell me where my order 12345678 is right now")
+    assert not any(a["type"] == "cancel_order" for a in t.actions), t.actions
+    assert t.route in ("clarify", "service") and (t.route == "clarify" or t.actions[0]["type"] == "track_order")
+    t = bot.say("88812345")  # a bare number still answers the pending question
+    assert t.actions == [{"type": "cancel_order", "order_id": "88812345"}]
+
+
+def test_erasure_during_a_turn_keeps_nothing(tmp_path, analyzer):
+    from ecrec.shard import ProfileShard
+    from ecrec.store import SQLiteStore
+
+    store = SQLiteStore(tmp_path / "p.db")
+    shard = ProfileShard(store, 384)
+    bot = Bot(analyzer, user="dora")
+    bot.say("my email is dora@example.com, I forgot my password")
+    shard.delete("dora", now=T0 + 5)  # lands while the turn is being answered
+    assert shard.chat_commit(bot.state, 0) == (True, None)
+    assert store.get_chat("dora", bot.state.session_id) is None
 
 
 def test_low_confidence_asks_naming_two_intents_then_escalates(analyzer):
@@ -158,6 +193,8 @@ def test_sessions_are_durable_expire_and_are_erased(tmp_path, analyzer):
     assert status == "ok" and got.pending_intent == "track_order" and got.turns == 1
     assert shard.chats.get("bob", bot.state.session_id, now=T0 + 60) == (None, "unknown")
     assert shard.chats.get("alice", bot.state.session_id, now=T0 + 3600) == (None, "expired")
+    shard.chat_commit(bot.state, 0)
+    assert shard.chats.purge(now=T0 + 3600) == 1  # abandoned sessions are swept, not only when read
     assert store.get_chat("alice", bot.state.session_id) is None  # an expired session is dropped
     shard.chat_commit(bot.state, 0)
     shard.delete("alice")

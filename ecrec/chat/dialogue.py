@@ -29,12 +29,21 @@ NEEDS = {
 }
 HUMAN = "contact_human_agent"
 # Words that ask for a person outright; the classifier's contact_human_agent covers the rest.
-# "ask an agent how to ..." is not one: Bitext writes requests that way.
+# "ask an agent how to ..." is not one (Bitext writes requests that way), nor is "人工费" or
+# "人工草坪", nor a negated request ("不要转人工", "I don't need a human agent").
 ASKS_FOR_HUMAN = re.compile(
-    r"转人工|人工客服|找人工|要人工|人工服务|真人客服|(?<!智能)人工(?!智能)"
+    r"转人工|人工客服|找人工|要人工|人工服务|真人客服"
     r"|\b(?:talk|speak|chat)\s+(?:to|with)\s+(?:a\s+|an\s+|some\s+|your\s+)?(?:human|real person|person|someone"
-    r"|somebody|agent|representative|operator)\b|\bhuman (?:agent|being)\b|\breal person\b|\blive (?:agent|person)\b",
+    r"|somebody|agent|representative|operator)\b|\bhuman agent\b|\blive (?:agent|person)\b",
     re.I)
+NEGATED = re.compile(r"(?:不|别|无需|不用|没)\S{0,2}$|(?:don't|do not|no need to|not)\s+(?:\w+\s+){0,2}$", re.I)
+
+
+def asks_for_human(text: str) -> bool:
+    m = ASKS_FOR_HUMAN.search(text)
+    return bool(m) and not NEGATED.search(text[max(0, m.start() - 24):m.start()])
+
+
 GREETING = re.compile(r"^(?:你好|您好|嗨|哈喽|在吗|在不在|hi|hello|hey|good (?:morning|afternoon|evening))\W*$", re.I)
 THANKS = re.compile(r"^(?:谢谢|多谢|感谢|谢啦|thanks?(?: you)?|thx|cheers|ty)\W*(?:\w+\W*)?$", re.I)
 BYE = re.compile(r"^(?:再见|拜拜|bye|goodbye|see you)\W*$", re.I)
@@ -96,7 +105,10 @@ def respond(state: ChatSession, message: str, u: Understanding, lang: str, now: 
     s.intents = (s.intents + [u.intent])[-TREND:]
     s.negative_streak = s.negative_streak + 1 if u.upset else 0
     pending_need = NEEDS.get(s.pending_intent or "")
-    fills_pending = pending_need is not None and _slot_value(msg_slots, pending_need) is not None
+    # The answer to the bot's question: the slot is there, and the message is that answer rather
+    # than a new request ("don't cancel, just tell me where order 12345678 is" is a new request).
+    fills_pending = (pending_need is not None and _slot_value(msg_slots, pending_need) is not None
+                     and (u.intent in (s.pending_intent, "none") or _bare(message, msg_slots)))
     s.low_confidence_streak = 0 if (fills_pending or not u.clarify) else s.low_confidence_streak + 1
 
     def finish(turn: Turn) -> tuple[ChatSession, Turn]:
@@ -114,7 +126,7 @@ def respond(state: ChatSession, message: str, u: Understanding, lang: str, now: 
 
     if s.escalated:
         return escalate(s.escalation_reason or "asked")
-    if (u.intent == HUMAN and not u.clarify) or ASKS_FOR_HUMAN.search(message):
+    if (u.intent == HUMAN and not u.clarify) or asks_for_human(message):
         return escalate("asked")
     if s.negative_streak >= 2:
         return escalate("negative")
@@ -153,6 +165,15 @@ def respond(state: ChatSession, message: str, u: Understanding, lang: str, now: 
     return finish(Turn(replies.render(("smalltalk", kind), lang, seed), "smalltalk"))
 
 
+def _bare(message: str, slots: dict) -> bool:
+    """Little besides the slot values: "订单号是 2023110588812", "it's li@example.com"."""
+    rest = message
+    for v in slots.values():
+        if isinstance(v, str):
+            rest = rest.replace(v, " ")
+    return len(re.findall(r"[A-Za-z]{2,}", rest)) + (len(re.findall(r"[\u4e00-\u9fff]", rest)) + 1) // 2 <= 4
+
+
 def _public(slots: dict) -> dict:
     out = {k: v for k, v in slots.items() if k != "product"}
     if slots.get("product"):
@@ -179,6 +200,8 @@ def _complete(s: ChatSession, intent: str, lang: str, seed: tuple) -> Turn:
     if need is None and s.slots.get("product") and intent in ("complaint", "review"):
         action["item_id"] = s.slots["product"]["item_id"]
     s.pending_intent = None
+    if intent not in replies.templates()["done"]:  # a custom intent head's label: a generic answer
+        return Turn(replies.GENERIC_DONE[lang], "service", [action])
     return Turn(replies.render(("done", intent), lang, seed, **fill), "service", [action])
 
 

@@ -6,31 +6,43 @@ import re
 
 import numpy as np
 
-from ecrec.chat.slots import product_cues
-
 _MODEL = re.compile(r"^(?=.*\d)(?=.*[A-Za-z])[A-Za-z0-9]{2,12}$")
 
 
 class ProductMentions:
-    """The lexical index of a catalog's brands and model words (rebuilt when the catalog changes)."""
+    """The lexical index of a catalog's brands and model words (rebuilt when the catalog changes).
+    Latin words match as whole words ("Tempo" is not in "temporarily"), Chinese brands as substrings;
+    all of them in one precompiled pattern per script."""
 
     def __init__(self, items: dict):
-        self.by_brand: dict[str, set[str]] = {}
-        self.by_model: dict[str, set[str]] = {}
+        self.by_word: dict[str, set[str]] = {}  # lower-cased brand or model word -> item ids
+        self.brands: set[str] = set()
         for item_id, it in items.items():
-            if len(it.brand.strip()) >= 2:
-                self.by_brand.setdefault(it.brand.strip(), set()).add(item_id)
+            brand = it.brand.strip()
+            if len(brand) >= 2:
+                self.by_word.setdefault(brand.lower(), set()).add(item_id)
+                self.brands.add(brand.lower())
             for tok in re.split(r"[\s/,()（）·]+", it.title):
                 if _MODEL.match(tok):
-                    self.by_model.setdefault(tok, set()).add(item_id)
+                    self.by_word.setdefault(tok.lower(), set()).add(item_id)
         self.item_ids = set(items)
+        latin = sorted((w for w in self.by_word if w.isascii()), key=len, reverse=True)
+        other = sorted((w for w in self.by_word if not w.isascii()), key=len, reverse=True)
+        self._latin = re.compile(r"(?<![a-z0-9])(" + "|".join(map(re.escape, latin)) + r")(?![a-z0-9])") if latin else None
+        self._other = re.compile("|".join(map(re.escape, other))) if other else None
+        self._ids = re.compile(r"[\w-]+")
 
     def candidates(self, text: str) -> set[str]:
-        ids, words = product_cues(text, set(self.by_brand), set(self.by_model), self.item_ids)
+        ids = {i for i in self._ids.findall(text) if i in self.item_ids}
         if ids:
             return ids
-        brands = set().union(*(self.by_brand[w] for w in words if w in self.by_brand))
-        models = set().union(*(self.by_model[w] for w in words if w in self.by_model))
+        low = text.lower()
+        words = set()
+        for pattern in (self._latin, self._other):
+            if pattern is not None:
+                words.update(pattern.findall(low))
+        brands = set().union(*(self.by_word[w] for w in words if w in self.brands))
+        models = set().union(*(self.by_word[w] for w in words if w not in self.brands))
         if brands and models and brands & models:
             return brands & models
         return brands or models

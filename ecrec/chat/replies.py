@@ -13,6 +13,10 @@ REPLIES_FILE = Path(__file__).parent.parent / "data" / "chat_replies.json"
 LANGUAGES = ("zh", "en")
 # ``none`` is not a service intent: named when it is one of the two candidates of a clarifying question
 NONE_NAME = {"zh": "咨询商品或随便聊聊", "en": "ask about products or just chat"}
+# for an intent the templates do not know (an intent head trained on other labels)
+GENERIC_DONE = {"zh": "已收到您的请求，我们会尽快处理。", "en": "Got it: your request has been passed on and will be handled shortly."}
+# what carries no language: emails, phone and order numbers
+_NO_LANGUAGE = re.compile(r"\S+@\S+|[A-Za-z]*\d[\w-]*")
 _HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
 
 
@@ -27,6 +31,7 @@ def reply_language(text: str, requested: str | None, previous: str | None) -> st
     words (an order number), the conversation's so far; else English."""
     if requested in LANGUAGES:
         return requested
+    text = _NO_LANGUAGE.sub(" ", text)
     lang = detect_language(text)
     if lang in LANGUAGES:
         return lang

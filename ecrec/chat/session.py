@@ -61,13 +61,18 @@ class ChatSessions:
     """Sessions of one shard's users in its ``EventStore`` (``put_chat``/``get_chat``): each
     acknowledged turn is written before the answer goes out."""
 
+    PURGE_EVERY_S = 60.0
+
     def __init__(self, store, idle_s: float = 1800.0):
         self.store, self.idle_s = store, idle_s
+        self._purged_at = 0.0
 
     def get(self, user_id: str, session_id: str, now: float | None = None) -> tuple[ChatSession | None, str]:
         """(session, "ok") or (None, "unknown" | "expired"). An expired session is deleted."""
         now = time.time() if now is None else now
         blob = self.store.get_chat(user_id, session_id)
+        if now - self._purged_at > self.PURGE_EVERY_S:  # sweep abandoned sessions, once a minute
+            self.purge(now)
         if blob is None:
             return None, "unknown"
         s = ChatSession.from_bytes(blob)
@@ -82,4 +87,5 @@ class ChatSessions:
     def purge(self, now: float | None = None) -> int:
         """Drop sessions idle past ``idle_s``; returns how many."""
         now = time.time() if now is None else now
+        self._purged_at = now
         return self.store.purge_chats(now - self.idle_s)

@@ -1,7 +1,7 @@
 """Slots by rules, in Chinese and English: order number, email, phone, amount, price filters, categories.
 
 Rules, not a model: each slot has a shape a shop can name precisely, and a rule that is wrong is a
-test that fails. Product mentions are found here lexically (``product_cues``) and resolved against
+test that fails. Product mentions are found by brand and model words and resolved against
 the catalog by the encoder (``ecrec.chat.products``).
 """
 from __future__ import annotations
@@ -22,16 +22,24 @@ PHONE = re.compile(
     r"|\(\d{3}\)\s?\d{3}[\s.-]\d{4}|\d{3}[.-]\d{3}[.-]\d{4})(?![A-Za-z0-9-])")
 _ORDER_WORDS = r"(?:订单编号|订单号码|订单号|单号|订单|order\s*(?:number|no\.?|id|#)?|#)"
 ORDER_ANCHORED = re.compile(_ORDER_WORDS + r"\s*(?:是|为|:|：|#|is)?\s*([A-Za-z0-9][A-Za-z0-9-]{3,31})", re.I)
-ORDER_BARE = re.compile(r"(?<![A-Za-z0-9@.+-])([A-Za-z]{0,4}-?\d[\d-]{5,23}\d)(?![A-Za-z0-9@-])")
+ORDER_BARE = re.compile(r"(?<![A-Za-z0-9@.+-])([A-Za-z]{0,4}-?\d[\d-]{4,22}\d)(?![A-Za-z0-9@-])")
+ANY_ID = re.compile(r"(?<![A-Za-z0-9@.+-])([A-Za-z0-9][A-Za-z0-9-]{3,31})(?![A-Za-z0-9@-])")
+LOOSE_PHONE = re.compile(r"(?<![\d+])(\+?\d[\d\s-]{8,16}\d)(?!\d)")
+DATE = re.compile(r"^\d{4}-\d{1,2}-\d{1,2}$")
+_UNIT_AFTER = re.compile(r"\s*(?:元|块|yuan|dollars?|usd|rmb|bucks)", re.I)
 PHONE_WORDS = re.compile(r"电话|手机号|手机号码|联系方式|phone|mobile|cell|call me", re.I)
 
 _ZH_DIGITS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}
 _ZH_UNITS = {"十": 10, "百": 100, "千": 1000, "万": 10000}
-_NUM = r"(\d+(?:\.\d+)?\s*[kK千万]?|[零〇一二两三四五六七八九十百千万]+)"
+# Bounded repeats and a look-behind keep these linear on a 1,000-digit message.
+_NUM = (r"((?<![\d.,])(?:\d{1,3}(?:,\d{3}){1,4}|\d{1,12})(?:\.\d{1,2})?\s*[kK千万]?"
+        r"|[零〇一二两三四五六七八九十百千万]{1,12})")
 _CUR_BEFORE = r"(?:¥|￥|\$|rmb\s?|cny\s?|usd\s?)?"
-_CUR_AFTER = r"\s*(?:元|块钱|块|rmb|yuan|dollars?|usd|cny|bucks)?"
+_CUR_AFTER = r"\s*(?:元|块钱|块(?![\u4e00-\u9fff])|rmb|yuan|dollars?|usd|cny|bucks)?"
 AMOUNT = re.compile(r"(?:(?:¥|￥|\$|rmb\s?|cny\s?|usd\s?)\s?" + _NUM + r"|" + _NUM
-                    + r"\s*(?:元|块钱|块|rmb|yuan|dollars?|usd|cny|bucks)(?![a-z]))", re.I)
+                    + r"\s*(?:元|块钱|块(?![\u4e00-\u9fff])|rmb|yuan|dollars?|usd|cny|bucks)(?![a-z]))", re.I)
+_CURRENCY = re.compile(r"¥|￥|\$|元|块|rmb|cny|usd|yuan|dollar|bucks", re.I)
+MIN_BARE_PRICE = 50  # a bound without a currency below this is a count or an age ("under 5"), not a price
 _AMT = _CUR_BEFORE + r"\s?" + _NUM + _CUR_AFTER
 PRICE_MAX = [re.compile(r"(?:under|below|less than|cheaper than|at most|up to|no more than|max(?:imum)?|within|<|≤)\s*"
                         + _AMT, re.I),
@@ -46,7 +54,7 @@ PRICE_RANGE = [re.compile(r"between\s*" + _AMT + r"\s*and\s*" + _AMT, re.I),
 
 def parse_number(s: str) -> float | None:
     """"2000", "2.5k", "3千", "两千五", "一万" -> a float (None when it is not a number)."""
-    s = s.strip()
+    s = s.strip().replace(",", "")
     m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kK千万]?)", s)
     if m:
         return float(m.group(1)) * {"": 1, "k": 1000, "K": 1000, "千": 1000, "万": 10000}[m.group(2)]
@@ -79,22 +87,29 @@ class PriceRange:
 
 
 def price_range(text: str) -> PriceRange:
-    """Price bounds a shopper states: "under 2000", "2000以下", "1000到3000", "500元以上"."""
+    """Price bounds a shopper states: "under 2000", "2000以下", "1000到3000", "500元以上". A bound with
+    no currency under ``MIN_BARE_PRICE`` is not one ("within 3 days", "2 to 3 shirts")."""
+    def value(m, group: int) -> float | None:
+        v = parse_number(m.group(group))
+        if v is None or v > 1e9:
+            return None
+        return v if v >= MIN_BARE_PRICE or _CURRENCY.search(m.group(0)) else None
+
     for pat in PRICE_RANGE:
         m = pat.search(text)
         if m:
-            a, b = parse_number(m.group(1)), parse_number(m.group(2))
+            a, b = value(m, 1), value(m, 2)
             if a is not None and b is not None:
                 return PriceRange(min(a, b), max(a, b))
     lo = hi = None
     for pat in PRICE_MAX:
         m = pat.search(text)
-        if m and (v := parse_number(m.group(1))) is not None:
+        if m and (v := value(m, 1)) is not None:
             hi = v
             break
     for pat in PRICE_MIN:
         m = pat.search(text)
-        if m and (v := parse_number(m.group(1))) is not None:
+        if m and (v := value(m, 1)) is not None:
             lo = v
             break
     if lo is not None and hi is not None and lo > hi:
@@ -147,16 +162,22 @@ def _digits(s: str) -> int:
     return sum(ch.isdigit() for ch in s)
 
 
+def _is_order_id(token: str, after: str, min_digits: int) -> bool:
+    """Not a date, not a price (a currency follows), and enough digits."""
+    return _digits(token) >= min_digits and not DATE.match(token) and not _UNIT_AFTER.match(after)
+
+
 def extract(text: str, expecting: str | None = None) -> Slots:
-    """Every slot the message holds. ``expecting`` (the slot the bot just asked for) lets a bare
-    number be read as that slot: "20231105" after "what is your order number?" is the order number."""
+    """Every slot the message holds. ``expecting`` (the slot the bot just asked for) widens what a
+    bare token may be: after "what is your order number?", "123456" or "ABC-1234" is one; after
+    "your email or phone?", a 10-digit number or "415 555 2671" is a phone number."""
     out = Slots()
     m = EMAIL.search(text)
     if m:
         out.email = m.group(0)
     rest = EMAIL.sub(" ", text)
     anchored = ORDER_ANCHORED.search(rest)
-    if anchored and _digits(anchored.group(1)) >= 4:
+    if anchored and _is_order_id(anchored.group(1), rest[anchored.end():anchored.end() + 8], 4):
         out.order_id = anchored.group(1).upper()
         rest = rest.replace(anchored.group(1), " ")
     phone = PHONE.search(rest)
@@ -166,23 +187,20 @@ def extract(text: str, expecting: str | None = None) -> Slots:
         if PHONE_WORDS.search(rest) or expecting in (None, "contact") or not re.fullmatch(r"\d+", ph):
             out.phone = re.sub(r"[\s-]", "", ph) if re.fullmatch(r"[\d\s+-]+", ph) else ph
             rest = rest.replace(ph, " ")
+    if out.phone is None and out.email is None and expecting == "contact":
+        m = LOOSE_PHONE.search(rest)
+        if m and 10 <= _digits(m.group(1)) <= 13:
+            out.phone = re.sub(r"[\s-]", "", m.group(1))
+            rest = rest.replace(m.group(1), " ")
     if out.order_id is None:
-        m = ORDER_BARE.search(rest)
-        if m and _digits(m.group(1)) >= 6 and not AMOUNT.fullmatch(m.group(1)):
-            after = rest[m.end():m.end() + 3].lower()
-            if not re.match(r"\s*(?:元|块|yuan|dollars?|usd|rmb)", after):
+        pattern, need = (ANY_ID, 4) if expecting == "order_id" else (ORDER_BARE, 6)
+        for m in pattern.finditer(rest):
+            if _is_order_id(m.group(1), rest[m.end():m.end() + 8], need):
                 out.order_id = m.group(1).upper()
                 rest = rest.replace(m.group(1), " ")
+                break
     m = AMOUNT.search(rest)
     if m:
-        out.amount = parse_number(m.group(1) or m.group(2))
+        v = parse_number(m.group(1) or m.group(2))
+        out.amount = v if v is not None and v <= 1e9 else None
     return out
-
-
-def product_cues(text: str, brands: set[str], models: set[str], item_ids: set[str]) -> tuple[set[str], set[str]]:
-    """(item ids named verbatim, brand/model words named): the lexical half of a product mention."""
-    low = text.lower()
-    ids = {i for i in re.findall(r"[\w-]+", text) if i in item_ids}
-    words = {b for b in brands if b.lower() in low}
-    words |= {m for m in models if re.search(rf"(?<![a-z0-9]){re.escape(m.lower())}(?![a-z0-9])", low)}
-    return ids, words

@@ -70,7 +70,7 @@ class HybridSearch:
         parts: dict[str, dict] = {}
         for name, ranked, w in (("lexical", lex, c.w_lexical), ("semantic", sem, c.w_semantic)):
             for r, (i, v) in enumerate(ranked):
-                parts.setdefault(i, {"lexical": 0.0, "semantic": 0.0})[name] = w * self._fused(r, v, ranked)
+                parts.setdefault(i, {"lexical": 0.0, "semantic": 0.0})[name] = w * self._fused(name, r, v, ranked)
         if not parts:
             return []
         ids = list(parts)
@@ -83,10 +83,12 @@ class HybridSearch:
         return [SearchHit(ids[o], float(score[o]), {key: round(v, 6) for key, v in parts[ids[o]].items()})
                 for o in order]
 
-    def _fused(self, rank: int, value: float, ranked: list[tuple[str, float]]) -> float:
+    def _fused(self, half: str, rank: int, value: float, ranked: list[tuple[str, float]]) -> float:
         if self.config.fusion == "rrf":
             return 1.0 / (self.config.rrf_c + rank + 1)
         hi, lo = ranked[0][1], ranked[-1][1]
+        if half == "lexical":  # BM25 > 0 for every lexical hit: over the best, never 0 like a miss
+            return value / hi if hi > 0 else 0.0
         return (value - lo) / (hi - lo) if hi > lo else 1.0
 
     @property
