@@ -97,17 +97,22 @@ class RecommendationsOut(BaseModel):
     items: list[RecommendationOut]
 
 
-class RecommendIn(BaseModel):
+class ListIn(BaseModel):
+    """What every ranked list takes: its length, the filters, and whether to explain scores."""
+
     model_config = ConfigDict(extra="forbid")
 
-    user_id: str | None = Field(default=None, min_length=1, max_length=128, pattern=r"^[\w.@:+-]+$")
-    text: str | None = None
     k: int = Field(default=10, ge=1, le=100)
     category: list[str] | None = None
     min_price: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     max_price: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     in_stock: bool = False
     explain: bool = False
+
+
+class RecommendIn(ListIn):
+    user_id: str | None = Field(default=None, min_length=1, max_length=128, pattern=r"^[\w.@:+-]+$")
+    text: str | None = None
 
 
 class SentimentIn(BaseModel):
@@ -179,18 +184,10 @@ class ChatSummaryOut(BaseModel):
     updated_at: float
 
 
-class SearchIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class SearchIn(ListIn):
     query: str = Field(min_length=1, max_length=500)
     user_id: str | None = Field(default=None, min_length=1, max_length=128, pattern=r"^[\w.@:+-]+$",
                                 description="personalize (and record the query as a search event of this user)")
-    k: int = Field(default=10, ge=1, le=100)
-    category: list[str] | None = None
-    min_price: float | None = Field(default=None, ge=0, allow_inf_nan=False)
-    max_price: float | None = Field(default=None, ge=0, allow_inf_nan=False)
-    in_stock: bool = False
-    explain: bool = False
 
 
 class SearchItemOut(BaseModel):

@@ -37,6 +37,12 @@ class Filters:
         if self.min_price is not None and self.max_price is not None and self.min_price > self.max_price:
             raise ValueError(f"min_price {self.min_price} > max_price {self.max_price}")
 
+    def admits(self, item_id: str, meta: "ItemMeta") -> bool:
+        return ((self.categories is None or meta.category in self.categories)
+                and (self.min_price is None or meta.price >= self.min_price)
+                and (self.max_price is None or meta.price <= self.max_price)
+                and (not self.in_stock or meta.stock > 0) and item_id not in self.exclude)
+
 
 @dataclass(frozen=True)
 class ItemMeta:
@@ -151,15 +157,7 @@ class VectorIndex:
         checked on the results, so a long exclude list never costs a scan of the catalog."""
         if filters is None or Filters(exclude=filters.exclude) == filters:
             return None
-        f = filters
-        return [
-            i for i, m in self.meta.items()
-            if (f.categories is None or m.category in f.categories)
-            and (f.min_price is None or m.price >= f.min_price)
-            and (f.max_price is None or m.price <= f.max_price)
-            and (not f.in_stock or m.stock > 0)
-            and i not in f.exclude
-        ]
+        return [i for i, m in self.meta.items() if filters.admits(i, m)]
 
     def search(self, query: np.ndarray, k: int, filters: Filters | None = None) -> list[tuple[str, float]]:
         """Top ``k`` (item id, inner product) for one query vector, best first.

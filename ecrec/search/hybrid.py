@@ -42,15 +42,6 @@ class SearchHit:
     parts: dict = field(default_factory=dict)
 
 
-def passes(meta, item_id: str, f: Filters | None) -> bool:
-    if f is None:
-        return True
-    return ((f.categories is None or meta.category in f.categories)
-            and (f.min_price is None or meta.price >= f.min_price)
-            and (f.max_price is None or meta.price <= f.max_price)
-            and (not f.in_stock or meta.stock > 0) and item_id not in f.exclude)
-
-
 class HybridSearch:
     def __init__(self, lexical: LexicalIndex, index: VectorIndex, items: dict, config: SearchConfig = SearchConfig()):
         self.lexical, self.index, self.items, self.config = lexical, index, items, config
@@ -64,7 +55,7 @@ class HybridSearch:
         lex = sem = []
         if mode in ("hybrid", "lexical"):
             meta = self.index.meta
-            lex = self.lexical.search(query, n, lambda i: i in meta and passes(meta[i], i, filters))
+            lex = self.lexical.search(query, n, lambda i: i in meta and (filters is None or filters.admits(i, meta[i])))
         if mode in ("hybrid", "semantic") and query_vec is not None and len(self.index):
             sem = self.index.search(query_vec, n, filters)
         parts: dict[str, dict] = {}
