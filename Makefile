@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 MODEL := $(ECREC_HOME)/models/multilingual-e5-small/ecrec_build.json
 QUIET_PIP := { grep -v "^WARNING: Location" || true; }
 
-.PHONY: setup serve demo test test-unit bench probe eval soak clean
+.PHONY: setup serve demo test test-unit bench probe eval soak clean system-packages
 
 setup: $(STAMP) $(MODEL)
 
@@ -37,7 +37,18 @@ serve: setup
 demo: setup
 	$(BIN)/ecrec demo
 
-test: setup
+# System packages the browser test needs (Debian chromium), installed when we may (root + apt);
+# elsewhere that test skips and says why. CI (.ci/run) runs as root, so it never skips.
+system-packages:
+	@if command -v chromium >/dev/null && fc-list 2>/dev/null | grep -qi zenhei; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing chromium (apt) for the storefront browser test"; \
+	  (apt-get install -y -q --no-install-recommends chromium fonts-wqy-zenhei >/dev/null 2>&1 || \
+	   (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q --no-install-recommends chromium fonts-wqy-zenhei >/dev/null 2>&1)) || \
+	  echo "could not install chromium: the browser test will skip"; \
+	else echo "no chromium and no root apt: the browser test will skip"; fi
+
+test: setup system-packages
 	$(BIN)/python -m pytest -q tests
 
 test-unit: setup

@@ -20,6 +20,10 @@ def build_app(args: dict | AppArgs) -> Application:
     index_dir = ensure_artifact(args)
     import json
 
+    from deployments.index_build import ensure_content
+
+    ensure_content(args, json.loads((index_dir / "manifest.json").read_text())["dim"])
+
     import ray
 
     if ray.is_initialized():  # refuse a mismatched state directory here, before any replica starts

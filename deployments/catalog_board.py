@@ -16,10 +16,12 @@ from deployments.config import AppArgs
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=3, max_concurrency=8)
 class CatalogBoard:
-    def __init__(self, path: str):
+    def __init__(self, path: str, content_path: str | None = None):
         from ecrec.catalog_log import CatalogLog
 
         self.log = CatalogLog(path)
+        # Guides and articles: a log of their own (same durability), replayed on the content artifact.
+        self.content = CatalogLog(content_path or str(path).replace("catalog.db", "content.db"))
 
     def put(self, item_json: str, vector: np.ndarray) -> int:
         return self.log.put(item_json, vector)
@@ -34,6 +36,17 @@ class CatalogBoard:
              artifact_id: str | None = None):
         return self.log.sync(seq, stats_version, covisit_pos, epoch, artifact_id)
 
+    def put_content(self, doc_json: str, vector: np.ndarray) -> int:
+        return self.content.put(doc_json, vector)
+
+    def delete_content(self, content_id: str) -> int:
+        return self.content.delete(content_id)
+
+    def sync_content(self, seq: int, epoch: str | None = None, artifact_id: str | None = None):
+        """(epoch, document changes after ``seq``): as ``sync`` for items."""
+        epoch, rows, _, _ = self.content.sync(seq, self.content.stats_version, 0, epoch, artifact_id)
+        return epoch, rows
+
     def last_seq(self) -> int:
         return self.log.last_seq()
 
@@ -45,4 +58,4 @@ def get_board(args: AppArgs):
     state = args.resolved_state_dir()
     state.mkdir(parents=True, exist_ok=True)
     return CatalogBoard.options(name="ecrec-catalog-board", namespace=args.namespace, lifetime="detached",
-                                get_if_exists=True).remote(str(state / "catalog.db"))
+                                get_if_exists=True).remote(str(state / "catalog.db"), str(state / "content.db"))

@@ -6,6 +6,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from ecrec.catalog import DEMO_CATALOG
+from ecrec.content.library import DEMO_CONTENT
 from ecrec.encoder import default_home
 
 
@@ -16,6 +17,8 @@ class AppArgs(BaseModel):
     catalog: str = Field(default=str(DEMO_CATALOG), description="catalog used when the index artifact is missing")
     index_dir: str | None = Field(default=None, description="index artifact (default $ECREC_HOME/index/"
                                   "<catalog>-<model>, rebuilt when the catalog or model changes)")
+    content: str = Field(default=str(DEMO_CONTENT), description="seed guides/articles (JSONL) embedded into the "
+                         "content index at deploy; '' for none. API edits are kept on top of it")
     state_dir: str | None = Field(default=None, description="durable stores (default $ECREC_HOME/state, "
                                   "state-<model> for other models: profiles live in one model's space)")
     namespace: str = Field(default="ecrec", description="Ray namespace of the shard and catalog actors")
@@ -81,6 +84,10 @@ class AppArgs(BaseModel):
             return Path(self.index_dir)
         stem = "demo" if Path(self.catalog) == DEMO_CATALOG else Path(self.catalog).stem
         return self.home() / "index" / (stem if self.model == "e5-small" else f"{stem}-{self.model}")
+
+    def resolved_content_dir(self) -> Path:
+        stem = ("demo" if Path(self.content) == DEMO_CONTENT else Path(self.content).stem) if self.content else "none"
+        return self.home() / "content" / (stem if self.model == "e5-small" else f"{stem}-{self.model}")
 
     def resolved_state_dir(self) -> Path:
         if self.state_dir:

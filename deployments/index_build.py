@@ -77,3 +77,21 @@ def ensure_artifact(args: AppArgs) -> Path:
                          "index_dir elsewhere")
     log.warning("the index artifact at %s is stale (%s): rebuilding it", d, why)
     return build(args.catalog, d, args.model)
+
+
+def ensure_content(args: AppArgs, dim: int) -> Path:
+    """The content artifact to serve: built from ``args.content`` when missing or stale (seconds)."""
+    from ecrec.content.artifact import build_content_artifact, content_stale
+    from ecrec.encoder import EncoderConfig, TextEncoder, default_home
+
+    d = args.resolved_content_dir()
+    why = content_stale(d, args.model, args.content or None)
+    if why is None:
+        return d
+    log.info("content artifact at %s: %s; building it from %s", d, why, args.content or "nothing")
+    enc = TextEncoder(EncoderConfig(model=args.model)) if args.content else None
+    if enc is None:
+        from ecrec.content.artifact import write_content_artifact
+
+        return write_content_artifact([], np.zeros((0, dim), np.float32), d, args.model)
+    return build_content_artifact(args.content, d, enc, dim, cache_dir=default_home() / "cache")

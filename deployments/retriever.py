@@ -8,6 +8,7 @@ replica) and restarted by Ray if a replica dies.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 import time
@@ -42,6 +43,7 @@ class CatalogView:
         self._stop = threading.Event()
         self._load_artifact()
         self.apply(*ray.get(self.board.sync.remote(*self.sync_args())))
+        self.apply_content(*ray.get(self.board.sync_content.remote(*self.content_sync_args())))
 
     def _load_artifact(self) -> None:
         """The index artifact as built, before any change from the board."""
@@ -63,6 +65,44 @@ class CatalogView:
             fusion=a.search_fusion, rrf_c=a.search_rrf_c, w_semantic=a.search_semantic_weight,
             w_personal=a.search_personal_weight))
         self.seq, self.stats_version, self.covisit_pos, self.epoch = 0, -1, 0, None
+        self._load_content()
+
+    def _load_content(self) -> None:
+        """The content artifact as built (guides, articles), before any edit from the board."""
+        from ecrec.content.artifact import read_content_artifact
+        from ecrec.content.library import ContentLibrary
+
+        try:
+            docs, x, self.content_manifest = read_content_artifact(self.args.resolved_content_dir())
+        except FileNotFoundError:  # built by build_app; a view made elsewhere serves no content
+            log.warning("no content artifact at %s: serving no content", self.args.resolved_content_dir())
+            docs, x, self.content_manifest = [], np.zeros((0, self.index.dim), np.float32), {}
+        self.content = ContentLibrary.build(docs, x, self.index.dim)
+        self.content_seq, self.content_epoch = 0, None
+
+    def content_sync_args(self) -> tuple:
+        return self.content_seq, self.content_epoch, self.content_manifest.get("artifact_id")
+
+    def apply_content(self, epoch, rows) -> None:
+        from ecrec.content.library import Content
+
+        with self.lock:
+            if self.content_epoch is not None and epoch != self.content_epoch:
+                log.warning("content log epoch changed (%s -> %s): reloading the content artifact",
+                            self.content_epoch, epoch)
+                self._load_content()
+            self.content_epoch = epoch
+            for seq, cid, doc_json, vec in rows:
+                if doc_json is None:
+                    if cid in self.content.docs:
+                        self.content.remove(cid)
+                else:
+                    self.content.upsert(Content.model_validate_json(doc_json), np.frombuffer(vec, np.float32))
+                self.content_seq = seq
+
+    def sync_once(self) -> None:
+        self.apply(*ray.get(self.board.sync.remote(*self.sync_args())))
+        self.apply_content(*ray.get(self.board.sync_content.remote(*self.content_sync_args())))
 
     def sync_args(self) -> tuple:
         artifact = self.manifest.get("artifact_id") or str(self.manifest.get("created_at"))
@@ -117,6 +157,39 @@ class CatalogView:
                      "category": self.items[h.item_id].category, "price": self.items[h.item_id].price,
                      "parts": h.parts} for h in hits]
 
+    def content_for(self, profile, k: int, language: str | None, explain: bool = False,
+                    now: float | None = None) -> tuple[bool, list[dict]]:
+        """(cold start?, content ranked by ``profile``) as plain dicts."""
+        with self.lock:
+            titles = {i: self.items[i].title for i in (profile.recent_positive if profile else ()) if i in self.items}
+            titles.update({i: self.items[i].title for i in (profile.purchased if profile else ()) if i in self.items})
+            now = time.time() if now is None else now
+            shown = ([(r.item_id, self.items[r.item_id].top_category) for r in self.ranker.recommend(profile, 10, now)]
+                     if profile is not None and not profile.is_cold else [])
+            hits = self.content.for_profile(profile, k, now, language, titles, shown)
+            return profile is None or profile.is_cold, [self.content.hit_json(h, explain) for h in hits]
+
+    def related(self, item_id: str, kind: str, k: int, language: str | None, explain: bool = False) -> list[dict] | None:
+        """Content or products for a product page; None when the item is unknown."""
+        with self.lock:
+            if item_id not in self.items:
+                return None
+            vec, item = self.index.vector(item_id), self.items[item_id]
+            if kind == "content":
+                return [self.content.hit_json(h, explain)
+                        for h in self.content.related(item_id, vec, item.top_category, k, language)]
+            return self.ranker.similar_to(item_id, k)
+
+    def get_content(self, content_id: str):
+        with self.lock:
+            return self.content.docs.get(content_id)
+
+    def list_items(self, category: str | None, k: int, offset: int) -> tuple[int, list[dict]]:
+        """(total, one page of items), by category, in catalog order."""
+        with self.lock:
+            ids = [i for i, it in self.items.items() if not category or it.top_category == category]
+            return len(ids), [json.loads(self.items[i].model_dump_json()) for i in ids[offset: offset + k]]
+
     def chat_lookup(self, text: str, vector) -> tuple[dict | None, frozenset[str]]:
         """(the catalog item a chat message names, or None; the catalog's top categories)."""
         from ecrec.chat.products import ProductMentions, resolve
@@ -134,7 +207,7 @@ class CatalogView:
         def loop():
             while not self._stop.is_set():
                 try:
-                    self.apply(*ray.get(self.board.sync.remote(*self.sync_args())))
+                    self.sync_once()
                 except Exception:  # the board restarting: try again next tick
                     log.exception("catalog sync failed")
                 self._stop.wait(self.interval)
@@ -163,6 +236,7 @@ class Retriever:
             v = self.view  # re-read: ``reload`` swaps in a new view; an answer for the old one stays there
             try:
                 v.apply(*await v.board.sync.remote(*v.sync_args()))
+                v.apply_content(*await v.board.sync_content.remote(*v.content_sync_args()))
             except Exception:  # the board restarting: try again next tick
                 log.exception("catalog sync failed")
             await asyncio.sleep(v.interval)
@@ -186,6 +260,22 @@ class Retriever:
     async def search(self, profile, query: str, vector, k: int, filters):
         self._ensure_sync()
         return self.view.search(profile, query, vector, k, filters)
+
+    async def content_for(self, profile, k: int, language: str | None, explain: bool = False):
+        self._ensure_sync()
+        return self.view.content_for(profile, k, language, explain)
+
+    async def related(self, item_id: str, kind: str, k: int, language: str | None, explain: bool = False):
+        self._ensure_sync()
+        return self.view.related(item_id, kind, k, language, explain)
+
+    async def get_content(self, content_id: str):
+        self._ensure_sync()
+        return self.view.get_content(content_id)
+
+    async def list_items(self, category: str | None, k: int, offset: int):
+        self._ensure_sync()
+        return self.view.list_items(category, k, offset)
 
     async def chat_lookup(self, text: str, vector):
         self._ensure_sync()

@@ -6,6 +6,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from ecrec.catalog import Item
+from ecrec.content.library import Content
 from ecrec.events import EventType
 
 
@@ -205,3 +206,56 @@ class SearchOut(BaseModel):
     user_id: str | None = None
     items: list[SearchItemOut]
     took_ms: float
+
+
+# ---- content (guides, articles, reviews) and the storefront ----------------------------------
+ContentIn = create_model(
+    "ContentIn", __config__=ConfigDict(extra="forbid"),
+    **{name: (f.annotation, f) for name, f in Content.model_fields.items() if name != "id"},
+)
+
+
+class ContentHitOut(BaseModel):
+    content_id: str
+    title: str
+    summary: str
+    language: str
+    kind: str
+    category: list[str]
+    item_ids: list[str]
+    score: float
+    reason: str
+    parts: dict[str, float] | None = None
+
+
+class ContentListOut(BaseModel):
+    user_id: str
+    cold_start: bool
+    items: list[ContentHitOut]
+
+
+class RelatedProductOut(BaseModel):
+    item_id: str
+    title: str
+    score: float
+    category: list[str]
+    price: float
+    reason: str
+
+
+class RelatedOut(BaseModel):
+    item_id: str
+    kind: Literal["content", "product"]
+    items: list[ContentHitOut] | list[RelatedProductOut]
+
+
+class ItemPageOut(BaseModel):
+    total: int = Field(description="items in the (filtered) catalog")
+    items: list[dict]
+
+
+class StorefrontOut(BaseModel):
+    auth_required: bool = Field(description="write routes (events, search, chat) need an API key")
+    read_requires_key: bool
+    chat: bool
+    languages: list[str]

@@ -40,6 +40,8 @@ class RankingConfig:
     sequence_weight: float = field(default=0.7, metadata={
         "help": "share of the sequence retriever in similarity, times the share of the shopper's recent "
                 "items the model was trained on (tuned on the Amazon Scientific valid split, docs/EVALUATION.md)"})
+    similar_same_category: float = field(default=0.02, metadata={
+        "help": "similar_to(): a product page's similar items prefer its own category by this much"})
     seed: int = 0
 
 
@@ -283,6 +285,23 @@ class Ranker:
             remaining[j] = False
             max_sim = np.maximum(max_sim, X @ X[j])
         return chosen
+
+    def similar_to(self, item_id: str, k: int) -> list[dict]:
+        """A product page's "similar items": nearest by vector, its own category first on ties
+        of meaning (a small bonus), as plain dicts with a reason in the item's language."""
+        vec, cat = self.index.vector(item_id), self.items[item_id].top_category
+        hits = self.index.search(vec, min(len(self.index), 3 * k + 1), Filters(exclude=frozenset([item_id])))
+        scored = sorted(((s + (self.config.similar_same_category if self.items[i].top_category == cat else 0.0), i)
+                         for i, s in hits), key=lambda t: -t[0])[:k]
+        out = []
+        for s, i in scored:
+            it = self.items[i]
+            zh, same = _is_zh(it.title), it.top_category == cat
+            reason = (("同类相似商品" if zh else "Similar, same category") if same
+                      else ("相似商品" if zh else "Similar item"))
+            out.append({"item_id": i, "title": it.title, "score": float(s), "category": it.category,
+                        "price": it.price, "reason": reason})
+        return out
 
     # ---- exploration ---------------------------------------------------------------------
     def _explore(self, recs, profile, filters, k, now) -> list[Recommendation]:

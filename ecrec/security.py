@@ -2,10 +2,11 @@
 
 Every route belongs to one class:
 
-- ``read``: recommendations, item reads, sentiment and intent (open unless configured closed);
+- ``read``: recommendations, item and content reads, sentiment and intent (open unless configured closed);
 - ``write``: events, searches, chat turns and chat session summaries (they hold contact details);
-- ``admin``: item PUT/DELETE, user DELETE and ``/v1/admin/*``;
-- ``public``: health, readiness and the API docs (always open: probes and clients need them).
+- ``admin``: item and content PUT/DELETE, user DELETE and ``/v1/admin/*``;
+- ``public``: health, readiness, the API docs and the storefront page's own files (always open:
+  probes and clients need them; the page holds no data and asks for a key when one is needed).
 
 Anything not listed is ``admin`` (deny by default). Keys come from the environment only:
 ``ECREC_API_KEY`` (one key, every class) and/or ``ECREC_API_KEYS``, a JSON list of
@@ -24,7 +25,12 @@ from dataclasses import dataclass, field
 CLASSES = ("read", "write", "admin")
 _RULES: list[tuple[str, re.Pattern, str]] = [
     ("GET", re.compile(r"^/(healthz|readyz|docs|redoc|openapi\.json|docs/oauth2-redirect)$"), "public"),
+    ("GET", re.compile(r"^/(|static/(app\.js|style\.css)|v1/storefront)$"), "public"),  # the page asks for a key
     ("GET", re.compile(r"^/v1/users/[^/]+/recommendations$"), "read"),
+    ("GET", re.compile(r"^/v1/users/[^/]+/content$"), "read"),
+    ("GET", re.compile(r"^/v1/items$"), "read"),
+    ("GET", re.compile(r"^/v1/items/[^/]+/related$"), "read"),
+    ("GET", re.compile(r"^/v1/content/[^/]+$"), "read"),
     ("POST", re.compile(r"^/v1/recommendations$"), "read"),
     ("GET", re.compile(r"^/v1/items/[^/]+$"), "read"),
     ("POST", re.compile(r"^/v1/(sentiment|intent)$"), "read"),
@@ -35,6 +41,8 @@ _RULES: list[tuple[str, re.Pattern, str]] = [
     ("PUT", re.compile(r"^/v1/items/[^/]+$"), "admin"),
     ("DELETE", re.compile(r"^/v1/items/[^/]+$"), "admin"),
     ("DELETE", re.compile(r"^/v1/users/[^/]+$"), "admin"),
+    ("PUT", re.compile(r"^/v1/content/[^/]+$"), "admin"),
+    ("DELETE", re.compile(r"^/v1/content/[^/]+$"), "admin"),
 ]
 
 
