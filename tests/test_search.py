@@ -109,14 +109,23 @@ def test_evaluation_building_blocks():
 
 
 def test_search_quality_on_scientific(analyzer, data_dir):
-    """The eval-search protocol (docs/EVALUATION.md), with fewer personalized users. Measured:
-    known-item NDCG@10 lexical 0.888, semantic 0.773, hybrid 0.887; floors 3 points under."""
+    """The eval-search protocol (docs/EVALUATION.md), with fewer personalized users. Measured
+    (NDCG@10, test): exact queries lexical 0.888, semantic 0.773, hybrid 0.888; queries with one
+    typo lexical 0.807, semantic 0.722, hybrid 0.836; personalized 0.802 vs 0.794 (1,500 users).
+    Floors 3 points under; hybrid must beat both halves on the noisy and the mixed sets."""
     from ecrec.encoder import default_home
     from ecrec.search.evaluation import run_search_eval
 
     r = run_search_eval(data_dir, analyzer, cache_dir=default_home() / "cache", n_users=300)
+    assert r["fusion"]["chosen_on_valid"]["fusion"] == "blend", r["fusion"]["chosen_on_valid"]
     t = r["known_item_test"]
     assert t["lexical"]["ndcg@10"] >= 0.85 and t["semantic"]["ndcg@10"] >= 0.74, t
-    assert t["hybrid"]["ndcg@10"] >= 0.85 and t["hybrid"]["ndcg@10"] >= t["lexical"]["ndcg@10"] - 0.01, t
+    assert t["hybrid"]["ndcg@10"] >= 0.85 and t["hybrid"]["ndcg@10"] >= t["lexical"]["ndcg@10"] - 0.005, t
+    n = r["noisy_test"]
+    assert n["lexical"]["ndcg@10"] >= 0.77 and n["semantic"]["ndcg@10"] >= 0.69, n
+    assert n["hybrid"]["ndcg@10"] >= 0.80 and n["hybrid"]["ndcg@10"] >= n["lexical"]["ndcg@10"] + 0.015, n
+    m = r["mixed_test"]
+    assert m["hybrid"]["ndcg@10"] > max(m["lexical"]["ndcg@10"], m["semantic"]["ndcg@10"]) + 0.005, m
     p = r["personalized"]["test"]
-    assert p["hybrid_personalized"]["ndcg@10"] >= p["hybrid"]["ndcg@10"] - 0.01, p
+    assert r["personalized"]["w_personal_chosen_on_valid"] > 0
+    assert p["hybrid_personalized"]["ndcg@10"] >= p["hybrid"]["ndcg@10"] - 0.005, p

@@ -24,13 +24,14 @@ from ecrec.search.lexical import LexicalIndex
 class SearchConfig:
     candidates: int = 100  # from each half
     # The defaults weigh both halves alike, for a bilingual shop where the semantic half carries every
-    # cross-language query. On Amazon Scientific (English, title-word queries) validation chose
-    # rrf_c=10, w_semantic=0.1: set them through AppArgs (search_*) for such a catalog.
+    # cross-language query. On Amazon Scientific (English; exact and typo'd title-word queries)
+    # validation chose fusion="blend", w_semantic=0.2, w_personal=16: set them through AppArgs
+    # (search_*) for such a catalog (docs/EVALUATION.md).
     fusion: str = "rrf"  # "rrf": reciprocal rank; "blend": BM25 / its max + min-max scaled cosine
     rrf_c: float = 60.0
     w_lexical: float = 1.0
     w_semantic: float = 1.0
-    w_personal: float = 2.0  # chosen on Scientific valid users (ecrec eval-search)
+    w_personal: float = 2.0  # in units of one fused step (1/c for rrf, 0.1 for blend); see above
     avoid_weight: float = 0.6
     bought_penalty: float = 0.5  # of one top RRF score: bought (not rebuyable) items sink
 
