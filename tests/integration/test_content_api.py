@@ -35,6 +35,30 @@ def test_guides_follow_the_profile(server):
     assert en[0]["content_id"] == "guide-phones-camera-en" and "parts" not in en[0]
 
 
+def test_two_shoppers_get_different_guides(server):
+    client, _ = server
+    client.post("/v1/events", json={"user_id": "guides-a", "type": "purchase", "item_id": "laptops-007"})
+    client.post("/v1/events", json={"user_id": "guides-b", "type": "review",
+                                    "text": "降噪耳机在地铁上很好用"}).raise_for_status()
+    a = client.get("/v1/users/guides-a/content", params={"k": 2, "language": "en"}).json()["items"]
+    b = client.get("/v1/users/guides-b/content", params={"k": 2, "language": "en"}).json()["items"]
+    assert a[0]["content_id"] == "guide-laptops-gaming-en" and b[0]["content_id"] == "guide-headphones-anc-en", (a, b)
+    assert "Because you said" in b[0]["reason"] and a[0]["reason"].startswith("About ")
+
+
+@pytest.mark.parametrize("path,params,status,needle", [
+    ("/v1/users/u1/content", {"k": 0}, 422, "k"), ("/v1/users/u1/content", {"k": 51}, 422, "k"),
+    ("/v1/users/u1/content", {"language": "chinese"}, 422, "language"),
+    ("/v1/users/bad%20id/content", {}, 422, "user_id"),
+    ("/v1/items/laptops-007/related", {"k": 0}, 422, "k"), ("/v1/items/nope/related", {}, 404, "nope"),
+    ("/v1/items", {"offset": -1}, 422, "offset"), ("/v1/content/nope", {}, 404, "nope"),
+])
+def test_bad_content_input_is_a_clear_4xx(server, path, params, status, needle):
+    client, _ = server
+    r = client.get(path, params=params)
+    assert r.status_code == status and needle in r.text, r.text
+
+
 def test_product_page_related_guides_and_products(server):
     client, _ = server
     r = client.get("/v1/items/laptops-007/related", params={"kind": "content", "k": 3, "language": "en"}).json()

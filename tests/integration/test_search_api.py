@@ -47,6 +47,21 @@ def test_search_is_a_profile_event_and_is_personalized(server):
     assert r["profile_version"] == 4  # two clicks, the search, this click
 
 
+def test_two_shoppers_get_the_same_query_ranked_differently(server):
+    client, _ = server
+    for user, items in (("search-sport", ("headphones-011", "headphones-012")),
+                        ("search-quiet", ("headphones-001", "headphones-003"))):
+        for item in items:
+            client.post("/v1/events", json={"user_id": user, "type": "cart", "item_id": item}).raise_for_status()
+    q = {"query": "耳机 headphones", "k": 10}
+    sport = [i["item_id"] for i in client.post("/v1/search", json={**q, "user_id": "search-sport"}).json()["items"]]
+    quiet = [i["item_id"] for i in client.post("/v1/search", json={**q, "user_id": "search-quiet"}).json()["items"]]
+    assert sport != quiet
+    for mine, theirs, item in ((sport, quiet, "headphones-011"), (quiet, sport, "headphones-001")):
+        if item in theirs:  # each one's own kind ranks higher for them than for the other
+            assert item in mine and mine.index(item) < theirs.index(item), (mine, theirs)
+
+
 def test_new_item_is_searchable_within_a_second_and_gone_after_delete(server):
     client, _ = server
     r = client.put("/v1/items/phones-sat-search", json={"title": "北斗卫星通话三防手机", "category": ["phones", "rugged"],
@@ -67,6 +82,7 @@ def test_new_item_is_searchable_within_a_second_and_gone_after_delete(server):
 
 @pytest.mark.parametrize("body,needle", [
     ({"query": ""}, "query"), ({"query": "  "}, "query"), ({"query": "x" * 501}, "query"),
+    ({"query": "降噪" * 5120}, "query"),  # 10 KB
     ({"query": "tent", "k": 0}, "k"), ({"query": "tent", "k": 101}, "k"),
     ({"query": "tent", "min_price": 10, "max_price": 5}, "min_price"), ({"query": "tent", "user_id": "bad id"}, "user_id"),
     ({"query": "tent", "extra": 1}, "extra"),
