@@ -37,9 +37,17 @@ serve: setup
 demo: setup
 	$(BIN)/ecrec demo
 
-# System packages the browser test needs (Debian chromium), installed when we may (root + apt);
-# elsewhere that test skips and says why. CI (.ci/run) runs as root, so it never skips.
+# System packages some tests need (Debian's chromium for the storefront browser test, redis-server
+# for the networked profile store), installed when we may (root + apt); elsewhere those tests skip
+# and say why. CI (.ci/run) runs as root, so there they never skip.
 system-packages:
+	@if command -v redis-server >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing redis-server (apt) for the Redis store tests"; \
+	  (apt-get install -y -q --no-install-recommends redis-server >/dev/null 2>&1 || \
+	   (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q --no-install-recommends redis-server >/dev/null 2>&1)) || \
+	  echo "could not install redis-server: the Redis store tests will skip"; \
+	else echo "no redis-server and no root apt: the Redis store tests will skip"; fi
 	@if command -v chromium >/dev/null && fc-list 2>/dev/null | grep -qi zenhei; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  echo "installing chromium (apt) for the storefront browser test"; \

@@ -42,6 +42,11 @@ class AppArgs(BaseModel):
     batch_wait_timeout_s: float = Field(default=0.003, ge=0)
     # profiles
     num_shards: int = Field(default=2, ge=1, le=1024)
+    store: str = Field(default="sqlite", pattern=r"^(sqlite|(redis|rediss|unix)://\S+)$",
+                       description="profiles' durable store: 'sqlite' (a file per shard in state_dir, one machine) "
+                                   "or redis://host:port/db (any node; keys under the namespace)")
+    profile_cache_mb: float | None = Field(default=512.0, gt=0, description="memory budget of the profiles one "
+                                           "shard holds (least recently used leave first; None: no bound)")
     snapshot_every: int = Field(default=50, ge=1)
     sqlite_synchronous: str = Field(default="FULL", pattern="^(FULL|NORMAL|EXTRA)$")
     # retrieval

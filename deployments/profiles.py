@@ -21,22 +21,27 @@ class ProfileShardActor:
     ``reconfigure`` and swaps models through ``reload``, never by recreating the actor."""
 
     def __init__(self, index: int, state_dir: str, dim: int, snapshot_every: int, synchronous: str,
-                 colocate: AppArgs | None = None, max_future_skew_s: float = 300.0):
+                 colocate: AppArgs | None = None, max_future_skew_s: float = 300.0, store: str = "sqlite",
+                 namespace: str = "ecrec", cache_mb: float | None = None):
         from ecrec.profile import ProfileConfig
         from ecrec.profile_layout import erasure_key
         from ecrec.shard import ProfileShard
-        from ecrec.store import SQLiteStore
+        from ecrec.store_redis import open_store
 
-        self.index, self.state_dir, self.dim = index, state_dir, dim
+        self.index, self.state_dir, self.dim, self.store_spec = index, state_dir, dim, store
         saved = self._saved()  # a restart after a redeploy's reconfigure: those settings, not the first ones
         if saved is not None:
             snapshot_every, synchronous = saved["snapshot_every"], saved["synchronous"]
             max_future_skew_s = saved["max_future_skew_s"]
             colocate = AppArgs.model_validate_json(saved["colocate"]) if saved["colocate"] else None
-        self.store = SQLiteStore(f"{state_dir}/profiles-{index:04d}.db", synchronous=synchronous)
+        self.store = open_store(store, f"{state_dir}/profiles-{index:04d}.db", synchronous, prefix=namespace)
         self.synchronous = synchronous
+        # The erasure key: the state directory's file on one machine; on Redis, the store's own
+        # (every node must hash the same way, and a node's local files are not everywhere).
+        secret = erasure_key(state_dir) if store == "sqlite" else None
         self.shard = ProfileShard(self.store, dim, ProfileConfig(max_future_skew_s=max_future_skew_s),
-                                  snapshot_every=snapshot_every, secret=erasure_key(state_dir))
+                                  snapshot_every=snapshot_every, secret=secret,
+                                  max_bytes=int(cache_mb * 2**20) if cache_mb else None)
         self.view = None
         try:
             self._colocate(colocate)
@@ -76,7 +81,8 @@ class ProfileShardActor:
             self.view.sync_in_thread()
 
     def settings(self) -> dict:
-        return {"state_dir": self.state_dir, "dim": self.dim, "snapshot_every": self.shard.snapshot_every,
+        return {"state_dir": self.state_dir, "dim": self.dim, "store": self.store_spec,
+                "snapshot_every": self.shard.snapshot_every,
                 "synchronous": self.synchronous, "colocate": self.view is not None,
                 "max_future_skew_s": self.shard.config.max_future_skew_s}
 
@@ -85,7 +91,8 @@ class ProfileShardActor:
         import dataclasses
 
         self.shard.snapshot_every = snapshot_every
-        self.store.set_synchronous(synchronous)
+        if hasattr(self.store, "set_synchronous"):  # SQLite; Redis's durability is its AOF setting
+            self.store.set_synchronous(synchronous)
         self.synchronous = synchronous
         self.shard.config = dataclasses.replace(self.shard.config, max_future_skew_s=max_future_skew_s)
         self._colocate(colocate)
@@ -137,6 +144,12 @@ class ProfileShardActor:
     def ping(self) -> int:
         return self.index
 
+    def stats(self) -> dict:
+        import os
+
+        return {"index": self.index, "host": os.uname().nodename, "node_id": ray.get_runtime_context().get_node_id(),
+                "pid": os.getpid(), **self.shard.stats()}
+
     def pid(self) -> int:
         import os
 
@@ -170,14 +183,16 @@ def get_shards(args: AppArgs, dim: int) -> list:
         ProfileShardActor.options(name=shard_name(i), namespace=args.namespace, lifetime="detached",
                                   get_if_exists=True).remote(i, str(state), dim, args.snapshot_every,
                                                              args.sqlite_synchronous, colocate,
-                                                             args.max_future_skew_s)
+                                                             args.max_future_skew_s, args.store, args.namespace,
+                                                             args.profile_cache_mb)
         for i in range(args.num_shards)
     ]
     for i, (sh, have) in enumerate(zip(shards, ray.get([sh.settings.remote() for sh in shards]))):
-        if have["state_dir"] != str(state) or have["dim"] != dim:
+        if have["state_dir"] != str(state) or have["dim"] != dim or have["store"] != args.store:
             raise StateMismatch(
                 f"profile shard {i} (actor {shard_name(i)!r} in namespace {args.namespace!r}) keeps its state in "
-                f"{have['state_dir']} (dim {have['dim']}), but this deploy asks for {state} (dim {dim}). "
+                f"{have['state_dir']} (dim {have['dim']}, store {have['store']}), but this deploy asks for "
+                f"{state} (dim {dim}, store {args.store}). "
                 "Use another namespace=, or stop the running actors first (`ray stop`, or "
                 "`ecrec serve` after a restart).")
         want = {"snapshot_every": args.snapshot_every, "synchronous": args.sqlite_synchronous,

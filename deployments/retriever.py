@@ -50,6 +50,12 @@ class CatalogView:
         from ecrec.artifact import read_artifact
         from ecrec.ranking import ItemStats, Ranker, RankingConfig
 
+        if not (self.args.resolved_index_dir() / "manifest.json").exists():
+            # A node the driver never wrote to: build the same artifact here (deterministic, same id)
+            from deployments.index_build import ensure_artifact
+
+            log.warning("no index artifact on this node at %s: building it", self.args.resolved_index_dir())
+            ensure_artifact(self.args)
         items, self.index, self.manifest = read_artifact(self.args.resolved_index_dir())
         self.items = {it.id: it for it in items}
         self.stats = ItemStats()
@@ -72,11 +78,11 @@ class CatalogView:
         from ecrec.content.artifact import read_content_artifact
         from ecrec.content.library import ContentLibrary
 
-        try:
-            docs, x, self.content_manifest = read_content_artifact(self.args.resolved_content_dir())
-        except FileNotFoundError:  # built by build_app; a view made elsewhere serves no content
-            log.warning("no content artifact at %s: serving no content", self.args.resolved_content_dir())
-            docs, x, self.content_manifest = [], np.zeros((0, self.index.dim), np.float32), {}
+        if not (self.args.resolved_content_dir() / "manifest.json").exists():  # a node build_app never ran on
+            from deployments.index_build import ensure_content
+
+            ensure_content(self.args, self.index.dim)
+        docs, x, self.content_manifest = read_content_artifact(self.args.resolved_content_dir())
         self.content = ContentLibrary.build(docs, x, self.index.dim)
         self.content_seq, self.content_epoch = 0, None
 

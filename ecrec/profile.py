@@ -238,6 +238,16 @@ class UserProfile:
                          config.max_items)
         return new
 
+    def memory_bytes(self) -> int:
+        """An estimate of the memory this profile holds (arrays, plus CPython's cost of each bounded
+        dict and list entry): what a shard's cache budget counts."""
+        arrays = sum(a.nbytes for a in (self.long, self.session, self.avoid, self.interests))
+        arrays += sum(r.vector.nbytes + 200 + len(r.label) for r in self.reasons)
+        entries = sum(len(d) for d in (self.seen, self.purchased, self.disliked, self.recent_positive))
+        keys = sum(len(k) for d in (self.seen, self.purchased, self.disliked, self.recent_positive,
+                                    self.impressions) for k in d)
+        return 700 + arrays + 130 * entries + 250 * len(self.impressions) + 70 * len(self.recent) + keys
+
     # ---- storage -------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
         """Compact form: checksum + JSON header + float16 vectors (long, session, avoid, interests,

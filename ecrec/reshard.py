@@ -55,7 +55,8 @@ def reshard(state_dir: str | Path, shards: int, dim: int | None = None, model: s
             continue
         old = SQLiteStore(path)
         shard = ProfileShard(old, layout.dim, secret=key)
-        for user_id, profile in shard.profiles.items():
+        for user_id in list(shard.users()):
+            profile = shard.get(user_id)
             j = shard_of(user_id, shards)
             new[j].snapshot(user_id, 0, profile.to_bytes())
             users += 1

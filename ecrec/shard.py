@@ -1,7 +1,13 @@
-"""One shard of user profiles: in-memory state, durable event log, snapshots, restore.
+"""One shard of user profiles: a cache in front of a durable store (event log and snapshots).
 
 Ray-free: the Serve graph wraps it in an actor; tests drive it directly. All events of a user go
 to one shard (``shard_of``), so they are applied in order by a single owner.
+
+Profiles load lazily: a user's newest readable snapshot plus the events logged after it, on
+first use. A shard that restarts (on this node or another one, with a networked store) answers at
+once and never replays the whole store. Hot profiles stay in memory, least recently used first
+out, within ``max_bytes`` (``UserProfile.memory_bytes``); a profile leaving the cache with events
+since its last snapshot is snapshotted first, so loading it again is one snapshot and no replay.
 """
 from __future__ import annotations
 
@@ -11,6 +17,8 @@ import logging
 import struct
 import time
 import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -56,58 +64,123 @@ def analysis_from_body(body: dict, vecs: np.ndarray) -> TextAnalysis:
     return TextAnalysis(a["text"], a["lang"], a["trunc"], Sentiment(a["label"], a["probs"]), vecs[0].copy(), clauses)
 
 
+@dataclass
+class _Cached:
+    profile: UserProfile
+    last_seq: int
+    since_snapshot: int  # events applied since the last snapshot
+    nbytes: int
+
+
 class ProfileShard:
     def __init__(self, store: EventStore, dim: int, config: ProfileConfig = ProfileConfig(),
-                 snapshot_every: int = 50, secret: bytes | None = None):
+                 snapshot_every: int = 50, secret: bytes | None = None, max_bytes: int | None = None,
+                 max_absent: int = 100_000):
         """``secret`` keys the hashes in erasure tombstones: one per state directory (so tombstones
-        stay valid when users move between shards), else the store's own."""
+        stay valid when users move between shards), else the store's own. ``max_bytes`` bounds
+        the profiles held in memory (None: no bound)."""
         self.store, self.dim, self.config, self.snapshot_every = store, dim, config, snapshot_every
-        self.profiles: dict[str, UserProfile] = {}
-        self._since_snapshot: dict[str, int] = {}
-        self._last_seq: dict[str, int] = {}
+        self.max_bytes, self.max_absent = max_bytes, max_absent
+        self._cache: OrderedDict[str, _Cached] = OrderedDict()
+        self._absent: OrderedDict[str, None] = OrderedDict()  # users the store does not know (bounded)
+        self.cached_bytes = 0
+        self.loads = self.evictions = 0
         self._secret = secret if secret is not None else store.secret()
         self._tombstones: dict[bytes, tuple[float, set[bytes]]] = {}
-        self.corrupt_snapshots: list[str] = []  # users whose newest snapshot was refused at restore
+        self.corrupt_snapshots: list[str] = []  # users whose newest snapshot was refused when loaded
         self.chats = ChatSessions(store)
         self.restore()
 
+    @property
+    def profiles(self) -> dict[str, UserProfile]:
+        """The profiles in memory now (not every user: see ``users``)."""
+        return {u: c.profile for u, c in self._cache.items()}
+
+    def users(self):
+        return self.store.users()
+
     def restore(self) -> int:
-        """Rebuild every profile from its newest readable snapshot plus the events logged after it.
+        """Read the erasure tombstones; profiles are loaded on first use (``_load``). Returns 0:
+        nothing is replayed at start-up."""
+        for key, deleted_at, event_keys in self.store.tombstones():
+            self._tombstones[bytes(key)] = (deleted_at, {event_keys[i : i + 16] for i in range(0, len(event_keys), 16)})
+        self._cache.clear()
+        self._absent.clear()
+        self.cached_bytes = 0
+        return 0
+
+    def _load(self, user_id: str) -> _Cached | None:
+        """A profile from its newest readable snapshot plus the events logged after it.
 
         A snapshot that fails its checksum is refused loudly (logged as an error, counted in
         ``corrupt_snapshots``) and the previous snapshot, or the whole log, is used instead.
         """
-        n = 0
-        for key, deleted_at, event_keys in self.store.tombstones():
-            self._tombstones[bytes(key)] = (deleted_at, {event_keys[i : i + 16] for i in range(0, len(event_keys), 16)})
-        for user_id, snaps, events in self.store.load():
-            p, seq = None, 0
-            for sseq, blob in snaps:
-                try:
-                    p, seq = UserProfile.from_bytes(blob), sseq
-                    break
-                except CorruptProfileError as e:
-                    log.error("user %s: snapshot at seq %d refused (%s); falling back to the one before "
-                              "it or the log, and dropping it", user_id, sseq, e)
-                    self.corrupt_snapshots.append(user_id)
-                    self.store.drop_snapshot(user_id, sseq)  # never a fall-back for a later snapshot
-            if p is None:
-                p = UserProfile(user_id, self.dim)
-                if snaps:
-                    log.error("user %s: no readable snapshot; rebuilt from the %d logged events kept",
-                              user_id, len(events))
-            replayed = 0
-            for s, payload in events:
-                if s > seq:
-                    p = self._replay(p, payload)
-                    seq = s
-                    replayed += 1
-            self.profiles[user_id] = p
-            self._last_seq[user_id] = seq
-            self._since_snapshot[user_id] = replayed
-            n += replayed
-        log.info("restored %d profiles (%d events replayed)", len(self.profiles), n)
-        return n
+        snaps, events = self.store.load_user(user_id)
+        if not snaps and not events:
+            return None
+        self.loads += 1
+        p, seq = None, 0
+        for sseq, blob in snaps:
+            try:
+                p, seq = UserProfile.from_bytes(blob), sseq
+                break
+            except CorruptProfileError as e:
+                log.error("user %s: snapshot at seq %d refused (%s); falling back to the one before "
+                          "it or the log, and dropping it", user_id, sseq, e)
+                self.corrupt_snapshots.append(user_id)
+                self.store.drop_snapshot(user_id, sseq)  # never a fall-back for a later snapshot
+        if p is None:
+            p = UserProfile(user_id, self.dim)
+            if snaps:
+                log.error("user %s: no readable snapshot; rebuilt from the %d logged events kept",
+                          user_id, len(events))
+        replayed = 0
+        for s, payload in events:
+            if s > seq:
+                p = self._replay(p, payload)
+                seq = s
+                replayed += 1
+        return _Cached(p, seq, replayed, p.memory_bytes())
+
+    def _entry(self, user_id: str) -> _Cached | None:
+        c = self._cache.get(user_id)
+        if c is not None:
+            self._cache.move_to_end(user_id)
+            return c
+        if user_id in self._absent:
+            self._absent.move_to_end(user_id)
+            return None
+        c = self._load(user_id)
+        if c is None:
+            self._absent[user_id] = None
+            if len(self._absent) > self.max_absent:
+                self._absent.popitem(last=False)
+            return None
+        self._put(user_id, c)
+        return c
+
+    def _put(self, user_id: str, c: _Cached) -> None:
+        old = self._cache.pop(user_id, None)
+        self.cached_bytes += c.nbytes - (old.nbytes if old else 0)
+        self._cache[user_id] = c
+        self._absent.pop(user_id, None)
+        self._evict(keep=user_id)
+
+    def _evict(self, keep: str) -> None:
+        while self.max_bytes is not None and self.cached_bytes > self.max_bytes and len(self._cache) > 1:
+            user_id, c = next(iter(self._cache.items()))
+            if user_id == keep:
+                self._cache.move_to_end(user_id)
+                continue
+            if c.since_snapshot:  # loading it again must not replay: snapshot what it holds
+                self.store.snapshot(user_id, c.last_seq, c.profile.to_bytes())
+            del self._cache[user_id]
+            self.cached_bytes -= c.nbytes
+            self.evictions += 1
+
+    def stats(self) -> dict:
+        return {"cached_profiles": len(self._cache), "cached_bytes": self.cached_bytes, "max_bytes": self.max_bytes,
+                "loads": self.loads, "evictions": self.evictions, "corrupt_snapshots": len(self.corrupt_snapshots)}
 
     def _replay(self, p: UserProfile, payload: bytes) -> UserProfile:
         head, vecs = decode_payload(payload)
@@ -122,7 +195,8 @@ class ProfileShard:
         return p.apply(event, item_vec, analysis, self.config)
 
     def get(self, user_id: str) -> UserProfile | None:
-        return self.profiles.get(user_id)
+        c = self._entry(user_id)
+        return c.profile if c is not None else None
 
     # ---- erasure tombstones: keyed hashes, so they hold no personal data ------------------
     def _user_key(self, user_id: str) -> bytes:
@@ -146,7 +220,7 @@ class ProfileShard:
         ``event_id``, or an event of an erased user from before the erasure, is acknowledged
         without being applied."""
         check_timestamp(event.ts, time.time(), self.config.max_future_skew_s)
-        old = self.profiles.get(event.user_id) or UserProfile(event.user_id, self.dim)
+        old = self.get(event.user_id) or UserProfile(event.user_id, self.dim)
         new = old.apply(event, item_vec, analysis, self.config)  # validates; raises before any write
         if self.erased(event):
             return old.version, False
@@ -159,8 +233,7 @@ class ProfileShard:
         seq = self.store.append(event.user_id, event_id, payload)
         if seq is None:
             return old.version, False
-        self.profiles[event.user_id] = new
-        self._after_write(event.user_id, seq)
+        self._after_write(event.user_id, new, seq)
         return new.version, True
 
     def record_impressions(self, user_id: str, item_ids: list[str], now: float) -> bool:
@@ -172,7 +245,7 @@ class ProfileShard:
         resurrect an erased user. Returns how many lists were recorded."""
         rows, updates, pending = [], [], {}
         for user_id, item_ids, now in batch:
-            p = pending.get(user_id) or self.profiles.get(user_id)
+            p = pending.get(user_id) or self.get(user_id)
             if p is None:
                 continue
             pending[user_id] = p.record_impressions(item_ids, now, self.config)
@@ -181,21 +254,21 @@ class ProfileShard:
                                                                  "dim": self.dim}, [])))
         seqs = self.store.append_many(rows)
         for (user_id, p), seq in zip(updates, seqs):
-            self.profiles[user_id] = p
-            self._after_write(user_id, seq)
+            self._after_write(user_id, p, seq)
         return len(seqs)
 
-    def _after_write(self, user_id: str, seq: int) -> None:
-        self._last_seq[user_id] = seq
-        self._since_snapshot[user_id] = self._since_snapshot.get(user_id, 0) + 1
-        if self._since_snapshot[user_id] >= self.snapshot_every:
-            self.store.snapshot(user_id, seq, self.profiles[user_id].to_bytes())
-            self._since_snapshot[user_id] = 0
+    def _after_write(self, user_id: str, profile: UserProfile, seq: int) -> None:
+        old = self._cache.get(user_id)
+        since = (old.since_snapshot if old is not None else 0) + 1
+        if since >= self.snapshot_every:
+            self.store.snapshot(user_id, seq, profile.to_bytes())
+            since = 0
+        self._put(user_id, _Cached(profile, seq, since, profile.memory_bytes()))
 
     def delete(self, user_id: str, now: float | None = None) -> bool:
         """Erase a user, leaving a tombstone (keyed hashes of the id and its event ids, and the
         time): events from before it, and retries of erased event ids, are never applied again."""
-        existed = user_id in self.profiles
+        existed = self.get(user_id) is not None
         now = time.time() if now is None else now
         key = self._user_key(user_id)
         keys = set(self._tombstones.get(key, (0.0, set()))[1])
@@ -206,9 +279,10 @@ class ProfileShard:
 
         self.store.delete_user(user_id, tombstone)  # rows and tombstone: one transaction
         self._tombstones[key] = (now, keys)
-        self.profiles.pop(user_id, None)
-        self._since_snapshot.pop(user_id, None)
-        self._last_seq.pop(user_id, None)
+        c = self._cache.pop(user_id, None)
+        if c is not None:
+            self.cached_bytes -= c.nbytes
+        self._absent[user_id] = None
         return existed
 
     def chat_commit(self, session: ChatSession, expected_turns: int, event: Event | None = None,

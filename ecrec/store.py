@@ -53,6 +53,13 @@ class EventStore(Protocol):
         """Every user: (user_id, [(seq, snapshot)] newest first, [(seq, payload)] after the older
         snapshot, or the whole log when there is one snapshot or none)."""
 
+    def load_user(self, user_id: str) -> tuple[list[tuple[int, bytes]], list[tuple[int, bytes]]]:
+        """One user, as ``load`` gives it (both lists empty for an unknown user): a shard loads
+        its users lazily, on first use, so a restarted shard serves at once."""
+
+    def users(self) -> Iterator[str]:
+        """Every user with a snapshot or a logged event."""
+
     def delete_user(self, user_id: str, tombstone=None) -> list[str]:
         """Erase a user's snapshots, events and seen ids (and write ``tombstone(ids)`` with them)."""
 
@@ -196,6 +203,20 @@ class SQLiteStore:
             kept = snaps.get(u, [])
             oldest = kept[-1][0] if len(kept) == 2 else 0
             yield u, kept, [(s, p) for s, p in logs.get(u, []) if s > oldest]
+
+    def load_user(self, user_id: str):
+        with self._lock:
+            kept = self._db.execute("SELECT seq, blob FROM profile_snapshots WHERE user_id = ? ORDER BY seq DESC",
+                                    (user_id,)).fetchall()
+            oldest = kept[-1][0] if len(kept) == 2 else 0
+            events = self._db.execute("SELECT seq, payload FROM events WHERE user_id = ? AND seq > ? ORDER BY seq",
+                                      (user_id, oldest)).fetchall()
+        return [(s, bytes(b)) for s, b in kept], [(s, bytes(p)) for s, p in events]
+
+    def users(self):
+        with self._lock:
+            rows = self._db.execute("SELECT user_id FROM profile_snapshots UNION SELECT user_id FROM events").fetchall()
+        yield from sorted(u for (u,) in rows)
 
     def delete_user(self, user_id: str, tombstone=None) -> list[str]:
         """Erase the user's rows; ``tombstone(event_ids) -> (key, deleted_at, event_keys)``, when

@@ -55,3 +55,47 @@ def demo_rec(analyzer, demo_items):
                       cache_dir=default_home() / "cache")
     rec.add_items(demo_items)
     return rec
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    """A real redis-server (Debian's package) on a free local port, AOF with fsync on every write.
+    Skips where it is not installed; CI (ECREC_REQUIRE_REDIS=1) fails instead."""
+    import shutil
+    import subprocess
+    import time
+
+    exe = shutil.which("redis-server")
+    if exe is None:
+        why = "redis-server is not installed (`make test` installs Debian's package as root: apt-get install redis-server)"
+        if os.environ.get("ECREC_REQUIRE_REDIS") == "1":
+            pytest.fail(why)
+        pytest.skip(why)
+    d = tmp_path_factory.mktemp("redis")
+    port = _free_port()
+    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(d), "--save", "",
+                             "--appendonly", "yes", "--appendfsync", "always", "--protected-mode", "yes"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    import redis
+
+    client = redis.Redis(port=port)
+    deadline = time.time() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            assert time.time() < deadline and proc.poll() is None, "redis-server did not start"
+            time.sleep(0.05)
+    client.close()
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.terminate()
+    proc.wait(10)

@@ -57,3 +57,18 @@ def test_ray_token_auth_is_on_for_every_node(config):
 
     src = inspect.getsource(auth.maybe_enable_token_auth_if_token_available)
     assert "has_token" in src  # the pinned Ray still makes `ray start` depend on an existing token
+
+
+def test_every_node_serves_from_the_home_the_model_was_built_in(config):
+    """setup built the model in ~/.ecrec while Ray workers looked in ~/.cache/ecrec (the default)."""
+    starts = config["head_start_ray_commands"] + config["worker_start_ray_commands"]
+    assert all("ECREC_HOME=$HOME/.ecrec" in c for c in starts if "ray start" in c)
+    assert any("ECREC_HOME=$HOME/.ecrec ecrec prepare" in c for c in config["setup_commands"])
+
+
+def test_redis_for_profiles_is_durable_and_not_on_rays_port(config):
+    [cmd] = [c for c in config["head_start_ray_commands"] if c.startswith("mkdir -p ~/ecrec-redis")]
+    assert "--port 6390" in cmd and "--appendonly yes" in cmd and "--appendfsync always" in cmd
+    assert "--requirepass" in cmd and "ecrec_redis_password" in cmd  # the secret from a mounted file
+    starts = config["head_start_ray_commands"] + config["worker_start_ray_commands"]
+    assert all("ECREC_REDIS_PASSWORD=" in c for c in starts if "ray start" in c)

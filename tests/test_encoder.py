@@ -65,3 +65,41 @@ def test_minilm_alternative_loads():
     enc = TextEncoder(EncoderConfig(model="minilm"))
     x = enc.encode(["a phone with a great camera", "camera phone with excellent photos", "a cotton shirt"])
     assert x.shape == (3, 384) and x[0] @ x[1] > x[0] @ x[2] + 0.2
+
+
+def test_concurrent_model_builds_on_one_node_take_turns(tmp_path, monkeypatch):
+    """Two builders at once (replicas starting together) used to write the same ``.tmp`` folder.
+    Now one builds, the other waits on the lock and finds it built (plumbing: a fake builder)."""
+    import threading
+    import time
+
+    from ecrec import model_build
+
+    builds = []
+
+    def fake_build(out):
+        builds.append(out)
+        out.mkdir(parents=True)
+        time.sleep(0.3)  # long enough for the other thread to arrive meanwhile
+        (out / "weights.bin").write_bytes(b"x" * 10)
+        return out
+
+    monkeypatch.setattr(model_build, "build_e5_folder", fake_build)
+    monkeypatch.setattr(model_build, "verify_e5_folder", lambda d: {"min_cosine": 1.0})
+    target = tmp_path / "models" / "multilingual-e5-small"
+    errors = []
+
+    def run():
+        try:
+            model_build.ensure_e5_folder(target)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(builds) == 1, (errors, builds)
+    assert (target / "weights.bin").read_bytes() == b"x" * 10 and (target / "ecrec_build.json").exists()
+    assert not [p for p in target.parent.iterdir() if ".tmp" in p.name]

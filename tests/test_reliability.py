@@ -192,8 +192,9 @@ def test_corrupt_snapshot_is_refused_and_the_log_rebuilds_the_profile(tmp_path, 
         UserProfile.from_bytes(bytes(bad))
     with caplog.at_level("ERROR"):
         restored = ProfileShard(SQLiteStore(path), DIM, snapshot_every=5)
+        b = restored.get("u")  # profiles load on first use: the refusal happens here
     assert "refused" in caplog.text and restored.corrupt_snapshots == ["u"]
-    a, b = live.get("u"), restored.get("u")
+    a = live.get("u")
     assert a.version == b.version == 12 and a.seen == b.seen
     np.testing.assert_allclose(a.long, b.long, atol=2e-3)
     # the refused snapshot is gone: it can never become the fall-back of a later one

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-import uuid
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +32,8 @@ def write_content_artifact(docs: list[Content], vectors: np.ndarray, out_dir: st
             f.write(d.model_dump_json() + "\n")
     (tmp / "manifest.json").write_text(json.dumps({
         "model": model, "dim": int(vectors.shape[1]) if len(vectors) else 0, "documents": len(docs),
-        "created_at": time.time(), "artifact_id": uuid.uuid4().hex,
+        "created_at": time.time(),  # the same seed and model give the same id on every node
+        "artifact_id": hashlib.sha256(f"{model}|{catalog_digest(source) if source else ''}".encode()).hexdigest()[:32],
         "source": str(source) if source else None,
         "source_sha256": catalog_digest(source) if source else None}, indent=2))
     if out.exists():

@@ -1,0 +1,247 @@
+"""``EventStore`` on Redis: profiles that any node can load, for multi-node clusters.
+
+Selected by ``store=redis://host:port/db`` (``open_store``). Every key of one deployment starts
+with ``prefix`` (the Ray namespace), and each user's data lives under its own keys, so a shard
+restarted on another node, or a cluster with another shard count, finds its users as they were:
+
+    {p}:seq                      INCR: one sequence for the whole store (events are ordered per user)
+    {p}:ev:{user}                hash  seq -> payload          the event log after the older snapshot
+    {p}:snap:{user}              hash  seq -> blob             the two newest snapshots
+    {p}:seen:{user}              hash  event_id -> at          idempotency keys (kept seen_retention_s)
+    {p}:chat:{user}              hash  session -> at|state     chat sessions
+    {p}:chats                    zset  user\\0session -> at     for purging idle sessions
+    {p}:users                    set   users with data
+    {p}:tombstones               hash  user key -> at|event keys (keyed hashes: no personal data)
+    {p}:secret                   the store's random key
+
+Each write is one Lua script, so it is atomic on the server. What "acknowledged" means is the
+server's AOF setting (``redis-server --appendonly yes``): with ``appendfsync always`` an
+acknowledged event is on disk before the answer; with ``everysec`` (Redis's default) a crash of
+the Redis host can lose the last second. ``open_store`` warns when AOF is off.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import time
+
+from ecrec.store import SEEN_RETENTION_S
+
+log = logging.getLogger(__name__)
+
+_APPEND = """
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[3]) == 0 then return false end
+local seq = redis.call('INCR', KEYS[2])
+redis.call('HSET', KEYS[3], seq, ARGV[2])
+redis.call('SADD', KEYS[4], ARGV[4])
+return seq
+"""
+# KEYS: seq, users; then per row one ev key.  ARGV: per row user, payload.
+_APPEND_MANY = """
+local out = {}
+for i = 3, #KEYS do
+  local seq = redis.call('INCR', KEYS[1])
+  redis.call('HSET', KEYS[i], seq, ARGV[2 * (i - 2)])
+  redis.call('SADD', KEYS[2], ARGV[2 * (i - 2) - 1])
+  out[#out + 1] = seq
+end
+return out
+"""
+# KEYS: snap, ev, seen, users.  ARGV: seq, blob, seen cutoff, user.
+_SNAPSHOT = """
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('SADD', KEYS[4], ARGV[4])
+local seqs = {}
+for _, s in ipairs(redis.call('HKEYS', KEYS[1])) do seqs[#seqs + 1] = tonumber(s) end
+table.sort(seqs, function(a, b) return a > b end)
+for i = 3, #seqs do redis.call('HDEL', KEYS[1], seqs[i]) end
+if #seqs >= 2 then
+  local older = seqs[2]
+  for _, s in ipairs(redis.call('HKEYS', KEYS[2])) do
+    if tonumber(s) <= older then redis.call('HDEL', KEYS[2], s) end
+  end
+end
+local seen = redis.call('HGETALL', KEYS[3])
+for i = 1, #seen, 2 do
+  if tonumber(seen[i + 1]) < tonumber(ARGV[3]) then redis.call('HDEL', KEYS[3], seen[i]) end
+end
+return #seqs
+"""
+
+
+def _pack(at: float, data: bytes) -> bytes:
+    return struct.pack("<d", at) + data
+
+
+def _unpack(raw: bytes) -> tuple[float, bytes]:
+    return struct.unpack_from("<d", raw, 0)[0], raw[8:]
+
+
+class RedisStore:
+    def __init__(self, url: str, prefix: str = "ecrec", seen_retention_s: float = SEEN_RETENTION_S, client=None):
+        """``url`` without a password takes ``ECREC_REDIS_PASSWORD`` from the environment (secrets
+        stay out of config files)."""
+        import redis
+
+        self.url, self.prefix, self.seen_retention_s = url, prefix, seen_retention_s
+        extra = {}
+        if os.environ.get("ECREC_REDIS_PASSWORD") and "@" not in url:
+            extra["password"] = os.environ["ECREC_REDIS_PASSWORD"]
+        self.r = client if client is not None else redis.Redis.from_url(url, socket_timeout=10,
+                                                                      health_check_interval=30, **extra)
+        self._append = self.r.register_script(_APPEND)
+        self._append_many = self.r.register_script(_APPEND_MANY)
+        self._snapshot = self.r.register_script(_SNAPSHOT)
+
+    def _k(self, *parts: str) -> str:
+        return ":".join((self.prefix, *parts))
+
+    def durability(self) -> dict:
+        """The server's persistence settings (what an acknowledged write survives)."""
+        cfg = self.r.config_get("append*")
+        return {"appendonly": cfg.get("appendonly"), "appendfsync": cfg.get("appendfsync")}
+
+    # ---- events and snapshots ----------------------------------------------------------------
+    def append(self, user_id: str, event_id: str, payload: bytes) -> int | None:
+        seq = self._append(keys=[self._k("seen", user_id), self._k("seq"), self._k("ev", user_id), self._k("users")],
+                           args=[event_id, payload, repr(time.time()), user_id])
+        return int(seq) if seq is not None else None
+
+    def append_many(self, rows: list[tuple[str, bytes]]) -> list[int]:
+        if not rows:
+            return []
+        args = []
+        for u, p in rows:
+            args += [u, p]
+        keys = [self._k("seq"), self._k("users"), *(self._k("ev", u) for u, _ in rows)]
+        return [int(s) for s in self._append_many(keys=keys, args=args)]
+
+    def snapshot(self, user_id: str, seq: int, blob: bytes) -> None:
+        self._snapshot(keys=[self._k("snap", user_id), self._k("ev", user_id), self._k("seen", user_id),
+                             self._k("users")],
+                       args=[seq, blob, repr(time.time() - self.seen_retention_s), user_id])
+
+    def load_user(self, user_id: str):
+        with self.r.pipeline(transaction=True) as pipe:
+            pipe.hgetall(self._k("snap", user_id))
+            pipe.hgetall(self._k("ev", user_id))
+            snaps, events = pipe.execute()
+        kept = sorted(((int(s), bytes(b)) for s, b in snaps.items()), reverse=True)[:2]
+        oldest = kept[-1][0] if len(kept) == 2 else 0
+        return kept, sorted((int(s), bytes(p)) for s, p in events.items() if int(s) > oldest)
+
+    def users(self):
+        yield from sorted(u.decode() for u in self.r.smembers(self._k("users")))
+
+    def load(self):
+        for u in self.users():
+            snaps, events = self.load_user(u)
+            yield u, snaps, events
+
+    def drop_snapshot(self, user_id: str, seq: int) -> None:
+        self.r.hdel(self._k("snap", user_id), seq)
+
+    # ---- erasure -----------------------------------------------------------------------------
+    def delete_user(self, user_id: str, tombstone=None) -> list[str]:
+        """Rows and tombstone in one MULTI/EXEC, retried if the user's keys change meanwhile."""
+        import redis
+
+        keys = [self._k(kind, user_id) for kind in ("ev", "snap", "seen", "chat")]
+        while True:
+            with self.r.pipeline(transaction=True) as pipe:
+                try:
+                    pipe.watch(*keys)
+                    ids = [e.decode() for e in pipe.hkeys(self._k("seen", user_id))]
+                    sessions = [s.decode() for s in pipe.hkeys(self._k("chat", user_id))]
+                    pipe.multi()
+                    pipe.delete(*keys)
+                    pipe.srem(self._k("users"), user_id)
+                    if sessions:
+                        pipe.zrem(self._k("chats"), *(f"{user_id}\0{s}" for s in sessions))
+                    if tombstone is not None:
+                        key, at, event_keys = tombstone(ids)
+                        pipe.hset(self._k("tombstones"), key, _pack(at, event_keys))
+                    pipe.execute()
+                    return ids
+                except redis.WatchError:
+                    continue
+
+    def put_tombstone(self, key: bytes, deleted_at: float, event_keys: bytes) -> None:
+        self.r.hset(self._k("tombstones"), key, _pack(deleted_at, event_keys))
+
+    def tombstones(self):
+        for key, raw in self.r.hgetall(self._k("tombstones")).items():
+            at, keys = _unpack(raw)
+            yield bytes(key), at, keys
+
+    def secret(self) -> bytes:
+        self.r.set(self._k("secret"), os.urandom(32), nx=True)
+        return bytes(self.r.get(self._k("secret")))
+
+    # ---- chat sessions -----------------------------------------------------------------------
+    def put_chat(self, user_id: str, session_id: str, updated_at: float, state: bytes) -> None:
+        with self.r.pipeline(transaction=True) as pipe:
+            pipe.hset(self._k("chat", user_id), session_id, _pack(updated_at, state))
+            pipe.zadd(self._k("chats"), {f"{user_id}\0{session_id}": updated_at})
+            pipe.execute()
+
+    def get_chat(self, user_id: str, session_id: str) -> bytes | None:
+        raw = self.r.hget(self._k("chat", user_id), session_id)
+        return _unpack(raw)[1] if raw is not None else None
+
+    def delete_chat(self, user_id: str, session_id: str) -> None:
+        with self.r.pipeline(transaction=True) as pipe:
+            pipe.hdel(self._k("chat", user_id), session_id)
+            pipe.zrem(self._k("chats"), f"{user_id}\0{session_id}")
+            pipe.execute()
+
+    def purge_chats(self, idle_before: float) -> int:
+        stale = self.r.zrangebyscore(self._k("chats"), "-inf", f"({idle_before}")
+        for member in stale:
+            user_id, session_id = member.decode().split("\0", 1)
+            self.delete_chat(user_id, session_id)
+        return len(stale)
+
+    def chat_rows(self) -> list[tuple[str, str, float, bytes]]:
+        out = []
+        for member in self.r.zrange(self._k("chats"), 0, -1):
+            user_id, session_id = member.decode().split("\0", 1)
+            raw = self.r.hget(self._k("chat", user_id), session_id)
+            if raw is not None:
+                at, state = _unpack(raw)
+                out.append((user_id, session_id, at, state))
+        return out
+
+    def seen_rows(self) -> list[tuple[str, str, float]]:
+        return [(u, e.decode(), float(at)) for u in self.users()
+                for e, at in self.r.hgetall(self._k("seen", u)).items()]
+
+    def add_seen(self, rows: list[tuple[str, str, float]]) -> None:
+        with self.r.pipeline(transaction=True) as pipe:
+            for u, e, at in rows:
+                pipe.hsetnx(self._k("seen", u), e, repr(at))
+            pipe.execute()
+
+    def count_rows(self, user_id: str) -> int:
+        return sum(self.r.hlen(self._k(kind, user_id)) for kind in ("ev", "snap", "seen", "chat"))
+
+    def close(self) -> None:
+        self.r.close()
+
+
+def open_store(spec: str, path, synchronous: str = "FULL", prefix: str = "ecrec"):
+    """``sqlite`` (a file at ``path``) or ``redis://...`` (keys under ``prefix``)."""
+    if spec == "sqlite":
+        from ecrec.store import SQLiteStore
+
+        return SQLiteStore(path, synchronous=synchronous)
+    if spec.startswith(("redis://", "rediss://", "unix://")):
+        store = RedisStore(spec, prefix=prefix)
+        d = store.durability()
+        if d["appendonly"] != "yes":
+            log.warning("redis at %s runs without AOF (appendonly=%s): acknowledged events do not survive "
+                        "a Redis restart; start it with --appendonly yes --appendfsync always|everysec",
+                        spec.split("@")[-1], d["appendonly"])
+        return store
+    raise ValueError(f"store must be 'sqlite' or a redis:// URL, got {spec!r}")

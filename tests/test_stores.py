@@ -1,0 +1,101 @@
+"""The same shard behaviour on both stores (SQLite file, real Redis): idempotency, restore on a
+new process, bounded logs, erasure, chat sessions; lazy loading and the memory budget."""
+from __future__ import annotations
+
+import time
+import uuid
+
+import numpy as np
+import pytest
+
+from ecrec.events import Event
+from ecrec.shard import ProfileShard
+from ecrec.store import SQLiteStore
+
+DIM = 16
+rng = np.random.default_rng(0)
+V = rng.standard_normal((60, DIM)).astype(np.float32)
+V /= np.linalg.norm(V, axis=1, keepdims=True)
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def make_store(request, tmp_path):
+    """A factory: each call opens the same durable store again, as a restarted shard would."""
+    if request.param == "sqlite":
+        return lambda: SQLiteStore(tmp_path / "s.db")
+    url = request.getfixturevalue("redis_url")
+    from ecrec.store_redis import RedisStore
+
+    prefix = f"t-{uuid.uuid4().hex[:8]}"  # one server for the session, a key space per test
+    return lambda: RedisStore(url, prefix=prefix)
+
+
+def _click(user, n, eid=None):
+    return Event(user_id=user, type="click", item_id=f"i{n}", ts=1000.0 + n, event_id=eid or f"e{n}")
+
+
+def test_idempotent_durable_and_restored_lazily(make_store):
+    a = ProfileShard(make_store(), DIM, snapshot_every=5)
+    for n in range(12):
+        assert a.apply(_click("u", n), V[n], None) == (n + 1, True)
+    assert a.apply(_click("u", 3), V[3], None) == (12, False)  # a retry: acknowledged, applied once
+    a.apply(_click("w", 40), V[40], None)
+    b = ProfileShard(make_store(), DIM, snapshot_every=5)  # a restart, here or on another node
+    assert b.restore() == 0 and b.profiles == {}  # nothing replayed at start-up
+    assert sorted(b.users()) == ["u", "w"]
+    p, q = a.get("u"), b.get("u")
+    assert q.version == 12 and q.seen == p.seen and b.loads == 1
+    np.testing.assert_allclose(q.long, p.long, atol=2e-3)
+    assert b.apply(_click("u", 3), V[3], None) == (12, False)  # the idempotency key survived too
+    assert b.get("nobody") is None and b.get("nobody") is None and b.loads == 1  # misses are cached
+
+
+def test_snapshots_bound_the_log(make_store):
+    store = make_store()
+    shard = ProfileShard(store, DIM, snapshot_every=5)
+    for n in range(23):
+        shard.apply(_click("u", n), V[n % 60], None)
+    snaps, events = store.load_user("u")
+    assert [s for s, _ in snaps] == sorted((s for s, _ in snaps), reverse=True) and len(snaps) == 2
+    assert all(s > snaps[-1][0] for s, _ in events) and len(events) <= 10 + 3
+
+
+def test_erasure_on_both_stores(make_store):
+    store = make_store()
+    shard = ProfileShard(store, DIM)
+    for n in range(4):
+        shard.apply(_click("gone", n), V[n], None)
+    from ecrec.chat.session import ChatSession
+
+    shard.chats.put(ChatSession.new("gone", 1000.0))
+    assert shard.delete("gone") and store.count_rows("gone") == 0 and "gone" not in set(store.users())
+    again = ProfileShard(make_store(), DIM)
+    assert again.get("gone") is None
+    assert again.apply(_click("gone", 1), V[1], None)[1] is False  # a retry of an erased event
+    later = Event(user_id="gone", type="click", item_id="i9", ts=time.time() + 1, event_id="new")
+    assert again.apply(later, V[9], None)[1]  # a new event after the erasure starts afresh
+
+
+def test_chat_sessions_and_their_purge(make_store):
+    store = make_store()
+    store.put_chat("u", "s1", 100.0, b"old")
+    store.put_chat("u", "s2", 900.0, b"new")
+    assert store.get_chat("u", "s1") == b"old" and store.get_chat("v", "s1") is None
+    assert store.purge_chats(500.0) == 1 and store.get_chat("u", "s1") is None
+    assert [(r[0], r[1], bytes(r[3])) for r in store.chat_rows()] == [("u", "s2", b"new")]
+
+
+def test_memory_budget_evicts_least_recent_and_snapshots_first(make_store):
+    store = make_store()
+    one = ProfileShard(store, DIM, snapshot_every=1000)
+    one.apply(_click("probe", 0), V[0], None)
+    budget = 3 * one.get("probe").memory_bytes() + 50
+    shard = ProfileShard(make_store(), DIM, snapshot_every=1000, max_bytes=budget)
+    for n, user in enumerate(["a", "b", "c", "d", "e"]):
+        shard.apply(_click(user, n), V[n], None)
+    assert shard.cached_bytes <= budget and len(shard.profiles) == 3
+    assert set(shard.profiles) == {"c", "d", "e"} and shard.evictions >= 2
+    snaps, events = store.load_user("a")  # evicted with an event since its last snapshot: snapshotted
+    assert len(snaps) == 1 and snaps[0][0] >= max(s for s, _ in events)
+    shard.get("a")  # back from one snapshot, no replay; now the least recent other one goes
+    assert "a" in shard.profiles and "c" not in shard.profiles and shard.get("a").version == 1
