@@ -165,3 +165,48 @@ def test_full_ray_restart_brings_every_profile_back(server, restart_graph):
     assert after == before
     r = client.get("/v1/users/k9-user-7/recommendations").json()
     assert not r["cold_start"]
+
+
+def test_the_graph_on_redis_keeps_profiles_through_a_killed_shard_and_a_full_restart(server, restart_graph,
+                                                                                     redis_url):
+    """store=redis://...: the same graph with profiles in a real Redis (AOF, fsync always). A shard
+    killed with SIGKILL comes back and loads its users lazily; after a full Ray restart every
+    profile is there; erasure reaches Redis. The session graph is put back on SQLite afterwards."""
+    import ray
+
+    from deployments.profiles import shard_name
+    from ecrec.shard import shard_of
+
+    client, args = server
+    on_redis = args.model_copy(update={"store": redis_url, "namespace": args.namespace + "-redis"})
+    try:
+        restart_graph(on_redis)
+        users = [f"redis-user-{i}" for i in range(8)]
+        for n in range(40):
+            r = client.post("/v1/events", json={"user_id": users[n % 8], "type": "click", "event_id": f"rd-{n}",
+                                                "item_id": f"phones-{1 + n % 9:03d}"})
+            assert r.status_code == 200, r.text
+        victim = ray.get_actor(shard_name(shard_of(users[0], args.num_shards)), namespace=on_redis.namespace)
+        os.kill(ray.get(victim.pid.remote()), signal.SIGKILL)
+        deadline = time.time() + 60
+        while True:  # the restarted shard answers with the user loaded from Redis
+            r = client.get(f"/v1/users/{users[0]}/recommendations", params={"k": 3})
+            if r.status_code == 200:
+                break
+            assert r.status_code == 503 and time.time() < deadline, r.text
+            time.sleep(0.5)
+        assert not r.json()["cold_start"]
+        stats = ray.get(victim.stats.remote())
+        assert stats["loads"] >= 1 and stats["cached_profiles"] >= 1
+        restart_graph(on_redis)
+        shards = [ray.get_actor(shard_name(i), namespace=on_redis.namespace) for i in range(args.num_shards)]
+        versions = {u: ray.get(shards[shard_of(u, args.num_shards)].get.remote(u)).version for u in users}
+        assert versions == {u: 5 for u in users}  # every acknowledged event, after two restarts
+        assert client.post("/v1/events", json={"user_id": users[1], "type": "click", "event_id": "rd-1",
+                                               "item_id": "phones-002"}).json()["applied"] is False  # idempotent
+        assert client.delete(f"/v1/users/{users[2]}").json()["deleted"]
+        from ecrec.store_redis import RedisStore
+
+        assert RedisStore(redis_url, prefix=on_redis.namespace).count_rows(users[2]) == 0
+    finally:
+        restart_graph(args)
