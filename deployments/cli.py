@@ -68,7 +68,7 @@ def register(sub) -> None:
     b.add_argument("--catalog", type=Path, required=True)
     b.add_argument("--out", type=Path, required=True)
     b.add_argument("--model", default="e5-small")
-    b.add_argument("--factory", default="Flat", help="FAISS index factory, e.g. Flat, HNSW32, IVF1024,Flat")
+    b.add_argument("--factory", default="auto", help="FAISS index factory (Flat, HNSW32, IVF1024,Flat) or auto: by size")
     b.add_argument("--ray-data", action="store_true", help="embed with a Ray Data actor pool")
     b.add_argument("--actors", type=int, default=2)
     b.add_argument("--num-cpus", type=int, default=None)

@@ -50,6 +50,9 @@ class AppArgs(BaseModel):
     snapshot_every: int = Field(default=50, ge=1)
     sqlite_synchronous: str = Field(default="FULL", pattern="^(FULL|NORMAL|EXTRA)$")
     # retrieval
+    index_factory: str = Field(default="auto", min_length=1, max_length=100,
+                               description="FAISS factory of a newly built index artifact, or 'auto': exact up to "
+                                           "200k items, HNSW32 above (BENCHMARKS.md, index-scale)")
     retriever_replicas: int = Field(default=1, ge=1)
     retriever_num_cpus: float = Field(default=0.2, ge=0)
     sync_interval_s: float = Field(default=0.2, gt=0, le=1.0, description="catalog changes reach replicas within this")

@@ -39,14 +39,17 @@ def embed_with_ray_data(texts: list[str], model: str, max_length: int = 128, act
     return x
 
 
-def build(catalog: str | Path, out: str | Path, model: str = "e5-small", factory: str = "Flat",
+def build(catalog: str | Path, out: str | Path, model: str = "e5-small", factory: str = "auto",
           ray_data_above: int = 20_000, actors: int = 2) -> Path:
-    """In-process for small catalogs, Ray Data for catalogs above ``ray_data_above`` items."""
+    """In-process for small catalogs, Ray Data for catalogs above ``ray_data_above`` items.
+    ``factory``: a FAISS factory string, or "auto" (``ecrec.index.choose_factory``)."""
     from ecrec.artifact import build_artifact_in_process, write_artifact
     from ecrec.catalog import load_catalog
     from ecrec.encoder import EncoderConfig, TextEncoder, default_home
+    from ecrec.index import choose_factory
 
     items = load_catalog(catalog)
+    factory = choose_factory(factory, len(items))
     if len(items) <= ray_data_above:
         enc = TextEncoder(EncoderConfig(model=model))
         return build_artifact_in_process(catalog, out, enc, factory, cache_dir=default_home() / "cache")
@@ -64,7 +67,7 @@ def ensure_artifact(args: AppArgs) -> Path:
     d = args.resolved_index_dir()
     if not (d / "manifest.json").exists():
         log.info("no index artifact at %s: building it from %s", d, args.catalog)
-        return build(args.catalog, d, args.model)
+        return build(args.catalog, d, args.model, args.index_factory)
     manifest = json.loads((d / "manifest.json").read_text())
     explicit = args.index_dir is not None
     check_catalog = not explicit or "catalog" in args.model_fields_set
@@ -76,7 +79,7 @@ def ensure_artifact(args: AppArgs) -> Path:
                          f"(`ecrec index build --catalog ... --model {args.model} --out {d}`) or point "
                          "index_dir elsewhere")
     log.warning("the index artifact at %s is stale (%s): rebuilding it", d, why)
-    return build(args.catalog, d, args.model)
+    return build(args.catalog, d, args.model, args.index_factory)
 
 
 def ensure_content(args: AppArgs, dim: int) -> Path:

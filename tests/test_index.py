@@ -105,3 +105,62 @@ def test_bad_input(data):
     with pytest.raises(ValueError, match="min_price"):
         Filters(min_price=10, max_price=5)
     assert len(idx) == 10 and "nan" not in idx
+
+
+def test_auto_factory_by_catalog_size():
+    from ecrec.index import AUTO_FLAT_MAX, choose_factory
+
+    assert choose_factory("auto", 305) == "Flat" and choose_factory("auto", AUTO_FLAT_MAX) == "Flat"
+    assert choose_factory("auto", 1_000_000) == "HNSW32"
+    assert choose_factory("IVF1024,Flat", 10) == "IVF1024,Flat"  # an explicit choice is kept
+
+
+def test_hnsw_rebuild_runs_off_the_request_path_and_swaps(data):
+    """Deleting most of an HNSW index used to rebuild it inside the call that crossed the
+    threshold (every replica stalled at once); now a thread rebuilds and swaps, and searches
+    meanwhile stay correct. Edits made during the rebuild survive the swap."""
+    import threading
+
+    ids, x, meta, q = data
+    idx = VectorIndex(32, "HNSW32", hnsw_ef_search=256)
+    idx.upsert(ids, x, meta)
+    started = threading.Event()
+    release = threading.Event()
+    real = idx._new_index
+
+    def slow_new_index():  # hold the rebuild until the test has edited and searched meanwhile
+        started.set()
+        release.wait(10)
+        return real()
+
+    idx._new_index = slow_new_index
+    gone = ids[:2000]
+    idx.remove(gone)  # crosses the tombstone threshold: returns at once, the rebuild runs aside
+    assert started.wait(5) and idx._dead == 2000
+    idx.upsert(["late"], x[:1], [meta[0]])  # an edit during the rebuild
+    idx.remove([ids[2500]])
+    live = [i for i in ids[2000:] if i != ids[2500]] + ["late"]
+    hits = {i for qi in q[:10] for i, _ in idx.search(qi, 20)}
+    assert not hits & set(gone)  # tombstones never come back while the old structure serves
+    release.set()
+    idx.wait_rebuild(30)
+    assert idx._dead <= 1 and idx._index.ntotal - idx._dead == len(live) == len(idx)
+    lx = np.stack([idx.vector(i) for i in live])
+    recall = np.mean([len({i for i, _ in idx.search(qi, 10)} & set(_brute(lx, live, qi, 10))) / 10 for qi in q])
+    assert recall >= 0.95, recall
+    assert idx.search(x[0], 2)[0][0] in ("late", ids[0]) and "late" in {i for i, _ in idx.search(x[0], 5)}
+
+
+def test_hnsw_structure_is_saved_and_loaded_not_rebuilt(data, tmp_path, monkeypatch):
+    ids, x, meta, q = data
+    idx = VectorIndex(32, "HNSW32")
+    idx.upsert(ids, x, meta)
+    idx.remove(ids[:10])
+    idx.save(tmp_path)
+    assert (tmp_path / "faiss.index").exists()
+    calls = []
+    monkeypatch.setattr(VectorIndex, "upsert", lambda self, *a: calls.append(a))  # loading must not re-add
+    back = VectorIndex.load(tmp_path)
+    assert not calls and len(back) == len(ids) - 10
+    for qi in q[:10]:
+        assert back.search(qi, 10) == idx.search(qi, 10)
