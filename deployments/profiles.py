@@ -188,10 +188,10 @@ def get_shards(args: AppArgs, dim: int) -> list:
         for i in range(args.num_shards)
     ]
     for i, (sh, have) in enumerate(zip(shards, ray.get([sh.settings.remote() for sh in shards]))):
-        if have["state_dir"] != str(state) or have["dim"] != dim or have["store"] != args.store:
+        if have["state_dir"] != str(state) or have["dim"] != dim or have.get("store", "sqlite") != args.store:
             raise StateMismatch(
                 f"profile shard {i} (actor {shard_name(i)!r} in namespace {args.namespace!r}) keeps its state in "
-                f"{have['state_dir']} (dim {have['dim']}, store {have['store']}), but this deploy asks for "
+                f"{have['state_dir']} (dim {have['dim']}, store {have.get('store', 'sqlite')}), but this deploy asks for "
                 f"{state} (dim {dim}, store {args.store}). "
                 "Use another namespace=, or stop the running actors first (`ray stop`, or "
                 "`ecrec serve` after a restart).")
