@@ -57,5 +57,11 @@ class CatalogBoard:
 def get_board(args: AppArgs):
     state = args.resolved_state_dir()
     state.mkdir(parents=True, exist_ok=True)
-    return CatalogBoard.options(name="ecrec-catalog-board", namespace=args.namespace, lifetime="detached",
-                                get_if_exists=True).remote(str(state / "catalog.db"), str(state / "content.db"))
+    board = CatalogBoard.options(name="ecrec-catalog-board", namespace=args.namespace, lifetime="detached",
+                                 get_if_exists=True).remote(str(state / "catalog.db"), str(state / "content.db"))
+    if not hasattr(board, "sync_content"):  # a detached board started by an older ecrec, still running
+        raise RuntimeError(
+            f"the catalog board running in namespace {args.namespace!r} comes from an older ecrec (no content "
+            "log). Its state is on disk: stop it and deploy again (`ray stop`, or "
+            f"ray.kill(ray.get_actor('ecrec-catalog-board', namespace={args.namespace!r})))")
+    return board

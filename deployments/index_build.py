@@ -57,9 +57,30 @@ def build(catalog: str | Path, out: str | Path, model: str = "e5-small", factory
     return write_artifact(items, x, out, model, factory, catalog)
 
 
+def _build_lock(d: Path):
+    """One builder per artifact folder on a node (replicas starting together): a lock file."""
+    import contextlib
+    import fcntl
+
+    @contextlib.contextmanager
+    def held():
+        d.parent.mkdir(parents=True, exist_ok=True)
+        with open(d.with_name(d.name + ".lock"), "w") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            yield
+
+    return held()
+
+
 def ensure_artifact(args: AppArgs) -> Path:
     """The artifact to serve: built when missing; rebuilt when the default one no longer matches
-    the model or catalog; refused when an explicit ``index_dir`` does not match them."""
+    the model or catalog; refused when an explicit ``index_dir`` does not match them. Builders on
+    one node take turns (the second finds it built)."""
+    with _build_lock(args.resolved_index_dir()):
+        return _ensure_artifact(args)
+
+
+def _ensure_artifact(args: AppArgs) -> Path:
     import json
 
     from ecrec.artifact import stale_reason
@@ -84,6 +105,11 @@ def ensure_artifact(args: AppArgs) -> Path:
 
 def ensure_content(args: AppArgs, dim: int) -> Path:
     """The content artifact to serve: built from ``args.content`` when missing or stale (seconds)."""
+    with _build_lock(args.resolved_content_dir()):
+        return _ensure_content(args, dim)
+
+
+def _ensure_content(args: AppArgs, dim: int) -> Path:
     from ecrec.content.artifact import build_content_artifact, content_stale
     from ecrec.encoder import EncoderConfig, TextEncoder, default_home
 

@@ -230,7 +230,14 @@ class ProfileShard:
             vecs = [np.asarray(item_vec, np.float32), *vecs]
         payload = encode_payload("event", {"e": event.model_dump(mode="json"), "item": item_vec is not None,
                                            "dim": self.dim, **body}, vecs)
-        seq = self.store.append(event.user_id, event_id, payload)
+        try:
+            seq = self.store.append(event.user_id, event_id, payload)
+        except Exception:
+            # The write may have landed (a reply lost to a timeout): forget the cached profile so the
+            # next access reloads it from the store, instead of a retry finding the id seen and the
+            # cache never learning the event.
+            self._forget(event.user_id)
+            raise
         if seq is None:
             return old.version, False
         self._after_write(event.user_id, new, seq)
@@ -252,18 +259,35 @@ class ProfileShard:
             updates.append((user_id, pending[user_id]))
             rows.append((user_id, encode_payload("impressions", {"items": list(item_ids), "now": now,
                                                                  "dim": self.dim}, [])))
-        seqs = self.store.append_many(rows)
+        try:
+            seqs = self.store.append_many(rows)
+        except Exception:
+            for user_id, _ in updates:  # as in ``apply``: the store is the truth when unsure
+                self._forget(user_id)
+            raise
         for (user_id, p), seq in zip(updates, seqs):
             self._after_write(user_id, p, seq)
         return len(seqs)
 
     def _after_write(self, user_id: str, profile: UserProfile, seq: int) -> None:
+        """The event is in the log: the cache takes it first, then a snapshot may follow. A failed
+        snapshot loses nothing (the log holds the event) and is tried again at the next write."""
         old = self._cache.get(user_id)
         since = (old.since_snapshot if old is not None else 0) + 1
+        entry = _Cached(profile, seq, since, profile.memory_bytes())
+        self._put(user_id, entry)
         if since >= self.snapshot_every:
-            self.store.snapshot(user_id, seq, profile.to_bytes())
-            since = 0
-        self._put(user_id, _Cached(profile, seq, since, profile.memory_bytes()))
+            try:
+                self.store.snapshot(user_id, seq, profile.to_bytes())
+                entry.since_snapshot = 0
+            except Exception:
+                log.exception("user %s: snapshot at seq %d failed; the log keeps the events", user_id, seq)
+
+    def _forget(self, user_id: str) -> None:
+        c = self._cache.pop(user_id, None)
+        if c is not None:
+            self.cached_bytes -= c.nbytes
+        self._absent.pop(user_id, None)
 
     def delete(self, user_id: str, now: float | None = None) -> bool:
         """Erase a user, leaving a tombstone (keyed hashes of the id and its event ids, and the
@@ -277,11 +301,9 @@ class ProfileShard:
             keys.update(self._event_key(user_id, e) for e in event_ids)
             return key, now, b"".join(sorted(keys))
 
+        self._forget(user_id)  # first: even if the store's reply is lost, no cached copy comes back
         self.store.delete_user(user_id, tombstone)  # rows and tombstone: one transaction
         self._tombstones[key] = (now, keys)
-        c = self._cache.pop(user_id, None)
-        if c is not None:
-            self.cached_bytes -= c.nbytes
         self._absent[user_id] = None
         return existed
 

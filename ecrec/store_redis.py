@@ -70,6 +70,23 @@ return #seqs
 """
 
 
+# KEYS: chats index.  ARGV: cutoff, prefix.  Each member is checked and removed under the script,
+# so a session written after the scan (its score moved past the cutoff) is never deleted.
+_PURGE = """
+local n = 0
+for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])) do
+  local score = tonumber(redis.call('ZSCORE', KEYS[1], m))
+  if score and score < tonumber(ARGV[1]) then
+    local sep = string.find(m, '\\0', 1, true)
+    redis.call('HDEL', ARGV[2] .. ':chat:' .. string.sub(m, 1, sep - 1), string.sub(m, sep + 1))
+    redis.call('ZREM', KEYS[1], m)
+    n = n + 1
+  end
+end
+return n
+"""
+
+
 def _pack(at: float, data: bytes) -> bytes:
     return struct.pack("<d", at) + data
 
@@ -93,13 +110,20 @@ class RedisStore:
         self._append = self.r.register_script(_APPEND)
         self._append_many = self.r.register_script(_APPEND_MANY)
         self._snapshot = self.r.register_script(_SNAPSHOT)
+        self._purge = self.r.register_script(_PURGE)
 
     def _k(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
 
     def durability(self) -> dict:
-        """The server's persistence settings (what an acknowledged write survives)."""
-        cfg = self.r.config_get("append*")
+        """The server's persistence settings (what an acknowledged write survives); unknown where
+        CONFIG is not allowed (managed Redis, restricted ACLs)."""
+        import redis
+
+        try:
+            cfg = self.r.config_get("append*")
+        except redis.ResponseError:
+            return {"appendonly": "unknown", "appendfsync": "unknown"}
         return {"appendonly": cfg.get("appendonly"), "appendfsync": cfg.get("appendfsync")}
 
     # ---- events and snapshots ----------------------------------------------------------------
@@ -197,11 +221,9 @@ class RedisStore:
             pipe.execute()
 
     def purge_chats(self, idle_before: float) -> int:
-        stale = self.r.zrangebyscore(self._k("chats"), "-inf", f"({idle_before}")
-        for member in stale:
-            user_id, session_id = member.decode().split("\0", 1)
-            self.delete_chat(user_id, session_id)
-        return len(stale)
+        """Sessions idle since before ``idle_before``, in one script (every shard sweeps the same
+        index: a session one shard writes meanwhile is never deleted by another)."""
+        return int(self._purge(keys=[self._k("chats")], args=[repr(idle_before), self.prefix]))
 
     def chat_rows(self) -> list[tuple[str, str, float, bytes]]:
         out = []
@@ -239,7 +261,10 @@ def open_store(spec: str, path, synchronous: str = "FULL", prefix: str = "ecrec"
     if spec.startswith(("redis://", "rediss://", "unix://")):
         store = RedisStore(spec, prefix=prefix)
         d = store.durability()
-        if d["appendonly"] != "yes":
+        if d["appendonly"] == "unknown":
+            log.warning("cannot read redis's AOF settings (CONFIG not allowed): make sure it runs with "
+                        "appendonly yes, or acknowledged events may not survive a Redis restart")
+        elif d["appendonly"] != "yes":
             log.warning("redis at %s runs without AOF (appendonly=%s): acknowledged events do not survive "
                         "a Redis restart; start it with --appendonly yes --appendfsync always|everysec",
                         spec.split("@")[-1], d["appendonly"])

@@ -99,3 +99,63 @@ def test_memory_budget_evicts_least_recent_and_snapshots_first(make_store):
     assert len(snaps) == 1 and snaps[0][0] >= max(s for s, _ in events)
     shard.get("a")  # back from one snapshot, no replay; now the least recent other one goes
     assert "a" in shard.profiles and "c" not in shard.profiles and shard.get("a").version == 1
+
+
+class _Flaky:
+    """A store whose next call of ``method`` runs and then raises, as a reply lost to a timeout."""
+
+    def __init__(self, store, method: str, before: bool = False):
+        self._store, self._method, self._before, self.armed = store, method, before, False
+
+    def __getattr__(self, name):
+        real = getattr(self._store, name)
+        if name != self._method:
+            return real
+
+        def call(*a, **kw):
+            if self.armed:
+                self.armed = False
+                if self._before:
+                    raise TimeoutError(f"{name}: no answer")
+                real(*a, **kw)
+                raise TimeoutError(f"{name}: answer lost")
+            return real(*a, **kw)
+
+        return call
+
+
+def test_a_lost_append_reply_never_loses_the_event(make_store):
+    """The write landed but its reply was lost: the retry is 'seen', so the cache must not keep
+    the profile from before it (the next snapshot would have dropped the event for good)."""
+    flaky = _Flaky(make_store(), "append")
+    shard = ProfileShard(flaky, DIM, snapshot_every=3)
+    shard.apply(_click("u", 0), V[0], None)
+    flaky.armed = True
+    with pytest.raises(TimeoutError):
+        shard.apply(_click("u", 1), V[1], None)
+    assert shard.apply(_click("u", 1), V[1], None) == (2, False)  # the retry: seen, and counted
+    for n in range(2, 6):
+        shard.apply(_click("u", n), V[n], None)  # snapshots follow
+    assert ProfileShard(make_store(), DIM).get("u").version == 6
+
+
+def test_a_failed_snapshot_keeps_the_event_in_the_cache(make_store):
+    flaky = _Flaky(make_store(), "snapshot", before=True)
+    shard = ProfileShard(flaky, DIM, snapshot_every=2)
+    shard.apply(_click("u", 0), V[0], None)
+    flaky.armed = True
+    assert shard.apply(_click("u", 1), V[1], None) == (2, True)  # acknowledged: the log has it
+    assert shard.get("u").version == 2
+    shard.apply(_click("u", 2), V[2], None)  # the snapshot is tried again
+    assert ProfileShard(make_store(), DIM).get("u").version == 3
+
+
+def test_an_erasure_whose_reply_is_lost_leaves_no_cached_profile(make_store):
+    flaky = _Flaky(make_store(), "delete_user")
+    shard = ProfileShard(flaky, DIM, max_bytes=10**9)
+    for n in range(3):
+        shard.apply(_click("gone", n), V[n], None)
+    flaky.armed = True
+    with pytest.raises(TimeoutError):
+        shard.delete("gone")
+    assert shard.get("gone") is None and "gone" not in shard.profiles
