@@ -49,13 +49,10 @@ class EventStore(Protocol):
         """Store a profile snapshot covering events up to ``seq``; keep the previous one (a
         fall-back if the newest is ever unreadable) and drop the log before the previous one."""
 
-    def load(self) -> Iterator[tuple[str, list[tuple[int, bytes]], list[tuple[int, bytes]]]]:
-        """Every user: (user_id, [(seq, snapshot)] newest first, [(seq, payload)] after the older
-        snapshot, or the whole log when there is one snapshot or none)."""
-
     def load_user(self, user_id: str) -> tuple[list[tuple[int, bytes]], list[tuple[int, bytes]]]:
-        """One user, as ``load`` gives it (both lists empty for an unknown user): a shard loads
-        its users lazily, on first use, so a restarted shard serves at once."""
+        """One user: ([(seq, snapshot)] newest first, [(seq, payload)] after the older snapshot, or
+        the whole log when there is one snapshot or none); both empty for an unknown user. A shard
+        loads its users lazily, on first use, so a restarted shard serves at once."""
 
     def users(self) -> Iterator[str]:
         """Every user with a snapshot or a logged event."""
@@ -190,19 +187,6 @@ class SQLiteStore:
                        (user_id, time.time() - self.seen_retention_s))
 
         self._tx(write)
-
-    def load(self):
-        with self._lock:
-            snaps: dict[str, list] = {}
-            for u, s, b in self._db.execute("SELECT user_id, seq, blob FROM profile_snapshots ORDER BY seq DESC"):
-                snaps.setdefault(u, []).append((s, b))
-            logs: dict[str, list] = {}
-            for u, s, p in self._db.execute("SELECT user_id, seq, payload FROM events ORDER BY seq"):
-                logs.setdefault(u, []).append((s, p))
-        for u in sorted(set(snaps) | set(logs)):
-            kept = snaps.get(u, [])
-            oldest = kept[-1][0] if len(kept) == 2 else 0
-            yield u, kept, [(s, p) for s, p in logs.get(u, []) if s > oldest]
 
     def load_user(self, user_id: str):
         with self._lock:

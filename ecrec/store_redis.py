@@ -158,11 +158,6 @@ class RedisStore:
     def users(self):
         yield from sorted(u.decode() for u in self.r.smembers(self._k("users")))
 
-    def load(self):
-        for u in self.users():
-            snaps, events = self.load_user(u)
-            yield u, snaps, events
-
     def drop_snapshot(self, user_id: str, seq: int) -> None:
         self.r.hdel(self._k("snap", user_id), seq)
 

@@ -114,10 +114,6 @@ class ContentHit:
     parts: dict = field(default_factory=dict)
 
 
-def _is_zh(s: str) -> bool:
-    return any("\u4e00" <= ch <= "\u9fff" for ch in s)
-
-
 class ContentLibrary:
     """Documents + their FAISS index. Not thread-safe: the owner holds its lock around calls."""
 
