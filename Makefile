@@ -66,13 +66,14 @@ test-unit: setup
 probe: setup
 	$(BIN)/ecrec -v train-probe --data ../shared/data
 
-bench: setup  # every table of BENCHMARKS.md (~40 min, 1M-item indexes included); each script also runs alone
+bench: setup  # every table of BENCHMARKS.md (~55 min, 1M-item indexes and rankings included); each script also runs alone
 	$(BIN)/python bench/engine.py
 	$(BIN)/python bench/serve_latency.py
 	$(BIN)/python bench/train_throughput.py
 	$(BIN)/python bench/finetune_results.py
 	$(BIN)/python bench/sequence_cost.py
 	$(BIN)/python bench/index_scale.py --n 1000000
+	$(BIN)/python bench/ranking_scale.py
 
 # Load on a fresh local server: capacity, 60 s at 80 %, 200 % (sheds), 50 % (recovers) -> docs/soak.{json,md}
 soak: setup

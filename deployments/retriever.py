@@ -193,7 +193,13 @@ class CatalogView:
     def list_items(self, category: str | None, k: int, offset: int) -> tuple[int, list[dict]]:
         """(total, one page of items), by category, in catalog order."""
         with self.lock:
-            ids = [i for i, it in self.items.items() if not category or it.top_category == category]
+            key = (self.epoch, self.seq, len(self.items))
+            if getattr(self, "_pages_key", None) != key or len(self._pages) > 256:
+                self._pages, self._pages_key = {}, key  # id lists per category, once per catalog change
+            ids = self._pages.get(category or "")
+            if ids is None:
+                ids = self._pages[category or ""] = [i for i, it in self.items.items()
+                                                     if not category or it.top_category == category]
             return len(ids), [json.loads(self.items[i].model_dump_json()) for i in ids[offset: offset + k]]
 
     def chat_lookup(self, text: str, vector) -> tuple[dict | None, frozenset[str]]:

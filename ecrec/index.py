@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 
 AUTO_FLAT_MAX = 200_000  # exact search stays under ~15 ms per query up to here (one thread)
+EXACT_FILTER_MAX = 20_000  # a filter passing at most this many items is searched exactly (numpy)
+ALLOWED_CACHE = 32  # filters whose passing ids are kept (per catalog version)
 
 
 def choose_factory(factory: str, n_items: int) -> str:
@@ -53,10 +55,20 @@ class Filters:
             raise ValueError(f"min_price {self.min_price} > max_price {self.max_price}")
 
     def admits(self, item_id: str, meta: "ItemMeta") -> bool:
+        return self.admits_meta(meta) and item_id not in self.exclude
+
+    def admits_meta(self, meta: "ItemMeta") -> bool:
+        """The catalog part of the filter (everything but ``exclude``)."""
         return ((self.categories is None or meta.category in self.categories)
                 and (self.min_price is None or meta.price >= self.min_price)
                 and (self.max_price is None or meta.price <= self.max_price)
-                and (not self.in_stock or meta.stock > 0) and item_id not in self.exclude)
+                and (not self.in_stock or meta.stock > 0))
+
+    @property
+    def catalog_key(self) -> tuple | None:
+        """What the catalog part depends on; None when it admits every item."""
+        key = (self.categories, self.min_price, self.max_price, self.in_stock)
+        return None if key == (None, None, None, False) else key
 
 
 @dataclass(frozen=True)
@@ -64,6 +76,16 @@ class ItemMeta:
     category: str
     price: float
     stock: int
+
+
+@dataclass
+class Passing:
+    """The items one filter admits, as of one catalog version (exclusions apart)."""
+
+    version: int
+    ids: list[str]
+    members: frozenset[str]
+    matrix: np.ndarray | None = None  # their vectors, stacked on first exact search
 
 
 def check_vectors(x: np.ndarray, dim: int, what: str = "vectors") -> np.ndarray:
@@ -92,6 +114,9 @@ class VectorIndex:
         self._vec: dict[str, np.ndarray] = {}
         self.meta: dict[str, ItemMeta] = {}
         self._dead = 0
+        self._by_category: dict[str, dict[str, None]] = {}  # category -> ids (an ordered set)
+        self._meta_version = 0  # bumped by every upsert/remove: invalidates cached filters
+        self._passing: dict[tuple, Passing] = {}
 
     def _new_index(self) -> faiss.Index:
         base = faiss.index_factory(self.dim, self.factory, faiss.METRIC_INNER_PRODUCT)
@@ -104,6 +129,11 @@ class VectorIndex:
 
     def __contains__(self, item_id: str) -> bool:
         return item_id in self._fid_of
+
+    @property
+    def version(self) -> int:
+        """Changes with every upsert or remove (what cached catalog orders are keyed on)."""
+        return self._meta_version
 
     @property
     def ids(self) -> list[str]:
@@ -136,7 +166,10 @@ class VectorIndex:
             self._next_fid += len(ids)
             for item_id, fid, v, m in zip(ids, fids.tolist(), x, meta):
                 self._fid_of[item_id], self._id_of[fid] = fid, item_id
+                self._uncategorise(item_id)
                 self._vec[item_id], self.meta[item_id] = v.copy(), m
+                self._by_category.setdefault(m.category, {})[item_id] = None
+            self._meta_version += 1
         self._maybe_rebuild()
 
     def remove(self, ids: Sequence[str]) -> None:
@@ -146,8 +179,18 @@ class VectorIndex:
         with self._swap:
             self._forget(list(ids))
             for i in ids:
+                self._uncategorise(i)
                 del self._vec[i], self.meta[i]
+            self._meta_version += 1
         self._maybe_rebuild()
+
+    def _uncategorise(self, item_id: str) -> None:
+        old = self.meta.get(item_id)
+        if old is not None:
+            members = self._by_category.get(old.category, {})
+            members.pop(item_id, None)
+            if not members:
+                self._by_category.pop(old.category, None)
 
     def _forget(self, ids: list[str]) -> None:
         fids = [self._fid_of.pop(i) for i in ids]
@@ -206,12 +249,33 @@ class VectorIndex:
         if ids:
             self.upsert(ids, x, meta)
 
-    def allowed(self, filters: Filters | None) -> list[str] | None:
-        """Ids passing ``filters``; ``None`` when only exclusions (or nothing) are set: those are
-        checked on the results, so a long exclude list never costs a scan of the catalog."""
-        if filters is None or Filters(exclude=filters.exclude) == filters:
+    def allowed(self, filters: Filters | None) -> frozenset[str] | None:
+        """Ids passing the catalog part of ``filters`` (exclusions are the caller's); ``None`` when
+        it admits every item. Cached per filter until the catalog changes, and a category filter
+        reads only its categories' members: per request this costs nothing that grows with the
+        catalog."""
+        passing = self._passing_for(filters)
+        return None if passing is None else passing.members
+
+    def _passing_for(self, filters: Filters | None) -> Passing | None:
+        key = None if filters is None else filters.catalog_key
+        if key is None:
             return None
-        return [i for i, m in self.meta.items() if filters.admits(i, m)]
+        hit = self._passing.get(key)
+        if hit is not None and hit.version == self._meta_version:
+            return hit
+        with self._swap:
+            if filters.categories is not None:
+                pool = (i for c in sorted(filters.categories) for i in self._by_category.get(c, ()))
+            else:  # price or stock alone: one scan per catalog version, then cached
+                pool = iter(self.meta)
+            ids = [i for i in pool if filters.admits_meta(self.meta[i])]
+            passing = Passing(self._meta_version, ids, frozenset(ids))
+            self._passing.pop(key, None)
+            self._passing[key] = passing
+            while len(self._passing) > ALLOWED_CACHE:
+                self._passing.pop(next(iter(self._passing)))
+        return passing
 
     def search(self, query: np.ndarray, k: int, filters: Filters | None = None) -> list[tuple[str, float]]:
         """Top ``k`` (item id, inner product) for one query vector, best first.
@@ -223,12 +287,12 @@ class VectorIndex:
             raise ValueError(f"k must be a positive integer, got {k!r}")
         q = check_vectors(query, self.dim, "query")
         if q.shape[0] != 1:
-            raise ValueError("search takes one query vector; use search_batch for many")
-        allowed = self.allowed(filters)
+            raise ValueError("search takes one query vector; use search_many for several")
+        passing = self._passing_for(filters)
         exclude = filters.exclude if filters is not None else frozenset()
-        if allowed is not None and len(allowed) <= max(4 * k, len(self) // 8):
-            return self._exact(q[0], allowed, k)
-        ok = None if allowed is None else set(allowed)
+        if passing is not None and len(passing.ids) <= max(4 * k, min(len(self) // 8, EXACT_FILTER_MAX)):
+            return self._exact(q[0], passing, k, exclude)
+        ok = None if passing is None else passing.members
         fetch = min(len(self) + self._dead, max(2 * k, k + 16) + len(exclude))
         while True:
             scores, fids = self._index.search(q, fetch)  # (a swap replaces the reference, never mutates it)
@@ -239,13 +303,48 @@ class VectorIndex:
                 return hits[:k]
             fetch = min(len(self) + self._dead, fetch * 4)
 
-    def _exact(self, q: np.ndarray, ids: list[str], k: int) -> list[tuple[str, float]]:
-        if not ids:
+    def search_many(self, queries: np.ndarray, ks: Sequence[int],
+                    filters: Filters | None = None) -> list[list[tuple[str, float]]]:
+        """``search`` for several queries at once (one FAISS call: an exact index reads the
+        catalog once instead of once per query); each row's result equals ``search(row, k)``."""
+        Q = check_vectors(queries, self.dim, "queries")
+        if len(ks) != len(Q) or any(not isinstance(k, (int, np.integer)) or k <= 0 for k in ks):
+            raise ValueError(f"need one positive k per query, got {list(ks)!r} for {len(Q)} queries")
+        if not len(Q):
             return []
-        x = np.stack([self._vec[i] for i in ids])
+        passing = self._passing_for(filters)
+        exclude = filters.exclude if filters is not None else frozenset()
+        if passing is not None and len(passing.ids) <= max(4 * max(ks), min(len(self) // 8, EXACT_FILTER_MAX)):
+            return [self._exact(q, passing, k, exclude) for q, k in zip(Q, ks)]
+        ok = None if passing is None else passing.members
+        total = len(self) + self._dead
+        fetch = min(total, max(max(2 * k, k + 16) for k in ks) + len(exclude))
+        scores, fids = self._index.search(Q, fetch)
+        out = []
+        for q, k, srow, frow in zip(Q, ks, scores, fids):
+            hits = [(self._id_of[f], float(s)) for f, s in zip(frow, srow)
+                    if f >= 0 and f in self._id_of and (ok is None or self._id_of[f] in ok)
+                    and self._id_of[f] not in exclude]
+            out.append(hits[:k] if len(hits) >= k or fetch >= total else self.search(q, k, filters))
+        return out
+
+    def _exact(self, q: np.ndarray, passing: Passing, k: int, exclude) -> list[tuple[str, float]]:
+        ids, x = passing.ids, passing.matrix
+        if x is None:
+            with self._swap:
+                live = [i for i in ids if i in self._vec]  # all of them, unless the catalog just changed
+                x = np.stack([self._vec[i] for i in live]) if live else np.zeros((0, self.dim), np.float32)
+            if len(live) == len(ids):
+                passing.matrix = x  # stacked once per filter and catalog version
+            ids = live
         s = x @ q
-        top = np.argsort(-s, kind="stable")[:k]
-        return [(ids[t], float(s[t])) for t in top]
+        out = []
+        for t in np.argsort(-s, kind="stable"):
+            if ids[t] not in exclude:
+                out.append((ids[t], float(s[t])))
+                if len(out) == k:
+                    break
+        return out
 
     def save(self, directory: str | Path) -> None:
         """Vectors, ids and metadata; for graph and quantised factories also the FAISS structure
@@ -280,6 +379,7 @@ class VectorIndex:
             for item_id, fid, v in zip(info["ids"], info["fids"], x):
                 index._fid_of[item_id], index._id_of[fid] = fid, item_id
                 index._vec[item_id], index.meta[item_id] = v, ItemMeta(*info["meta"][item_id])
+                index._by_category.setdefault(index.meta[item_id].category, {})[item_id] = None
             index._next_fid, index._dead = info["next_fid"], info["dead"]
             return index
         index.upsert(info["ids"], x, [ItemMeta(*info["meta"][i]) for i in info["ids"]])

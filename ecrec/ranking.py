@@ -7,6 +7,7 @@ text, then popular items. Every recommendation carries its score parts and a rea
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 from dataclasses import dataclass, field
 
@@ -40,6 +41,8 @@ class RankingConfig:
     sequence_weight: float = field(default=0.7, metadata={
         "help": "share of the sequence retriever in similarity, times the share of the shopper's recent "
                 "items the model was trained on (tuned on the Amazon Scientific valid split, docs/EVALUATION.md)"})
+    trending_refresh_s: float = field(default=1.0, metadata={
+        "help": "the trending order is recomputed at most this often (in event time) while counters move"})
     similar_same_category: float = field(default=0.02, metadata={
         "help": "similar_to(): a product page's similar items prefer its own category by this much"})
     seed: int = 0
@@ -76,6 +79,28 @@ class Recommendation:
     parts: dict
 
 
+TRENDING_TOP = 1024  # items ranked by popularity + rating; past them the walk goes by rating alone
+
+
+@dataclass
+class _CatalogOrders:
+    stamp: tuple
+    ids: list[str]
+    pos: dict[str, int]
+    rating: np.ndarray
+    by_rating: list[str]  # best rated first (ties in catalog order)
+    fresh: list[str]  # newest first
+
+
+@dataclass
+class _Trending:
+    stamp: tuple
+    version: int
+    at: float  # event time it was computed for
+    top: list[str]
+    top_set: frozenset[str]
+
+
 def stable_seed(*parts) -> int:
     """A seed that is the same in every process (never Python's salted ``hash``)."""
     return int.from_bytes(hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=8).digest(), "little")
@@ -92,7 +117,9 @@ class Ranker:
         self.index, self.items, self.stats = index, items, stats
         self.config, self.profile_config = config, profile_config
         self.sequence = sequence  # ecrec.sequence.SequenceModel or None
-        self._orders: dict = {}
+        self._orders: _CatalogOrders | None = None
+        self._trending: _Trending | None = None
+        self._now = 0.0
 
     def covisit_scores(self, profile: UserProfile | None) -> dict[str, float]:
         if profile is None or not profile.recent or self.config.covisit_weight <= 0:
@@ -120,29 +147,51 @@ class Ranker:
             out.update(i for i in profile.seen if not (i in self.items and self.items[i].rebuyable))
         return out
 
-    def _ordered(self, key: str) -> list[str]:
-        """All items by popularity or by age, cached until the catalog or the counters change."""
-        stamp = (len(self.items), self.index._next_fid, self.stats.version)
-        cached = self._orders.get(key)
-        if cached is None or cached[0] != stamp:
-            if key == "popular":
-                def sort_key(i):
-                    return (-(self.stats.popularity.get(i, 0.0) + 0.1 * self.items[i].rating), i)
-            else:
-                def sort_key(i):
-                    return (-self.items[i].created_at, i)
-            cached = (stamp, sorted(self.index.ids, key=sort_key))
-            self._orders[key] = cached
-        return cached[1]
+    def _catalog_orders(self) -> _CatalogOrders:
+        """Orders that change only with the catalog (numpy sorts, once per catalog version)."""
+        stamp = (len(self.items), self.index.version)
+        if self._orders is None or self._orders.stamp != stamp:
+            ids = self.index.ids
+            rating = np.array([self.items[i].rating for i in ids], np.float64)
+            created = np.array([self.items[i].created_at for i in ids], np.float64)
+            self._orders = _CatalogOrders(
+                stamp, ids, {i: j for j, i in enumerate(ids)}, rating,
+                [ids[j] for j in np.argsort(-rating, kind="stable")],
+                [ids[j] for j in np.argsort(-created, kind="stable")])
+            self._trending = None
+        return self._orders
+
+    def _trending_top(self, now: float) -> _Trending:
+        """The ``TRENDING_TOP`` items by popularity + 0.1 x rating. Recomputed when the counters
+        moved and ``trending_refresh_s`` of event time passed (at once when the catalog changed):
+        a top-k selection in numpy, never a sort of the whole catalog per request."""
+        orders = self._catalog_orders()
+        t = self._trending
+        if (t is None or t.stamp != orders.stamp or (t.version != self.stats.version and not
+                                                     0 <= now - t.at < self.config.trending_refresh_s)):
+            score = 0.1 * orders.rating
+            pos = orders.pos
+            for i, p in self.stats.popularity.items():
+                j = pos.get(i)
+                if j is not None:
+                    score[j] += p
+            m = min(TRENDING_TOP, len(score))
+            top = np.argpartition(-score, m - 1)[:m] if m else np.zeros(0, np.int64)
+            top = top[np.lexsort((top, -score[top]))]  # by score, ties in catalog order
+            ids = [orders.ids[j] for j in top]
+            t = self._trending = _Trending(orders.stamp, self.stats.version, now, ids, frozenset(ids))
+        return t
 
     def _popular(self, n: int, allowed) -> list[str]:
-        return self._first(self._ordered("popular"), n, allowed)
+        t, orders = self._trending_top(self._now), self._catalog_orders()
+        walk = itertools.chain(t.top, (i for i in orders.by_rating if i not in t.top_set))
+        return self._first(walk, n, allowed)
 
     def _fresh(self, n: int, allowed) -> list[str]:
-        return self._first(self._ordered("fresh"), n, allowed)
+        return self._first(self._catalog_orders().fresh, n, allowed)
 
     @staticmethod
-    def _first(order: list[str], n: int, allowed) -> list[str]:
+    def _first(order, n: int, allowed) -> list[str]:
         out = []
         for i in order:
             if allowed(i):
@@ -162,30 +211,37 @@ class Ranker:
                 seen.setdefault(i, source)
 
         ok = self.index.allowed(filters)
-        ok = set(ok) if ok is not None else None
         exclude = filters.exclude
 
         def allowed(i):
             return i not in exclude and (ok is None or i in ok)
 
+        # every vector query of this request in one index call, taken in source order below
+        queries: list[tuple[np.ndarray, int, str]] = []
         if text_vec is not None:
-            take((i for i, _ in self.index.search(text_vec, n, filters)), "request")
+            queries.append((text_vec, n, "request"))
         if seq_vec is not None:
-            search = self.sequence.search_vector(seq_vec).numpy()
-            take((i for i, _ in self.index.search(search, n, filters)), "sequence")
-        if covisit:
-            best = sorted(covisit, key=lambda i: (-covisit[i], i))
-            take(self._first([i for i in best if i in self.items], n, allowed), "bought_together")
+            queries.append((self.sequence.search_vector(seq_vec).numpy(), n, "sequence"))
         if profile is not None and not profile.is_cold:
             q = profile.interest_vector(self._now, self.profile_config) - \
                 self.config.avoid_weight * profile.avoid_vector()
-            take((i for i, _ in self.index.search(q, n, filters)), "interest")
+            queries.append((q, n, "interest"))
             for c in profile.interest_centroids():
-                take((i for i, _ in self.index.search(c, n // 3 + 1, filters)), "interest")
+                queries.append((c, n // 3 + 1, "interest"))
             for item in list(profile.recent_positive)[::-1][:3]:
                 if item in self.index:
-                    take((i for i, _ in self.index.search(self.index.vector(item), 10, filters)),
-                         f"similar:{item}")
+                    queries.append((self.index.vector(item), 10, f"similar:{item}"))
+        hits = self.index.search_many(np.stack([np.asarray(q, np.float32).reshape(-1) for q, _, _ in queries]),
+                                      [k for _, k, _ in queries], filters) if queries else []
+        results = list(zip(hits, (src for _, _, src in queries)))
+        head = [r for r in results if r[1] in ("request", "sequence")]
+        for found, source in head:
+            take((i for i, _ in found), source)
+        if covisit:
+            best = sorted(covisit, key=lambda i: (-covisit[i], i))
+            take(self._first([i for i in best if i in self.items], n, allowed), "bought_together")
+        for found, source in results[len(head):]:
+            take((i for i, _ in found), source)
         take(self._popular(n // 3, allowed), "trending")
         take(self._fresh(n // 6, allowed), "fresh")
         return list(seen.items())
@@ -311,11 +367,10 @@ class Ranker:
         # The pool: the newest items still short of impressions (bounded, so a million-item
         # catalog costs the same as ours), passing the request's filters.
         ok = self.index.allowed(filters)
-        ok = set(ok) if ok is not None else None
         kept = {r.item_id for r in recs[: k - n]}
         limit = self.config.explore_max_impressions
         pool = []
-        for i in self._ordered("fresh"):
+        for i in self._catalog_orders().fresh:
             if (i not in filters.exclude and i not in kept and (ok is None or i in ok)
                     and self.stats.impressions.get(i, 0) < limit):
                 pool.append(i)

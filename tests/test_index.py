@@ -164,3 +164,74 @@ def test_hnsw_structure_is_saved_and_loaded_not_rebuilt(data, tmp_path, monkeypa
     assert not calls and len(back) == len(ids) - 10
     for qi in q[:10]:
         assert back.search(qi, 10) == idx.search(qi, 10)
+
+
+class _CountingDict(dict):
+    """A dict that counts full walks (what a scan of the catalog's metadata does)."""
+
+    walks = 0
+
+    def items(self):
+        type(self).walks += 1
+        return super().items()
+
+    def __iter__(self):
+        type(self).walks += 1
+        return super().__iter__()
+
+
+def test_filters_read_their_categories_not_the_catalog(data):
+    """A category filter is served from per-category id sets kept with the index and cached per
+    catalog version: a filtered search walks no metadata (before, every search scanned it all)."""
+    ids, x, meta, q = data
+    idx = VectorIndex(32, "Flat")
+    idx.upsert(ids, x, meta)
+    f = Filters(categories=frozenset({"c3", "c7"}), max_price=50.0, exclude=frozenset({"i3"}))
+    mask = np.array([f.admits(i, m) for i, m in zip(ids, meta)])
+    idx.meta = _CountingDict(idx.meta)
+    _CountingDict.walks = 0
+    for qi in q[:10]:
+        assert [i for i, _ in idx.search(qi, 10, f)] == _brute(x, ids, qi, 10, mask)
+    assert _CountingDict.walks == 0
+    assert idx.allowed(f) == frozenset(i for i, m in zip(ids, meta) if f.admits_meta(m))
+
+
+def test_cached_filters_follow_catalog_changes(data, tmp_path):
+    ids, x, meta, q = data
+    idx = VectorIndex(32, "Flat")
+    idx.upsert(ids[:500], x[:500], meta[:500])
+    f = Filters(categories=frozenset({"c1"}), in_stock=True)
+    before = idx.allowed(f)
+    assert "i1" in before and "i11" in before
+    # i1 moves category, i11 runs out of stock, i21 is removed, i501 is new in c1
+    idx.upsert(["i1", "i11", "i501"], x[[1, 11, 501]],
+               [ItemMeta("c2", 1.0, 5), ItemMeta("c1", 11.0, 0), ItemMeta("c1", 2.0, 3)])
+    idx.remove(["i21"])
+    after = idx.allowed(f)
+    expect = frozenset(i for i, m in idx.meta.items() if f.admits_meta(m))
+    assert after == expect and "i1" not in after and "i11" not in after and "i21" not in after and "i501" in after
+    assert [i for i, _ in idx.search(x[501], 1, f)] == ["i501"]
+    idx.save(tmp_path / "ix")
+    loaded = VectorIndex.load(tmp_path / "ix")
+    assert loaded.allowed(f) == expect
+    assert loaded.allowed(Filters(exclude=frozenset({"i2"}))) is None  # exclusions alone: no scan at all
+
+
+@pytest.mark.parametrize("factory", ["Flat", "HNSW32"])
+def test_search_many_equals_search_per_row(data, factory):
+    ids, x, meta, q = data
+    idx = VectorIndex(32, factory, hnsw_ef_search=256)
+    idx.upsert(ids, x, meta)
+    ks = [10, 30, 5, 1, 60]
+    for f in (None, Filters(exclude=frozenset(ids[:400])), Filters(categories=frozenset({"c2"}), in_stock=True),
+              Filters(min_price=20.0, exclude=frozenset(ids[::3]))):
+        many = idx.search_many(q[:5], ks, f)
+        for row, k, got in zip(q[:5], ks, many):
+            want = idx.search(row, k, f)
+            assert len(got) == k
+            if factory == "Flat":
+                assert got == want
+            else:  # one FAISS call asks for the largest k of the batch: HNSW may only find more
+                assert len(set(i for i, _ in got) & set(i for i, _ in want)) >= 0.9 * k
+    with pytest.raises(ValueError):
+        idx.search_many(q[:2], [10])

@@ -153,3 +153,24 @@ def test_exploration_survives_clicks_without_impressions(analyzer, demo_items):
         rec.ingest(Event(user_id="x", type="click", item_id=demo_items[n].id, ts=NOW + n))
     recs = rec.recommend("x", k=10, now=NOW + 10)
     assert len(recs) == 10 and sum(r.source == "explore" for r in recs) == 3
+
+
+def test_trending_is_a_top_k_refreshed_in_event_time(demo_rec):
+    """Trending is the top of popularity + 0.1 x rating (checked against a full sort), and counters
+    that move between requests do not re-rank the catalog more than once per trending_refresh_s."""
+    r = demo_rec.ranker
+    t0 = NOW + 5000
+    for j, i in enumerate(list(demo_rec.items)[:40]):
+        r.stats.interaction(i, 0.05 * j)
+    top = r._trending_top(t0)
+
+    def reference():
+        return sorted(r.index.ids, key=lambda i: (-(r.stats.popularity.get(i, 0.0) + 0.1 * r.items[i].rating),
+                                                  r.index.ids.index(i)))
+
+    assert top.top[:50] == reference()[:50]
+    hot = list(demo_rec.items)[-1]
+    r.stats.interaction(hot, 100.0)
+    assert r._trending_top(t0 + 0.5) is top  # within the refresh window: the same order
+    fresh = r._trending_top(t0 + 1.5)
+    assert fresh is not top and fresh.top[0] == hot and fresh.top[:50] == reference()[:50]

@@ -16,7 +16,8 @@ def test_serve_config_args_validate():
     app = cfg["applications"][0]
     assert app["import_path"] == "deployments.app:build_app"
     args = AppArgs.model_validate(app["args"])
-    assert args.num_shards == 4 and args.encoder_max_replicas == 4
+    # the shipped config deploys over what `make serve` wrote: the same shard count (else LayoutMismatch)
+    assert args.num_shards == AppArgs().num_shards == 2 and args.encoder_max_replicas == 4
     # `serve run deployments.app:build_app num_shards=8` passes strings
     assert AppArgs.model_validate({"num_shards": "8", "explore_share": "0"}).num_shards == 8
     with pytest.raises(ValueError, match="num_shards"):
