@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 MODEL := $(ECREC_HOME)/models/multilingual-e5-small/ecrec_build.json
 QUIET_PIP := { grep -v "^WARNING: Location" || true; }
 
-.PHONY: setup serve demo test test-unit bench probe eval soak clean system-packages
+.PHONY: setup serve demo test test-unit bench probe eval soak dashboard clean system-packages
 
 setup: $(STAMP) $(MODEL)
 
@@ -74,10 +74,16 @@ bench: setup  # every table of BENCHMARKS.md (~55 min, 1M-item indexes and ranki
 	$(BIN)/python bench/sequence_cost.py
 	$(BIN)/python bench/index_scale.py --n 1000000
 	$(BIN)/python bench/ranking_scale.py
+	test -d /tmp/evd-lib/evidently || $(BIN)/pip install -q --target /tmp/evd-lib "evidently==0.7.23" "pandas<3"
+	$(BIN)/python bench/drift_cost.py --evidently /tmp/evd-lib
 
 # Load on a fresh local server: capacity, 60 s at 80 %, 200 % (sheds), 50 % (recovers) -> docs/soak.{json,md}
 soak: setup
 	$(BIN)/python bench/soak.py --seconds 60
+
+# Online metrics and drift from a live graph with simulated shoppers -> docs/img/dashboard.png (~6 min)
+dashboard: setup
+	$(BIN)/python bench/dashboard.py --minutes 4
 
 # Recommendation quality on Amazon Scientific (docs/EVALUATION.md): valid + test tables, ~12 min on 2 cores.
 eval: setup

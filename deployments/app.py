@@ -13,7 +13,9 @@ from deployments.encoder import Encoder
 from deployments.ingress import Ingress
 
 
-def build_app(args: dict | AppArgs) -> Application:
+def build_app(args: dict | AppArgs, encoder_user_config: dict | None = None) -> Application:
+    """The graph for ``args``. ``encoder_user_config`` overrides the Encoder's user_config, as a serve
+    config's ``deployments: [{name: Encoder, user_config: …}]`` does."""
     args = args if isinstance(args, AppArgs) else AppArgs.model_validate(args)
     from deployments.index_build import ensure_artifact
 
@@ -30,6 +32,7 @@ def build_app(args: dict | AppArgs) -> Application:
         from deployments.profiles import check_layout
 
         check_layout(args, json.loads((index_dir / "manifest.json").read_text())["dim"])
+    core = args.model_copy(update={"sentiment_head": None, "intent_head": None})  # heads: given apart
     encoder = Encoder.options(
         autoscaling_config={
             "min_replicas": args.encoder_min_replicas,
@@ -41,8 +44,13 @@ def build_app(args: dict | AppArgs) -> Application:
         ray_actor_options={"num_cpus": args.encoder_num_cpus, "num_gpus": args.encoder_num_gpus},
         max_ongoing_requests=args.max_ongoing_requests,
         max_queued_requests=args.max_queued_requests,
-        user_config={"max_batch_size": args.max_batch_size, "batch_wait_timeout_s": args.batch_wait_timeout_s},
-    ).bind(args)
+        # The heads also travel in user_config: a redeploy whose config changes only the Encoder's
+        # user_config (a retrained head) reconfigures the running replicas in place. Changed args
+        # replace the replicas instead (Serve starts the new ones before it stops the old).
+        user_config={"max_batch_size": args.max_batch_size, "batch_wait_timeout_s": args.batch_wait_timeout_s,
+                     "sentiment_head": args.sentiment_head, "intent_head": args.intent_head,
+                     **(encoder_user_config or {})},
+    ).bind(core, (args.sentiment_head, args.intent_head))
     return Ingress.options(
         num_replicas=args.ingress_replicas,
         ray_actor_options={"num_cpus": args.ingress_num_cpus},
@@ -51,4 +59,4 @@ def build_app(args: dict | AppArgs) -> Application:
         max_ongoing_requests=2 * args.max_in_flight,
         max_queued_requests=args.max_in_flight,
         backpressure_config={"status_code": 503, "retry_after_s": 1},
-    ).bind(args, encoder)
+    ).bind(core, encoder)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ecrec.catalog import DEMO_CATALOG
 from ecrec.content.library import DEMO_CONTENT
@@ -75,6 +75,13 @@ class AppArgs(BaseModel):
     rate_limit_per_s: float = Field(default=200.0, ge=0, description="per key (or client address for open "
                                     "reads) per ingress replica; 0: off; past it: 429 + Retry-After")
     record_impressions: bool = Field(default=True, description="served items count as impressions")
+    drift_reference: str | None = Field(default=None, description=(
+        "a saved drift reference (`ecrec drift-reference`); unset: the first drift_min_recent texts after start"))
+    drift_min_recent: int = Field(default=200, ge=20, description="recent texts before drift is judged")
+    drift_window: int = Field(default=2000, ge=20, description="recent texts (and item events) the monitor keeps")
+    ab_test: dict | str | None = Field(default=None, description=(
+        "A/B test of ranking settings: {\"arms\": {\"control\": {}, \"b\": {\"explore_share\": 0.2}}, \"salt\": \"…\"} "
+        "(a JSON string on the command line); shoppers split by a stable hash of user_id"))
     # search (ecrec.search.hybrid.SearchConfig)
     search_fusion: str = Field(default="rrf", pattern="^(rrf|blend)$", description="rank fusion of BM25 and vectors")
     search_rrf_c: float = Field(default=60.0, gt=0)
@@ -83,6 +90,19 @@ class AppArgs(BaseModel):
     # customer-service chat
     chat_idle_s: float = Field(default=1800.0, gt=0, description="a chat session idle longer than this expires")
     chat_recommendations: int = Field(default=5, ge=1, le=20, description="items a product question answers with")
+
+    @field_validator("ab_test")
+    @classmethod
+    def _experiment(cls, v):
+        from ecrec.operations.experiments import Experiment
+
+        Experiment.parse(v)  # raises ValueError saying what is wrong
+        return v
+
+    def experiment(self):
+        from ecrec.operations.experiments import Experiment
+
+        return Experiment.parse(self.ab_test)
 
     def home(self) -> Path:
         return default_home()

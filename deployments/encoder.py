@@ -17,27 +17,52 @@ log = logging.getLogger(__name__)
 class Encoder:
     """Batches concurrent texts (``@serve.batch``) and runs the model off the event loop."""
 
-    def __init__(self, args: AppArgs):
+    def __init__(self, args: AppArgs, heads: tuple[str | None, str | None] | None = None):
+        """``heads``: (sentiment, intent) to start with; a ``user_config`` that names heads wins (and
+        one that names none, e.g. a serve config's own Encoder user_config, keeps these)."""
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        from ecrec.encoder import EncoderConfig
-        from ecrec.recommender import RecommenderConfig, load_analyzer
+        from ecrec.encoder import EncoderConfig, TextEncoder
 
-        cfg = RecommenderConfig(
-            encoder=EncoderConfig(model=args.model, max_length=args.max_length, num_threads=args.encoder_threads),
-            sentiment_head=args.sentiment_head, intent_head=args.intent_head)
-        self.analyzer = load_analyzer(cfg, args.home())
-        intent = self.analyzer.intent_head
-        self.intent_version = intent.info.get("name", "intent") if intent is not None else None
-        self.model_version = "+".join(
-            [args.model, self.analyzer.head.info.get("name", "head")] + ([self.intent_version] if intent else []))
+        self.args = args
+        self.encoder = TextEncoder(EncoderConfig(model=args.model, max_length=args.max_length,
+                                                 num_threads=args.encoder_threads), args.home())
+        self.analyzer, self.heads = None, None
+        self.initial_heads = heads or (args.sentiment_head, args.intent_head)
+        self._load_heads(*self.initial_heads)
         self._lock = asyncio.Lock()  # one forward pass at a time per replica
 
+    def _load_heads(self, sentiment_head: str | None, intent_head: str | None) -> None:
+        """Load the sentiment and intent heads onto the shared encoder, then swap them in with one
+        assignment: a batch already running keeps the analyzer it started with."""
+        from ecrec.sentiment import TextAnalyzer, head_path, intent_head_path, load_head
+
+        if (sentiment_head, intent_head) == self.heads:
+            return
+        head = load_head(head_path(sentiment_head, self.args.model), self.encoder)
+        intent_path = intent_head_path(intent_head, self.args.model)
+        analyzer = TextAnalyzer(self.encoder, head, load_head(intent_path, self.encoder) if intent_path else None)
+        intent = analyzer.intent_head
+        intent_version = intent.info.get("name", "intent") if intent is not None else None
+        model_version = "+".join([self.args.model, analyzer.head.info.get("name", "head")]
+                                 + ([intent_version] if intent else []))
+        self.analyzer, self.intent_version, self.model_version = analyzer, intent_version, model_version
+        if self.heads is not None:
+            log.info("encoder replica now serves %s", model_version)
+        self.heads = (sentiment_head, intent_head)
+
     def reconfigure(self, user_config: dict) -> None:
-        """Batching knobs change at run time (``user_config`` in the Serve config)."""
+        """Run-time settings from ``user_config`` (a redeploy that changes only these updates the
+        running replicas in place, without restarting them): the batching knobs, and the sentiment
+        and intent heads, loaded beside the serving ones and swapped in without dropping a request.
+        A head left null keeps the constructor's (the app's args); "branch"/"probe"/"none" or a path
+        name one explicitly."""
         if "max_batch_size" in user_config:
             self.analyze.set_max_batch_size(int(user_config["max_batch_size"]))
         if "batch_wait_timeout_s" in user_config:
             self.analyze.set_batch_wait_timeout_s(float(user_config["batch_wait_timeout_s"]))
+        # a head the user_config leaves unset (or null) is the one the replica was built with
+        self._load_heads(user_config.get("sentiment_head") or self.initial_heads[0],
+                         user_config.get("intent_head") or self.initial_heads[1])
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.003)
     async def analyze(self, texts: list[str]):
@@ -47,8 +72,8 @@ class Encoder:
 
     async def embed_passages(self, texts: list[str]):
         async with self._lock:
-            return await asyncio.to_thread(self.analyzer.encoder.encode, texts, "passage")
+            return await asyncio.to_thread(self.encoder.encode, texts, "passage")
 
     def info(self) -> dict:
-        return {"model": self.model_version, "dim": self.analyzer.encoder.dim, "intent": self.intent_version,
-                "device": str(self.analyzer.encoder.device)}
+        return {"model": self.model_version, "dim": self.encoder.dim, "intent": self.intent_version,
+                "device": str(self.encoder.device)}

@@ -8,22 +8,25 @@ import time
 import uuid
 from typing import Literal
 
+import numpy as np
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from ray import serve
-from ray.exceptions import RayActorError
+from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError
 
 from deployments import schemas as s
 from deployments.catalog_board import get_board
+from deployments.drift import get_drift
 from deployments.config import AppArgs
 from deployments.http_guards import Guards
 from deployments.profiles import get_shards
 from deployments.retriever import make_retrievers
 from ecrec.events import Event, FutureTimestampError, check_timestamp
 from ecrec.index import Filters
+from ecrec.operations.experiments import DEFAULT_ARM
 from ecrec.shard import shard_of
 from ecrec.security import Gate, RateLimiter, keys_from_env
 from ecrec.sentiment import AnalysisFailure
@@ -67,6 +70,20 @@ async def _text_error(_: Request, e: TextError):
 async def _overloaded(_: Request, e: Exception):
     return JSONResponse({"detail": "overloaded or restarting, retry shortly"}, status_code=503,
                         headers={"Retry-After": "1"})
+
+
+@app.exception_handler(RayTaskError)
+async def _remote_error(_: Request, e: RayTaskError):
+    """A remote call that raised. A store that could not take a write (disk full, Redis down or out
+    of memory) is a 503 that says so; the event was not acknowledged, so a retry is safe."""
+    from ecrec.store import is_store_error
+
+    if is_store_error(e.cause):
+        log.error("profile store error: %s: %s", type(e.cause).__name__, e.cause)
+        return JSONResponse({"detail": f"the profile store could not take this request ({type(e.cause).__name__}: "
+                                       f"{str(e.cause)[:200]}); nothing was applied, retry shortly"},
+                            status_code=503, headers={"Retry-After": "1"})
+    raise e
 
 
 # Filled in by the ingress at start-up (the middleware is built before the replica exists).
@@ -144,6 +161,7 @@ class Ingress:
         manifest = json.loads((args.resolved_index_dir() / "manifest.json").read_text())
         self.shards = get_shards(args, manifest["dim"])
         self.board = get_board(args)
+        self.drift = get_drift(args)
         from ecrec.chat.upset import UpsetDetector
 
         self.upset = UpsetDetector.load(args.model, manifest["dim"])
@@ -152,6 +170,8 @@ class Ingress:
         self.m_recs = metrics.Counter("ecrec_recommendations", "recommendation lists served")
         self.m_impr = metrics.Counter("ecrec_impressions", "items shown")
         self.m_chat = metrics.Counter("ecrec_chat_turns", "chat turns answered", tag_keys=("route",))
+        self.m_intent = metrics.Counter("ecrec_intents", "texts by customer-service intent ('none': not a "
+                                        "service request)", tag_keys=("label",))
 
         keys = keys_from_env()
         _GUARD_SETTINGS.update(max_body_bytes=args.max_body_bytes, max_in_flight=args.max_in_flight,
@@ -161,9 +181,13 @@ class Ingress:
             log.warning("no API key set (ECREC_API_KEY): every route is open; bind 127.0.0.1 only")
         # Impressions and interaction counts are soft signals: buffered and flushed every 100 ms
         # as one call per shard, instead of two extra remote calls on every request.
-        self._impressions: dict[int, list] = {}
+        self._served: dict[int, list] = {}  # shard -> lists shown (attribution, impressions)
+        self.model_version = manifest.get("artifact_id") or ""
+        self.experiment = args.experiment()  # A/B arms of the ranking, or None
         self._interactions: list = []
         self._shown: list = []
+        self._drift_texts: list = []  # (float16 vector, sentiment, intent, language) for the drift monitor
+        self._drift_items: list = []
         self._flusher = asyncio.get_event_loop().create_task(self._flush_forever())
 
     async def _flush_forever(self) -> None:
@@ -175,12 +199,26 @@ class Ingress:
                 log.exception("flushing impressions failed")
 
     def _flush(self) -> None:
-        batches, self._impressions = self._impressions, {}
+        batches, self._served = self._served, {}
         for idx, batch in batches.items():
-            self.shards[idx].record_impressions_many.remote(batch)
+            self.shards[idx].served_many.remote(batch)
         if self._interactions or self._shown:
             inter, shown, self._interactions, self._shown = self._interactions, self._shown, [], []
             self.board.note.remote(inter, shown)
+        if self._drift_texts or self._drift_items:
+            texts, items, self._drift_texts, self._drift_items = self._drift_texts, self._drift_items, [], []
+            self.drift.observe.remote(texts, items)
+
+    def _observe(self, analysis=None, item_id: str | None = None) -> None:
+        """What the drift monitor compares with its reference: each text, and each item event."""
+        if analysis is not None:
+            intent = analysis.intent.label if analysis.intent is not None else None
+            if intent is not None:
+                self.m_intent.inc(tags={"label": intent})
+            self._drift_texts.append((analysis.vector.astype(np.float16), analysis.sentiment.label, intent,
+                                      analysis.language))
+        if item_id is not None:
+            self._drift_items.append(item_id)
 
     async def _encoder_call(self, method: str, *args):
         """Encoder calls are pure, so one that dies with its replica is sent again once: Serve
@@ -202,25 +240,41 @@ class Ingress:
     def _shard(self, user_id: str):
         return self.shards[shard_of(user_id, len(self.shards))]
 
-    async def _recommend(self, user_id, k, filters, text_vec=None, text=None, explain=False):
+    async def _recommend(self, user_id, k, filters, text_vec=None, text=None, explain=False, source=None):
+        """(cold start?, items with their 1-based ``position``, the list's request id). ``source``
+        names where the list is shown for attribution (a chat answer), else each item's own source."""
         # The profile goes from the shard straight to the retriever (an ObjectRef argument is
         # resolved by Ray), so the ingress waits once and never unpickles it.
         idx = shard_of(user_id, len(self.shards)) if user_id else None
+        arm = self.experiment.arm_of(user_id) if self.experiment else None
         if user_id and self.args.colocate_retrieval:
-            cold, items = await self.shards[idx].recommend_for.remote(user_id, k, filters, text_vec, text)
+            cold, items = await self.shards[idx].recommend_for.remote(user_id, k, filters, text_vec, text, arm)
         else:
             profile_ref = self.shards[idx].get.remote(user_id) if user_id else None
-            cold, items = await self.retriever.recommend.remote(profile_ref, k, filters, text_vec, text)
-        if not explain:
-            for i in items:
+            cold, items = await self.retriever.recommend.remote(profile_ref, k, filters, text_vec, text, None, arm)
+        for pos, i in enumerate(items, start=1):
+            i["position"] = pos
+            if not explain:
                 del i["parts"]
         self.m_recs.inc()
-        if user_id and self.args.record_impressions and items:
-            shown = [i["item_id"] for i in items]
-            self._impressions.setdefault(idx, []).append((user_id, shown, time.time()))
-            self._shown.extend(shown)
-            self.m_impr.inc(len(shown))
-        return cold, items
+        request_id = self._served_list(user_id, [(i["item_id"], source or i["source"]) for i in items], cold,
+                                       impressions=True, arm=arm)
+        return cold, items, request_id
+
+    def _served_list(self, user_id: str | None, items: list[tuple[str, str]], cold: bool,
+                     impressions: bool = False, arm: str | None = None) -> str:
+        """Queue a shown list for its user's shard (attribution, and with ``impressions`` the
+        profile's impressions; flushed every 100 ms) and return its request id, which events may
+        name to be attributed to it."""
+        request_id = uuid.uuid4().hex
+        idx = shard_of(user_id, len(self.shards)) if user_id else 0
+        impressions = bool(impressions and user_id and items and self.args.record_impressions)
+        self._served.setdefault(idx, []).append((request_id, user_id, items, time.time(), arm or DEFAULT_ARM,
+                                                 self.model_version, cold, impressions))
+        if impressions:
+            self._shown.extend(i for i, _ in items)
+            self.m_impr.inc(len(items))
+        return request_id
 
     @staticmethod
     def _filters(category, min_price, max_price, in_stock) -> Filters:
@@ -232,7 +286,7 @@ class Ingress:
 
     @app.post("/v1/events", response_model=s.EventOut, response_model_exclude_none=True)
     async def post_event(self, body: s.EventIn, recommend: int = Query(0, ge=0, le=100)) -> dict:
-        fields = body.model_dump(exclude_none=True)
+        fields = body.model_dump(exclude_none=True, exclude={"request_id"})
         fields["event_id"] = body.event_id or uuid.uuid4().hex
         fields["ts"] = body.ts if body.ts is not None else time.time()
         event = Event(**fields)
@@ -244,8 +298,10 @@ class Ingress:
         if event.item_id and item_vec is None:
             raise ApiError(404, f"unknown item id {event.item_id!r}")
         analysis = _analysis_or_422("text", await text_ref) if text_ref is not None else None
-        version, applied, covisit = await self._shard(event.user_id).apply.remote(event, item_vec, analysis)
+        version, applied, covisit, hit = await self._shard(event.user_id).apply.remote(event, item_vec, analysis,
+                                                                                       body.request_id)
         if applied:
+            self._observe(analysis, event.item_id)
             self.m_events.inc(tags={"type": event.type})
             if analysis is not None:
                 self.m_sentiment.inc(tags={"label": analysis.sentiment.label})
@@ -256,9 +312,11 @@ class Ingress:
                 self._interactions.append((event.item_id, w, event.type in ("click", "cart", "purchase"),
                                            covisit))
         out = {"event_id": event.event_id, "user_id": event.user_id, "applied": applied,
-               "profile_version": version, "analysis": _out_analysis(analysis) if analysis else None}
+               "profile_version": version, "analysis": _out_analysis(analysis) if analysis else None,
+               "attribution": hit}
         if recommend:
-            _, out["recommendations"] = await self._recommend(event.user_id, recommend, None)
+            _, out["recommendations"], out["recommendations_request_id"] = await self._recommend(
+                event.user_id, recommend, None)
         return out
 
     @app.get("/v1/users/{user_id}/recommendations", response_model=s.RecommendationsOut,
@@ -270,9 +328,9 @@ class Ingress:
                                   in_stock: bool = False, explain: bool = False) -> dict:
         s.RecommendIn(user_id=user_id)  # same id rules as everywhere
         filters = self._filters(category, min_price, max_price, in_stock)
-        cold, items = await self._recommend(user_id, k, filters, explain=explain)
+        cold, items, request_id = await self._recommend(user_id, k, filters, explain=explain)
         # A Response skips re-validating what we built ourselves (the model still documents it).
-        return JSONResponse({"user_id": user_id, "cold_start": cold, "items": items})
+        return JSONResponse({"user_id": user_id, "cold_start": cold, "request_id": request_id, "items": items})
 
     @app.post("/v1/recommendations", response_model=s.RecommendationsOut, response_model_exclude_none=True)
     async def post_recommendations(self, body: s.RecommendIn) -> dict:
@@ -284,8 +342,8 @@ class Ingress:
             _text("text", body.text)
             analysis = _analysis_or_422("text", await self._analyze(body.text))
             text_vec, text = analysis.vector, analysis.text
-        cold, items = await self._recommend(body.user_id, body.k, filters, text_vec, text, body.explain)
-        return {"user_id": body.user_id, "cold_start": cold, "items": items}
+        cold, items, request_id = await self._recommend(body.user_id, body.k, filters, text_vec, text, body.explain)
+        return {"user_id": body.user_id, "cold_start": cold, "request_id": request_id, "items": items}
 
     @app.post("/v1/sentiment", response_model=s.SentimentBatchOut)
     async def post_sentiment(self, body: s.SentimentIn) -> dict:
@@ -328,13 +386,16 @@ class Ingress:
             event = Event(user_id=body.user_id, type="search", text=analysis.text, ts=time.time(),
                           event_id=uuid.uuid4().hex)
             items, _ = await asyncio.gather(search, self._shard(body.user_id).apply.remote(event, None, analysis))
+            self._observe(analysis)
             self.m_events.inc(tags={"type": "search"})
         else:
             items = await search
-        if not body.explain:
-            for i in items:
+        for pos, i in enumerate(items, start=1):
+            i["position"] = pos
+            if not body.explain:
                 del i["parts"]
-        return {"query": body.query, "user_id": body.user_id, "items": items,
+        request_id = self._served_list(body.user_id, [(i["item_id"], "search") for i in items], False)
+        return {"query": body.query, "user_id": body.user_id, "request_id": request_id, "items": items,
                 "took_ms": round((time.perf_counter() - t0) * 1000, 2)}
 
     async def _intents_served(self) -> bool:
@@ -375,16 +436,16 @@ class Ingress:
         product, known = await self.retriever.chat_lookup.remote(analysis.text, analysis.vector)
         lang = reply_language(analysis.text, body.language, state.language if state.turns else None)
         new, turn = respond(state, analysis.text, understanding(analysis, self.upset), lang, now, product, known)
-        recs, event = None, None
+        recs, event, recs_id = None, None, None
         if turn.product_query:
             filters = self._filters(turn.categories or None, turn.price.min_price, turn.price.max_price, False)
-            _, recs = await self._recommend(body.user_id, self.args.chat_recommendations, filters,
-                                            analysis.vector, analysis.text)
+            _, recs, recs_id = await self._recommend(body.user_id, self.args.chat_recommendations, filters,
+                                                     analysis.vector, analysis.text, source="chat")
             relaxed = not recs and bool(turn.price)
             if relaxed:  # nothing within the stated price: the nearest items without it, said so
-                _, recs = await self._recommend(body.user_id, self.args.chat_recommendations,
-                                                self._filters(turn.categories or None, None, None, False),
-                                                analysis.vector, analysis.text)
+                _, recs, recs_id = await self._recommend(body.user_id, self.args.chat_recommendations,
+                                                         self._filters(turn.categories or None, None, None, False),
+                                                         analysis.vector, analysis.text, source="chat")
             turn.reply = new.last_reply = product_reply(lang, (new.session_id, new.turns), len(recs), relaxed)
             event = Event(user_id=body.user_id, type="question", text=analysis.text, ts=now,
                           event_id=f"chat:{new.session_id}:{new.turns}")
@@ -393,6 +454,7 @@ class Ingress:
         if not stored:
             raise ApiError(409, f"another message of session {new.session_id!r} was answered meanwhile; "
                                 "send this one again")
+        self._observe(analysis)
         self.m_chat.inc(tags={"route": turn.route})
         self.m_sentiment.inc(tags={"label": analysis.sentiment.label})
         i = analysis.intent
@@ -400,7 +462,7 @@ class Ingress:
                "intent": {"label": i.label, "confidence": i.confidence, "top": i.top},
                "sentiment": {"label": analysis.sentiment.label, "probs": analysis.sentiment.probs},
                "slots": _chat_slots(new.slots), "reply": turn.reply, "route": turn.route, "actions": turn.actions,
-               "escalate": turn.escalate, "recommendations": recs}
+               "escalate": turn.escalate, "recommendations": recs, "request_id": recs_id}
         return out
 
     @app.get("/v1/chat/{session_id}", response_model=s.ChatSummaryOut)
@@ -457,6 +519,35 @@ class Ingress:
         await asyncio.gather(*(sh.reload.remote(colocate) for sh in self.shards))
         return {"retrievers": len(views), "shards": len(self.shards),
                 "artifact_id": views[0]["artifact_id"] if views else None}
+
+    @app.get("/v1/admin/metrics/summary")
+    async def metrics_summary(self, window_s: float = Query(3600.0, gt=0, le=86400)) -> dict:
+        """Online metrics over the last ``window_s`` seconds, summed over every shard: CTR and CVR
+        by source, position bucket and arm, coverage, cold-start share, sentiment mix
+        (``ecrec.operations.attribution``; the same counts are in Prometheus)."""
+        from ecrec.operations.attribution import merge, report
+
+        now = time.time()
+        windows = await asyncio.gather(*(sh.metrics_window.remote(window_s, now) for sh in self.shards))
+        catalog = (await self.retriever.info.remote())["items"]
+        return {**report(merge(windows), catalog, window_s), "model_version": self.model_version}
+
+    @app.get("/v1/admin/drift")
+    async def drift_scores(self) -> dict:
+        """Drift of recent texts and events against the reference (``ecrec.operations.drift``):
+        scores, the alarms raised and why; ``ready`` is false until enough texts arrived."""
+        return await self.drift.scores.remote()
+
+    @app.post("/v1/admin/drift/reference")
+    async def drift_refit(self) -> dict:
+        """Make the recent window the drift reference (after a deliberate change: a new market,
+        a retrained model)."""
+        try:
+            return await self.drift.refit.remote()
+        except RayTaskError as e:
+            if isinstance(e.cause, ValueError):
+                raise ApiError(409, str(e.cause)) from e
+            raise
 
     # ---- content, product pages and the storefront ------------------------------------------
     @app.get("/v1/items", response_model=s.ItemPageOut)

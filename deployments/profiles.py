@@ -43,6 +43,14 @@ class ProfileShardActor:
                                   snapshot_every=snapshot_every, secret=secret,
                                   max_bytes=int(cache_mb * 2**20) if cache_mb else None)
         self.view = None
+        from ray.util import metrics
+
+        self.m_shown = metrics.Counter("ecrec_items_shown", "items in served lists",
+                                       tag_keys=("source", "position", "arm"))
+        self.m_attributed = metrics.Counter("ecrec_attributed_events", "clicks, carts and purchases attributed "
+                                            "to the list that showed the item", tag_keys=("type", "source", "position", "arm"))
+        self.m_lists = metrics.Counter("ecrec_lists_served", "lists shown (cold: to a user without a profile)",
+                                       tag_keys=("arm", "cold"))
         try:
             self._colocate(colocate)
         except Exception:  # e.g. saved settings naming an artifact that is gone: the deploy reconciles
@@ -108,22 +116,47 @@ class ProfileShardActor:
         self._save(colocate)
         return self.settings()
 
-    def recommend_for(self, user_id: str, k: int, filters, text_vec, text):
+    def recommend_for(self, user_id: str, k: int, filters, text_vec, text, arm: str | None = None):
         if self.view is None:
             raise RuntimeError("this shard was started without colocate_retrieval")
-        return self.view.rank(self.shard.get(user_id), k, filters, text_vec, text)
+        return self.view.rank(self.shard.get(user_id), k, filters, text_vec, text, arm=arm)
 
-    def apply(self, event, item_vec, analysis):
+    def apply(self, event, item_vec, analysis, request_id: str | None = None):
         """(profile version, applied, the item and the user's prior recent items if it is a
-        co-visit with them): the ingress forwards the pair to the catalog board."""
+        co-visit with them, where the event's list showed the item or None): the ingress forwards
+        the pair to the catalog board."""
         before = self.shard.get(event.user_id)
         recent = list(before.recent) if before is not None else []
         version, applied = self.shard.apply(event, item_vec, analysis)
         after = self.shard.get(event.user_id)
+        from ecrec.operations.attribution import position_bucket, source_family
         from ecrec.recommender import covisit_pair
 
         pair = applied and event.item_id is not None and covisit_pair(event.item_id, after.recent)
-        return version, applied, (event.item_id, recent) if pair else None
+        hit = None
+        if applied:  # a retried event_id is counted once, like it is applied once
+            hit = self.shard.attribute(request_id, event, analysis)
+            if hit is not None:
+                self.m_attributed.inc(tags={"type": event.type, "source": source_family(hit["source"]),
+                                            "position": position_bucket(hit["position"]), "arm": hit["arm"]})
+        return version, applied, (event.item_id, recent) if pair else None, hit
+
+    def served_many(self, lists: list[tuple]) -> int:
+        from collections import Counter
+
+        from ecrec.operations.attribution import position_bucket, source_family
+
+        shown = Counter((source_family(source), position_bucket(pos), arm) for _, _, items, _, arm, *_ in lists
+                        for pos, (_, source) in enumerate(items, start=1))
+        for (source, bucket, arm), n in shown.items():
+            self.m_shown.inc(n, tags={"source": source, "position": bucket, "arm": arm})
+        for (arm, cold), n in Counter((arm, str(bool(cold)).lower()) for _, _, _, _, arm, _, cold, _ in lists).items():
+            self.m_lists.inc(n, tags={"arm": arm, "cold": cold})
+        return self.shard.served_many(lists)
+
+    def metrics_window(self, window_s: float, now: float):
+        """This shard's online counts over the last ``window_s`` seconds (``Attribution.window``)."""
+        return self.shard.attribution.window(window_s, now)
 
     def get(self, user_id: str):
         return self.shard.get(user_id)
@@ -134,9 +167,6 @@ class ProfileShardActor:
 
     def chat_commit(self, session, expected_turns: int, event, analysis):
         return self.shard.chat_commit(session, expected_turns, event, analysis)
-
-    def record_impressions_many(self, batch: list[tuple[str, list[str], float]]) -> int:
-        return self.shard.record_impressions_many(batch)
 
     def delete(self, user_id: str) -> bool:
         return self.shard.delete(user_id)

@@ -59,9 +59,11 @@ class CatalogView:
         items, self.index, self.manifest = read_artifact(self.args.resolved_index_dir())
         self.items = {it.id: it for it in items}
         self.stats = ItemStats()
-        self.ranker = Ranker(self.index, self.items, self.stats,
-                             RankingConfig(explore_share=self.args.explore_share, seed=self.args.seed),
-                             sequence=self.sequence)
+        base = RankingConfig(explore_share=self.args.explore_share, seed=self.args.seed)
+        self.ranker = Ranker(self.index, self.items, self.stats, base, sequence=self.sequence)
+        experiment = self.args.experiment()  # one ranker per A/B arm, over the same catalog and counters
+        self.rankers = {arm: Ranker(self.index, self.items, self.stats, experiment.config(arm, base),
+                                    sequence=self.sequence) for arm in experiment.names} if experiment else {}
         from ecrec.search.hybrid import HybridSearch, SearchConfig
         from ecrec.search.lexical import LexicalIndex
 
@@ -144,10 +146,12 @@ class CatalogView:
                 self.stats.popularity, self.stats.impressions, self.stats.clicks = pop, imp, clicks
                 self.stats.version += 1
 
-    def rank(self, profile, k: int, filters, text_vec, text, now: float | None = None):
-        """(cold start?, plain dicts ready for JSON: cheap to pickle back to the ingress)."""
+    def rank(self, profile, k: int, filters, text_vec, text, now: float | None = None, arm: str | None = None):
+        """(cold start?, plain dicts ready for JSON: cheap to pickle back to the ingress). ``arm``
+        picks an A/B arm's ranking settings (the default ranker otherwise)."""
         with self.lock:
-            recs = self.ranker.recommend(profile, k, time.time() if now is None else now, filters, text_vec, text)
+            ranker = self.rankers.get(arm, self.ranker)
+            recs = ranker.recommend(profile, k, time.time() if now is None else now, filters, text_vec, text)
             out = []
             for r in recs:
                 it = self.items[r.item_id]
@@ -265,9 +269,10 @@ class Retriever:
         self._ensure_sync()
         return self.items.get(item_id)
 
-    async def recommend(self, profile, k: int, filters, text_vec, text, now: float | None = None):
+    async def recommend(self, profile, k: int, filters, text_vec, text, now: float | None = None,
+                        arm: str | None = None):
         self._ensure_sync()
-        return self.view.rank(profile, k, filters, text_vec, text, now)
+        return self.view.rank(profile, k, filters, text_vec, text, now, arm)
 
     async def search(self, profile, query: str, vector, k: int, filters):
         self._ensure_sync()

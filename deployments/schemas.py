@@ -42,6 +42,17 @@ class EventIn(BaseModel):
     text: str | None = Field(default=None, description="Review, question, feedback or search text")
     rating: int | None = Field(default=None, ge=1, le=5)
     ts: float | None = Field(default=None, ge=0, allow_inf_nan=False, description="Unix seconds; default now")
+    request_id: str | None = Field(default=None, pattern=r"^[0-9a-f]{32}$", description=(
+        "the request_id of the list (recommendations, search, chat) the shopper acted from: a click, cart or "
+        "purchase of one of its items is attributed to that list's source and position"))
+
+
+class AttributionOut(BaseModel):
+    request_id: str
+    source: str
+    position: int = Field(description="1-based position of the item in that list")
+    arm: str = Field(description="the A/B arm that ranked the list")
+    model_version: str
 
 
 class SentimentOut(BaseModel):
@@ -80,6 +91,7 @@ class RecommendationOut(BaseModel):
     reason: str
     category: list[str]
     price: float
+    position: int = Field(description="1-based position in this list")
     parts: dict[str, float] | None = None
 
 
@@ -89,12 +101,16 @@ class EventOut(BaseModel):
     applied: bool = Field(description="False when this event_id had already been applied")
     profile_version: int
     analysis: TextOut | None = None
+    attribution: AttributionOut | None = Field(default=None, description=(
+        "where the item was shown, when request_id names a list that showed it (and this event was applied)"))
     recommendations: list[RecommendationOut] | None = None
+    recommendations_request_id: str | None = None
 
 
 class RecommendationsOut(BaseModel):
     user_id: str | None = Field(default=None, description="absent for a text-only request")
     cold_start: bool
+    request_id: str = Field(description="name it in the events this list leads to (attribution)")
     items: list[RecommendationOut]
 
 
@@ -167,6 +183,7 @@ class ChatOut(BaseModel):
                                             "(e.g. {\"type\": \"track_order\", \"order_id\": \"…\"})")
     escalate: bool
     recommendations: list[RecommendationOut] | None = None
+    request_id: str | None = Field(default=None, description="the recommendations' list id, for attribution")
 
 
 class ChatSummaryOut(BaseModel):
@@ -197,6 +214,7 @@ class SearchItemOut(BaseModel):
     score: float
     category: list[str]
     price: float
+    position: int = Field(description="1-based position in this list")
     parts: dict[str, float] | None = Field(default=None, description="with explain: the lexical and semantic "
                                                                        "rank-fusion parts and the personal term")
 
@@ -204,6 +222,7 @@ class SearchItemOut(BaseModel):
 class SearchOut(BaseModel):
     query: str
     user_id: str | None = None
+    request_id: str = Field(description="name it in the events these results lead to (attribution)")
     items: list[SearchItemOut]
     took_ms: float
 

@@ -173,6 +173,24 @@ def _eval_text(args) -> None:
     print(text)
 
 
+def _drift_reference(args) -> None:
+    import random
+
+    from ecrec.datasets import load_marc
+    from ecrec.operations.drift import reference_from_texts
+    from ecrec.recommender import RecommenderConfig, load_analyzer
+
+    texts = []
+    for lang in ("zh", "en"):
+        pool, _ = load_marc(args.data, lang, "train")
+        texts += random.Random(0).sample(pool, min(args.n, len(pool)))
+    ref = reference_from_texts(load_analyzer(RecommenderConfig(), args.home), texts,
+                               f"MARC train, {args.n} reviews per language (zh, en)")
+    out = args.out or args.home / "drift" / "reference.npz"
+    ref.save(out)
+    print(f"drift reference: {ref.n} texts, mixes {ref.mixes} -> {out} (serve with drift_reference={out})")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="ecrec", description=__doc__)
     parser.add_argument("--home", type=Path, default=None, help="models and caches (default $ECREC_HOME)")
@@ -254,6 +272,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--limit", type=int, default=None, help="texts per test set (sentiment)")
     p.add_argument("--out", type=Path, default=None, help="JSON report")
     p.set_defaults(fn=_eval_text)
+
+    p = sub.add_parser("drift-reference", help="fit the drift monitor's reference on MARC train reviews (zh + en)")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    p.add_argument("-n", type=int, default=500, help="reviews per language")
+    p.add_argument("--out", type=Path, default=None, help="default $ECREC_HOME/drift/reference.npz")
+    p.set_defaults(fn=_drift_reference)
 
     from ecrec import cli_ext
 

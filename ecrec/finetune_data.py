@@ -47,6 +47,8 @@ class FinetuneConfig:
     cache_trunk: bool = field(default=True, metadata={"help": "keep frozen-trunk states after epoch 1"})
     class_weights: str | None = field(default=None, metadata={"help": "None or 'balanced' (inverse frequency)"})
     calibrate: bool = field(default=False, metadata={"help": "tune per-class logit biases on dev"})
+    extra_train: str | None = field(default=None, metadata={
+        "help": "JSONL of {text, label} added to training (sentiment): reviews exported by `ecrec retrain`"})
     data_dir: str = "../shared/data"
 
     @classmethod
@@ -82,6 +84,22 @@ class TaskData:
     clarify_rows: np.ndarray | None = None  # dev rows the clarify threshold is fitted on (intent)
 
 
+def read_labelled(path: str | Path) -> tuple[list[str], np.ndarray]:
+    """``{"text", "label"}`` lines (label: negative | neutral | positive) as texts and class ids."""
+    import json
+
+    texts, labels = [], []
+    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        if row.get("label") not in SENTIMENT_LABELS or not str(row.get("text", "")).strip():
+            raise ValueError(f"{path}:{n}: needs a text and a label in {SENTIMENT_LABELS}, got {line[:120]!r}")
+        texts.append(row["text"])
+        labels.append(SENTIMENT_LABELS.index(row["label"]))
+    return texts, np.asarray(labels, dtype=np.int64)
+
+
 def _take(texts, y, idx) -> Split:
     return Split([texts[i] for i in idx], np.asarray(y)[idx])
 
@@ -114,6 +132,10 @@ def load_task(cfg: FinetuneConfig) -> TaskData:
             if cfg.extra_zh_binary:  # more Chinese signal, from the trained categories only
                 train = Split(train.texts + shop_train.texts, np.concatenate([train.labels, shop_train.labels]),
                               np.concatenate([train.binary, np.ones(len(shop_train.texts), dtype=bool)]))
+        if cfg.extra_train:  # shoppers' own rated reviews, exported from the event store
+            texts_x, labels_x = read_labelled(cfg.extra_train)
+            train = Split(train.texts + texts_x, np.concatenate([train.labels, labels_x]),
+                          np.concatenate([train.binary, np.zeros(len(texts_x), dtype=bool)]))
         return TaskData(list(SENTIMENT_LABELS), train, _take(texts, y, dev), tests, binary_dev)
     if cfg.task == "intent":
         from ecrec.intent_data import intent_splits

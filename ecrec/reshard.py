@@ -44,9 +44,10 @@ def reshard(state_dir: str | Path, shards: int, dim: int | None = None, model: s
     tmp.mkdir()
     (tmp / KEY_FILE).write_bytes(key)
     (tmp / KEY_FILE).chmod(0o600)
-    if (state_dir / "catalog.db").exists():  # the sqlite backup API copies it consistently, WAL included
-        with sqlite3.connect(state_dir / "catalog.db") as src, sqlite3.connect(tmp / "catalog.db") as dst:
-            src.backup(dst)
+    for log_file in ("catalog.db", "content.db"):  # item and guide edits: sharding does not touch them
+        if (state_dir / log_file).exists():  # the sqlite backup API copies consistently, WAL included
+            with sqlite3.connect(state_dir / log_file) as src, sqlite3.connect(tmp / log_file) as dst:
+                src.backup(dst)
     new = [SQLiteStore(tmp / f"profiles-{j:04d}.db") for j in range(shards)]
     users = moved = 0
     for i in range(layout.num_shards):

@@ -24,6 +24,7 @@ import numpy as np
 
 from ecrec.chat.session import ChatSession, ChatSessions
 from ecrec.events import Event, check_timestamp
+from ecrec.operations.attribution import Attribution
 from ecrec.profile import CorruptProfileError, ProfileConfig, UserProfile
 from ecrec.sentiment import Clause, Sentiment, TextAnalysis
 from ecrec.store import EventStore
@@ -89,6 +90,7 @@ class ProfileShard:
         self._tombstones: dict[bytes, tuple[float, set[bytes]]] = {}
         self.corrupt_snapshots: list[str] = []  # users whose newest snapshot was refused when loaded
         self.chats = ChatSessions(store)
+        self.attribution = Attribution()  # served lists and what they led to (memory only: metrics)
         self.restore()
 
     @property
@@ -269,6 +271,25 @@ class ProfileShard:
             self._after_write(user_id, p, seq)
         return len(seqs)
 
+    def served_many(self, lists: list[tuple]) -> int:
+        """Lists shown: each ``(request_id, user_id or None, [(item id, source)], ts, arm,
+        model_version, cold, impressions)`` enters the attribution ledger; where ``impressions``
+        is true its items also count as impressions of its user, if the user has a profile
+        (``record_impressions_many``). Returns how many lists recorded impressions."""
+        for request_id, user_id, items, ts, arm, model_version, cold, _ in lists:
+            self.attribution.served(request_id, user_id, items, ts, arm, model_version, cold)
+        shown = [(user_id, [i for i, _ in items], ts) for _, user_id, items, ts, *_, imp in lists if imp and user_id]
+        return self.record_impressions_many(shown) if shown else 0
+
+    def attribute(self, request_id: str | None, event: Event, analysis: TextAnalysis | None = None) -> dict | None:
+        """Count an applied event in the online metrics; where it names the list it came from,
+        attribute it there (``Attribution.event``)."""
+        if analysis is not None:
+            self.attribution.text(analysis.sentiment.label, event.ts)
+        if request_id is None:
+            return None
+        return self.attribution.event(request_id, event.user_id, event.item_id, event.type, event.ts)
+
     def _after_write(self, user_id: str, profile: UserProfile, seq: int) -> None:
         """The event is in the log: the cache takes it first, then a snapshot may follow. A failed
         snapshot loses nothing (the log holds the event) and is tried again at the next write."""
@@ -302,6 +323,7 @@ class ProfileShard:
             return key, now, b"".join(sorted(keys))
 
         self._forget(user_id)  # first: even if the store's reply is lost, no cached copy comes back
+        self.attribution.forget(user_id)
         self.store.delete_user(user_id, tombstone)  # rows and tombstone: one transaction
         self._tombstones[key] = (now, keys)
         self._absent[user_id] = None

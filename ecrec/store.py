@@ -31,11 +31,20 @@ def transaction(db: sqlite3.Connection, lock: threading.Lock, fn):
         db.execute("BEGIN IMMEDIATE")
         try:
             out = fn(db)
+            db.execute("COMMIT")  # inside: a COMMIT that fails (disk full) must not leave the transaction open
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             raise
-        db.execute("COMMIT")
         return out
+
+
+def is_store_error(e: BaseException | None) -> bool:
+    """A durable store that could not do its part (disk full or failing, Redis down or refusing
+    writes): the caller answers 503, and nothing was acknowledged."""
+    if isinstance(e, (sqlite3.Error, OSError)):
+        return True
+    return any(c.__module__.startswith("redis") and c.__name__ == "RedisError" for c in type(e).__mro__)
 
 
 class EventStore(Protocol):

@@ -159,3 +159,37 @@ def test_an_erasure_whose_reply_is_lost_leaves_no_cached_profile(make_store):
     with pytest.raises(TimeoutError):
         shard.delete("gone")
     assert shard.get("gone") is None and "gone" not in shard.profiles
+
+
+def test_a_failed_commit_leaves_no_open_transaction(tmp_path):
+    """A COMMIT that fails (here a deferred foreign key; on a full disk, the write itself) must roll
+    back: before the fix the transaction stayed open and every later write failed until restart."""
+    import sqlite3
+    import threading
+
+    from ecrec.store import transaction
+
+    db = sqlite3.connect(tmp_path / "t.db", isolation_level=None)
+    db.execute("PRAGMA foreign_keys = ON")
+    db.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
+    db.execute("CREATE TABLE child (pid INTEGER REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED)")
+    lock = threading.Lock()
+    with pytest.raises(sqlite3.IntegrityError):
+        transaction(db, lock, lambda d: d.execute("INSERT INTO child VALUES (42)"))  # fails at COMMIT
+    assert not db.in_transaction
+    transaction(db, lock, lambda d: d.execute("INSERT INTO parent VALUES (1)"))
+    assert db.execute("SELECT COUNT(*) FROM child").fetchone()[0] == 0
+    assert db.execute("SELECT COUNT(*) FROM parent").fetchone()[0] == 1
+
+
+def test_store_errors_are_recognised():
+    import sqlite3
+
+    import redis
+
+    from ecrec.store import is_store_error
+
+    assert is_store_error(sqlite3.OperationalError("database or disk is full"))
+    assert is_store_error(redis.exceptions.ResponseError("OOM command not allowed"))
+    assert is_store_error(redis.exceptions.ConnectionError("refused")) and is_store_error(OSError(28, "No space"))
+    assert not is_store_error(ValueError("bad event")) and not is_store_error(None)

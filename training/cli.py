@@ -37,9 +37,10 @@ def _settings(pairs: list[str]) -> dict:
 
 
 def register(sub) -> None:
-    from training import sequence
+    from training import retrain, sequence
 
     sequence.register(sub)
+    retrain.register(sub)
     p = sub.add_parser("train", help="fine-tune with Ray Train")
     p.add_argument("task", choices=["sentiment", "intent"])
     p.add_argument("--config", type=Path, default=CONFIGS / "cpu.yaml")

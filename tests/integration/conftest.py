@@ -76,7 +76,10 @@ def server(tmp_path_factory):
     args = AppArgs(index_dir=str(tmp / "index"), state_dir=str(tmp / "state"),
                    namespace=f"ecrec-test-{uuid.uuid4().hex[:8]}", explore_share=0.0,
                    encoder_max_replicas=1, num_shards=2, snapshot_every=5, sqlite_synchronous="NORMAL",
-                   max_sentiment_texts=8, max_encoder_rows=40)
+                   max_sentiment_texts=8, max_encoder_rows=40,
+                   # an A/B test of two identical arms: every list carries its arm, rankings match the engine
+                   ab_test={"arms": {"control": {}, "twin": {}}, "salt": "tests"},
+                   drift_min_recent=20)
     start_graph(args)
     client = httpx.Client(base_url=f"http://127.0.0.1:{PORT}", timeout=60,
                           headers={"Authorization": f"Bearer {API_KEY}"})

@@ -54,7 +54,7 @@ def main(redis_url: str, state_dir: str) -> dict:
         e = Event(user_id=u, type="click", item_id=f"i{n % 40}", ts=time.time(), event_id=f"ev-{n}")
         for attempt in range(60):
             try:
-                _, applied, _ = ray.get(shards[shard_of(u, n_shards)].apply.remote(e, vecs[n % 40], None), timeout=30)
+                _, applied, _, _ = ray.get(shards[shard_of(u, n_shards)].apply.remote(e, vecs[n % 40], None), timeout=30)
                 acked[u] += int(applied)
                 break
             except Exception:  # the actor restarting on the other node: send the same event again

@@ -208,5 +208,20 @@ def test_the_graph_on_redis_keeps_profiles_through_a_killed_shard_and_a_full_res
         from ecrec.store_redis import RedisStore
 
         assert RedisStore(redis_url, prefix=on_redis.namespace).count_rows(users[2]) == 0
+        # Redis refusing writes (out of memory) is a 503 that says so, never a 500; nothing is applied
+        import redis
+
+        admin = redis.Redis.from_url(redis_url)
+        admin.config_set("maxmemory-policy", "noeviction")
+        admin.config_set("maxmemory", 1)
+        try:
+            r = client.post("/v1/events", json={"user_id": users[3], "type": "click", "event_id": "rd-oom",
+                                                "item_id": "phones-001"})
+            assert r.status_code == 503 and "profile store" in r.json()["detail"] and r.headers["Retry-After"], r.text
+        finally:
+            admin.config_set("maxmemory", 0)
+        r = client.post("/v1/events", json={"user_id": users[3], "type": "click", "event_id": "rd-oom",
+                                            "item_id": "phones-001"})
+        assert r.status_code == 200 and r.json()["applied"] and r.json()["profile_version"] == 6, r.text
     finally:
         restart_graph(args)

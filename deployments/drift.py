@@ -1,0 +1,65 @@
+"""The drift monitor as one named actor: every ingress replica feeds it (batched every 100 ms) and
+``/v1/admin/drift`` reads it. The statistics and the alarm rules live in ``ecrec.operations.drift``."""
+from __future__ import annotations
+
+import logging
+import time
+
+import ray
+
+from deployments.config import AppArgs
+
+log = logging.getLogger(__name__)
+SIGNALS = ("embedding_psi_max", "embedding_mean_shift", "sentiment_psi", "intent_psi", "language_psi")
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=3)
+class DriftActor:
+    def __init__(self, reference: str | None, min_recent: int, window: int):
+        from ray.util import metrics
+
+        from ecrec.operations.drift import DriftConfig, DriftMonitor, Reference
+
+        ref = Reference.load(reference) if reference else None
+        self.monitor = DriftMonitor(ref, DriftConfig(window=window, min_recent=min_recent))
+        self.g_score = metrics.Gauge("ecrec_drift_score", "drift scores of the recent window against the "
+                                     "reference (PSI, or cosine distance for the mean shift)", tag_keys=("signal",))
+        self.g_alarm = metrics.Gauge("ecrec_drift_alarm", "1 while any drift alarm is raised")
+        self._scored_at, self._alarmed = 0.0, False
+
+    def observe(self, texts: list[tuple], items: list[str]) -> None:
+        for vector, sentiment, intent, language in texts:
+            self.monitor.observe_text(vector, sentiment, intent, language)
+        for i in items:
+            self.monitor.observe_item(i)
+        if time.monotonic() - self._scored_at >= 1.0:  # scores at most once a second
+            self._export()
+
+    def _export(self) -> dict:
+        s = self.monitor.scores()
+        self._scored_at = time.monotonic()
+        if not s["ready"]:
+            return s
+        values = {"embedding_psi_max": s["embedding"]["psi_max"], "embedding_mean_shift": s["embedding"]["mean_shift"],
+                  **{k: s[k] for k in ("sentiment_psi", "intent_psi", "language_psi") if k in s}}
+        for signal, v in values.items():
+            self.g_score.set(v, tags={"signal": signal})
+        self.g_alarm.set(1.0 if s["drift"] else 0.0)
+        if s["drift"] and not self._alarmed:
+            log.warning("drift: %s", "; ".join(s["alarms"]))
+        self._alarmed = s["drift"]
+        return s
+
+    def scores(self) -> dict:
+        return self._export()
+
+    def refit(self) -> dict:
+        """The recent window becomes the reference (an operator's chosen period)."""
+        ref = self.monitor.refit("the recent window, chosen by an operator")
+        return {"texts": ref.n, "source": ref.source}
+
+
+def get_drift(args: AppArgs):
+    return DriftActor.options(name="ecrec-drift", namespace=args.namespace, lifetime="detached",
+                              get_if_exists=True).remote(args.drift_reference, args.drift_min_recent,
+                                                         args.drift_window)

@@ -1,0 +1,1 @@
+"""Operating ecrec: online metrics with attribution (``attribution``)."""
