@@ -5,7 +5,7 @@ then plays shoppers for ``--minutes``: each asks for recommendations, clicks wha
 (more often near the top, and more often items from the "interest" source, so the rates differ by
 position and source), sometimes buys, and writes a review. Halfway through, the reviews switch
 from Chinese to English (MARC test reviews from ``--data``), which the drift monitor must flag.
-Every 10 s it reads ``/v1/admin/metrics/summary`` (last 60 s) and ``/v1/admin/drift``; the series
+Every 10 s it reads ``/v1/admin/metrics/summary`` (last 1-2 minutes: whole one-minute buckets) and ``/v1/admin/drift``; the series
 go to ``docs/eval/dashboard.json`` and ``docs/img/dashboard.png``, the same series as the Grafana
 dashboard in ``deployments/grafana/ecrec.json``.
 """
@@ -32,7 +32,7 @@ AB = '{"arms": {"control": {}, "explore20": {"explore_share": 0.2}}, "salt": "da
 def start(port: int, state: str, key: str) -> subprocess.Popen:
     env = {**os.environ, "ECREC_API_KEYS": f'[{{"name": "dash", "key": "{key}", "rate_per_s": 100000}}]'}
     server = subprocess.Popen([sys.executable, "-m", "ecrec.cli", "serve", "--port", str(port), f"state_dir={state}",
-                               "namespace=ecrec-dashboard", f"ab_test={AB}", "drift_min_recent=60"],
+                               "namespace=ecrec-dashboard", f"ab_test={AB}", "drift_min_recent=100"],
                               env=env, start_new_session=True)
     deadline = time.time() + 300
     while True:
@@ -82,6 +82,10 @@ def main() -> None:
                 t0 = time.time()
                 end, next_read = t0 + args.minutes * 60, t0 + 10
                 users = [f"shopper-{j}" for j in range(60)]
+                # the drift reference: the first 100 texts after start (Chinese reviews of every star; the
+                # test file is sorted by star, so they are drawn at random) and no item events yet
+                for j, text in enumerate(rng.sample(zh, 100)):
+                    c.post("/v1/events", json={"user_id": users[j % 60], "type": "review", "text": text})
                 for u in users:  # every shopper starts with one interest
                     c.post("/v1/events", json={"user_id": u, "type": "click", "item_id": rng.choice(
                         ["phones-001", "cameras-002", "headphones-003", "laptops-001", "clothing-002"])})
@@ -89,7 +93,7 @@ def main() -> None:
                     halfway = time.time() - t0 > args.minutes * 30
                     play(c, rng, rng.choice(users), rng.choice(en if halfway else zh))
                     if time.time() >= next_read:
-                        m = c.get("/v1/admin/metrics/summary", params={"window_s": 60}).json()
+                        m = c.get("/v1/admin/metrics/summary", params={"window_s": 120}).json()
                         d = c.get("/v1/admin/drift").json()
                         series.append({"t": round(time.time() - t0, 1), "metrics": m, "drift": d})
                         next_read += 10
@@ -116,13 +120,14 @@ def plot(series: list[dict], path: Path, switch_s: float) -> None:
         for n in names:
             a.plot(t, [(s["metrics"][key].get(n) or {}).get("ctr") for s in series], marker=".", label=n)
         a.set_title(title)
-        a.set_ylabel("CTR (last 60 s)")
+        a.set_ylabel("CTR (last 1-2 min)")
         a.legend(fontsize=8)
 
     lines(ax[0, 0], "by_source", "CTR by source")
     lines(ax[0, 1], "by_position", "CTR by position")
-    ax[1, 0].plot(t, [s["metrics"]["lists"] / 60 for s in series], marker=".", label="lists/s")
-    ax[1, 0].plot(t, [s["metrics"]["coverage"] or 0 for s in series], marker=".", label="catalog coverage (60 s)")
+    ax[1, 0].plot(t, [s["metrics"]["lists"] / max(s["metrics"]["span_s"], 1.0) for s in series], marker=".",
+                  label="lists/s")
+    ax[1, 0].plot(t, [s["metrics"]["coverage"] or 0 for s in series], marker=".", label="catalog coverage (1-2 min)")
     ax[1, 0].set_title("Lists served and coverage")
     ax[1, 0].legend(fontsize=8)
     d = ax[1, 1]

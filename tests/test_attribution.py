@@ -49,6 +49,7 @@ def test_windows_and_merging_shards():
     assert report(a.window(3 * 3600, T), 10, 3 * 3600)["lists"] == 2
     r = report(merge([a.window(3600, T), b.window(3600, T)]), 10, 3600)
     assert r["lists"] == 2 and r["distinct_items_shown"] == 2 and r["coverage"] == 0.2
+    assert 3600 - 60 < r["span_s"] <= 3600  # whole buckets inside the window, the current one included
     assert r["sentiment_mix"] == {"negative": pytest.approx(1 / 3), "positive": pytest.approx(2 / 3)}
 
 

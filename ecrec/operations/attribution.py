@@ -57,11 +57,13 @@ class Window:
     unattributed: Counter = field(default_factory=Counter)  # type -> events naming an unknown list/item
     sentiment: Counter = field(default_factory=Counter)  # label -> texts
     items: set = field(default_factory=set)  # distinct items shown
+    span_s: float = 0.0  # seconds the counts cover (whole buckets: up to one bucket less than asked)
 
     def add(self, other: "Window") -> "Window":
         for name in ("lists", "shown", "events", "unattributed", "sentiment"):
             getattr(self, name).update(getattr(other, name))
         self.items |= other.items
+        self.span_s = max(self.span_s, other.span_s)
         return self
 
 
@@ -133,9 +135,10 @@ class Attribution:
         self._bucket(ts).sentiment[label] += 1
 
     def window(self, window_s: float, now: float) -> Window:
-        """The sum of the buckets that overlap the last ``window_s`` seconds."""
-        first = int((now - window_s) // self.bucket_s)
-        out = Window()
+        """The sum of the buckets that start within the last ``window_s`` seconds (the current one
+        included); ``span_s`` says how many seconds that is."""
+        first = int(math.ceil((now - window_s) / self.bucket_s))
+        out = Window(span_s=max(0.0, now - first * self.bucket_s))
         for b, w in self._buckets.items():
             if b >= first:
                 out.add(w)
@@ -173,6 +176,7 @@ def report(w: Window, catalog_size: int, window_s: float) -> dict:
     purchases = sum(n for k, n in w.events.items() if k[0] == "purchase")
     return {
         "window_s": window_s,
+        "span_s": w.span_s,
         "lists": lists,
         "items_shown": shown_total,
         "ctr": _rate(clicks, shown_total),
