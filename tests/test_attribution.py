@@ -61,6 +61,11 @@ def test_ledger_and_buckets_are_bounded():
     assert a.event("r4", "u", "p", "click", T + 10) is not None
     a.served("late", "u", [("p", "interest")], T + 3600)
     assert min(a._buckets) >= int((T + 3600 - 600) // 60)  # buckets older than the retention are gone
+    b = Attribution(coverage_s=120)
+    b.served("old", "u", [("p1", "interest")], T)
+    b.served("new", "u", [("p2", "interest")], T + 600)
+    r = report(b.window(3600, T + 600), 10, 3600)
+    assert r["lists"] == 2 and r["distinct_items_shown"] == 1  # counts for the day, items for coverage_s
     with pytest.raises(ValueError):
         Attribution(max_lists=0)
 

@@ -10,7 +10,7 @@ Counts are by source family (``similar:<item id>`` counts as ``similar``), posit
 Definitions (the same in Prometheus and in ``/v1/admin/metrics/summary``):
 - CTR = attributed clicks / items shown, by source, by position bucket and by arm;
 - CVR = attributed purchases / attributed clicks (carts are reported as a count);
-- coverage = distinct items shown in the window / catalog size;
+- coverage = distinct items shown in the window (its last hour at most) / catalog size;
 - cold share = lists served to users without a profile / lists served.
 """
 from __future__ import annotations
@@ -70,10 +70,12 @@ class Window:
 class Attribution:
     """The ledger and the buckets of one shard (not thread-safe: the shard actor is serial)."""
 
-    def __init__(self, max_lists: int = 100_000, retention_s: float = 86_400.0, bucket_s: float = 60.0):
-        if max_lists < 1 or retention_s <= 0 or bucket_s <= 0:
-            raise ValueError("max_lists, retention_s and bucket_s must be positive")
+    def __init__(self, max_lists: int = 100_000, retention_s: float = 86_400.0, bucket_s: float = 60.0,
+                 coverage_s: float = 3600.0):
+        if max_lists < 1 or retention_s <= 0 or bucket_s <= 0 or coverage_s <= 0:
+            raise ValueError("max_lists, retention_s, bucket_s and coverage_s must be positive")
         self.max_lists, self.retention_s, self.bucket_s = max_lists, retention_s, bucket_s
+        self.coverage_s = coverage_s  # distinct items are kept this long (a day of them would not scale)
         self._lists: OrderedDict[str, ServedList] = OrderedDict()
         self._buckets: dict[int, Window] = {}
 
@@ -85,6 +87,10 @@ class Attribution:
             oldest = b - int(self.retention_s // self.bucket_s)
             for old in [k for k in self._buckets if k < oldest]:
                 del self._buckets[old]
+            covered = b - int(self.coverage_s // self.bucket_s)
+            for k, old_w in self._buckets.items():
+                if k < covered:
+                    old_w.items = set()
         return w
 
     def served(self, request_id: str, user_id: str | None, items: list[tuple[str, str]], ts: float,
