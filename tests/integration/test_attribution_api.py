@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.disruptive]  # its clicks add co-visit pairs the ranking tests would see
 
 
 def _summary(client):
