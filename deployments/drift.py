@@ -10,7 +10,6 @@ import ray
 from deployments.config import AppArgs
 
 log = logging.getLogger(__name__)
-SIGNALS = ("embedding_psi_max", "embedding_mean_shift", "sentiment_psi", "intent_psi", "language_psi")
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=3)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter, deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -59,11 +59,6 @@ def smoothed(counts, n: float) -> np.ndarray:
     window happens to miss costs ln(n) at most, not ln(1 / FLOOR), so noise stays noise."""
     c = np.asarray(counts, np.float64)
     return (c + 0.5) / (n + 0.5 * len(c))
-
-
-def shares(counts: Counter, categories: list[str]) -> np.ndarray:
-    total = sum(counts.values())
-    return np.array([counts.get(c, 0) / total if total else 0.0 for c in categories])
 
 
 def top_share(items, n: int = 10) -> float | None:
@@ -218,6 +213,3 @@ class DriftMonitor:
             out["alarms"].append(f"top-10 items' share of events moved {ref.top_share:.2f} -> {recent_top:.2f}")
         out["drift"] = bool(out["alarms"])
         return out
-
-    def config_dict(self) -> dict:
-        return asdict(self.config)
