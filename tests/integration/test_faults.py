@@ -134,10 +134,10 @@ def test_short_load_run_sheds_with_503_and_recovers(server):
     out = Path(os.environ.get("ECREC_SOAK_OUT", "/tmp/ecrec-soak-short.json"))
     result = soak(str(client.base_url), short=True, out=out, api_key=client.headers["authorization"].split()[1])
     normal, over, after = result["phases"]
-    assert normal["5xx"] == 0 and normal["conn_errors"] == 0 and normal["p99_ms"] is not None
-    assert over["503"] > 0 and over["503_with_retry_after"] == over["503"]  # sheds, and says when to retry
-    assert over["5xx"] == over["503"]  # nothing but 503
-    assert after["5xx"] == 0 and after["ok"] >= 0.95 * after["sent"]  # recovered
+    assert normal["5xx"] == 0 and normal["conn_errors"] == 0 and normal["p99_ms"] is not None, result
+    assert over["503"] > 0 and over["503_with_retry_after"] == over["503"], result  # sheds, says when to retry
+    assert over["5xx"] == over["503"], result  # nothing but 503
+    assert after["5xx"] == 0 and after["ok"] >= 0.95 * after["sent"], result  # recovered
 
 
 def test_full_ray_restart_brings_every_profile_back(server, restart_graph):
