@@ -13,7 +13,13 @@ from deployments.encoder import Encoder
 from deployments.ingress import Ingress
 
 
-def build_app(args: dict | AppArgs, encoder_user_config: dict | None = None) -> Application:
+def build_app(args: dict | AppArgs) -> Application:
+    """The graph for ``args``: the application builder of ``serve run``/``serve deploy`` (Serve
+    calls it with exactly one argument, the config's ``args``)."""
+    return build_graph(args)
+
+
+def build_graph(args: dict | AppArgs, encoder_user_config: dict | None = None) -> Application:
     """The graph for ``args``. ``encoder_user_config`` overrides the Encoder's user_config, as a serve
     config's ``deployments: [{name: Encoder, user_config: …}]`` does."""
     args = args if isinstance(args, AppArgs) else AppArgs.model_validate(args)

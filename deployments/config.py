@@ -37,7 +37,10 @@ class AppArgs(BaseModel):
     encoder_target_ongoing_requests: float = Field(default=8, gt=0)
     encoder_num_cpus: float = Field(default=0.5, ge=0)
     encoder_num_gpus: float = Field(default=0, ge=0, description="a GPU or a fraction on a cluster")
-    encoder_threads: int = Field(default=2, ge=1, description="torch CPU threads per encoder replica")
+    encoder_threads: int = Field(default=2, ge=1, description="torch CPU threads per encoder replica (on CPU, "
+                                 "at most the node's cores / encoder_max_replicas)")
+    encoder_quantize: str = Field(default="none", pattern="^(none|int8)$",
+                                  description="int8: dynamic int8 Linear layers on CPU (BENCHMARKS.md, text-path)")
     max_batch_size: int = Field(default=16, ge=1)
     batch_wait_timeout_s: float = Field(default=0.003, ge=0)
     # profiles

@@ -23,9 +23,17 @@ class Encoder:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         from ecrec.encoder import EncoderConfig, TextEncoder
 
+        from ecrec.encoder import threads_per_replica
+
         self.args = args
-        self.encoder = TextEncoder(EncoderConfig(model=args.model, max_length=args.max_length,
-                                                 num_threads=args.encoder_threads), args.home())
+        threads = args.encoder_threads
+        if args.encoder_num_gpus == 0:  # CPU replicas that may all land on this node share its cores
+            threads = threads_per_replica(threads, args.encoder_max_replicas, len(os.sched_getaffinity(0)))
+            if threads < args.encoder_threads:
+                log.info("encoder threads %d -> %d: %d replicas may share this node's %d cores", args.encoder_threads,
+                         threads, args.encoder_max_replicas, len(os.sched_getaffinity(0)))
+        self.encoder = TextEncoder(EncoderConfig(model=args.model, max_length=args.max_length, num_threads=threads,
+                                                 quantize=args.encoder_quantize), args.home())
         self.analyzer, self.heads = None, None
         self.initial_heads = heads or (args.sentiment_head, args.intent_head)
         self._load_heads(*self.initial_heads)
@@ -43,8 +51,7 @@ class Encoder:
         analyzer = TextAnalyzer(self.encoder, head, load_head(intent_path, self.encoder) if intent_path else None)
         intent = analyzer.intent_head
         intent_version = intent.info.get("name", "intent") if intent is not None else None
-        model_version = "+".join([self.args.model, analyzer.head.info.get("name", "head")]
-                                 + ([intent_version] if intent else []))
+        model_version = analyzer.version
         self.analyzer, self.intent_version, self.model_version = analyzer, intent_version, model_version
         if self.heads is not None:
             log.info("encoder replica now serves %s", model_version)

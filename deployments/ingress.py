@@ -165,13 +165,15 @@ class Ingress:
         from ecrec.chat.upset import UpsetDetector
 
         self.upset = UpsetDetector.load(args.model, manifest["dim"])
-        self.m_events = metrics.Counter("ecrec_events", "events applied", tag_keys=("type",))
-        self.m_sentiment = metrics.Counter("ecrec_sentiment", "texts classified", tag_keys=("label",))
-        self.m_recs = metrics.Counter("ecrec_recommendations", "recommendation lists served")
-        self.m_impr = metrics.Counter("ecrec_impressions", "items shown")
-        self.m_chat = metrics.Counter("ecrec_chat_turns", "chat turns answered", tag_keys=("route",))
+        # every ecrec metric carries model_version: "<encoder+heads>@<index artifact>" (``_version``)
+        self.m_events = metrics.Counter("ecrec_events", "events applied", tag_keys=("type", "model_version"))
+        self.m_sentiment = metrics.Counter("ecrec_sentiment", "texts classified", tag_keys=("label", "model_version"))
+        self.m_recs = metrics.Counter("ecrec_recommendations", "recommendation lists served",
+                                      tag_keys=("model_version",))
+        self.m_impr = metrics.Counter("ecrec_impressions", "items shown", tag_keys=("model_version",))
+        self.m_chat = metrics.Counter("ecrec_chat_turns", "chat turns answered", tag_keys=("route", "model_version"))
         self.m_intent = metrics.Counter("ecrec_intents", "texts by customer-service intent ('none': not a "
-                                        "service request)", tag_keys=("label",))
+                                        "service request)", tag_keys=("label", "model_version"))
 
         keys = keys_from_env()
         _GUARD_SETTINGS.update(max_body_bytes=args.max_body_bytes, max_in_flight=args.max_in_flight,
@@ -182,7 +184,9 @@ class Ingress:
         # Impressions and interaction counts are soft signals: buffered and flushed every 100 ms
         # as one call per shard, instead of two extra remote calls on every request.
         self._served: dict[int, list] = {}  # shard -> lists shown (attribution, impressions)
-        self.model_version = manifest.get("artifact_id") or ""
+        self.index_version = (manifest.get("artifact_id") or "")[:8]
+        self.encoder_version = ""  # the encoder's model + heads: the last analysis', refreshed every 10 s
+        self._version_at = 0.0
         self.experiment = args.experiment()  # A/B arms of the ranking, or None
         self._interactions: list = []
         self._shown: list = []
@@ -197,6 +201,19 @@ class Ingress:
                 self._flush()
             except Exception:  # soft signals: a batch lost to a failing actor is not retried
                 log.exception("flushing impressions failed")
+            if time.monotonic() - self._version_at > 10.0:  # a switch seen even without text traffic
+                self._version_at = time.monotonic()
+                try:  # bounded: a busy encoder must not hold up the flushes
+                    self.encoder_version = (await asyncio.wait_for(self.encoder.info.remote(), 2.0))["model"]
+                except Exception:  # an encoder restarting: the version stays the last one seen
+                    log.warning("could not read the encoder's model version yet; keeping %r", self.encoder_version)
+
+    def _version(self, analysis=None) -> str:
+        """The model version on metrics and attributed lists: the encoder's model + heads (the one
+        that analysed ``analysis``, else the last seen) and the first 8 hex of the index artifact."""
+        if analysis is not None and analysis.model:
+            self.encoder_version = analysis.model
+        return f"{self.encoder_version}@{self.index_version}"
 
     def _flush(self) -> None:
         batches, self._served = self._served, {}
@@ -207,14 +224,14 @@ class Ingress:
             self.board.note.remote(inter, shown)
         if self._drift_texts or self._drift_items:
             texts, items, self._drift_texts, self._drift_items = self._drift_texts, self._drift_items, [], []
-            self.drift.observe.remote(texts, items)
+            self.drift.observe.remote(texts, items, self._version())
 
     def _observe(self, analysis=None, item_id: str | None = None) -> None:
         """What the drift monitor compares with its reference: each text, and each item event."""
         if analysis is not None:
             intent = analysis.intent.label if analysis.intent is not None else None
             if intent is not None:
-                self.m_intent.inc(tags={"label": intent})
+                self.m_intent.inc(tags={"label": intent, "model_version": self._version(analysis)})
             self._drift_texts.append((analysis.vector.astype(np.float16), analysis.sentiment.label, intent,
                                       analysis.language))
         if item_id is not None:
@@ -256,7 +273,7 @@ class Ingress:
             i["position"] = pos
             if not explain:
                 del i["parts"]
-        self.m_recs.inc()
+        self.m_recs.inc(tags={"model_version": self._version()})
         request_id = self._served_list(user_id, [(i["item_id"], source or i["source"]) for i in items], cold,
                                        impressions=True, arm=arm)
         return cold, items, request_id
@@ -270,10 +287,10 @@ class Ingress:
         idx = shard_of(user_id, len(self.shards)) if user_id else 0
         impressions = bool(impressions and user_id and items and self.args.record_impressions)
         self._served.setdefault(idx, []).append((request_id, user_id, items, time.time(), arm or DEFAULT_ARM,
-                                                 self.model_version, cold, impressions))
+                                                 self._version(), cold, impressions))
         if impressions:
             self._shown.extend(i for i, _ in items)
-            self.m_impr.inc(len(items))
+            self.m_impr.inc(len(items), tags={"model_version": self._version()})
         return request_id
 
     @staticmethod
@@ -302,9 +319,10 @@ class Ingress:
                                                                                        body.request_id)
         if applied:
             self._observe(analysis, event.item_id)
-            self.m_events.inc(tags={"type": event.type})
+            self.m_events.inc(tags={"type": event.type, "model_version": self._version(analysis)})
             if analysis is not None:
-                self.m_sentiment.inc(tags={"label": analysis.sentiment.label})
+                self.m_sentiment.inc(tags={"label": analysis.sentiment.label,
+                                           "model_version": self._version(analysis)})
             if event.item_id:
                 from ecrec.profile import ProfileConfig
 
@@ -370,8 +388,10 @@ class Ingress:
         results = await asyncio.gather(*(self._analyze(t) for t in texts))
         results = [_analysis_or_422(f"texts[{i}]", a) for i, a in enumerate(results)]
         for a in results:
-            self.m_sentiment.inc(tags={"label": a.sentiment.label})
-        return {"model": info["model"], "results": [_out_analysis(a) for a in results]}
+            self.m_sentiment.inc(tags={"label": a.sentiment.label, "model_version": self._version(a)})
+        # the model that analysed them (two, joined, when a head switch fell inside this request)
+        return {"model": ",".join(sorted({a.model for a in results})) or info["model"],
+                "results": [_out_analysis(a) for a in results]}
 
     @app.post("/v1/search", response_model=s.SearchOut, response_model_exclude_none=True)
     async def post_search(self, body: s.SearchIn) -> dict:
@@ -387,7 +407,7 @@ class Ingress:
                           event_id=uuid.uuid4().hex)
             items, _ = await asyncio.gather(search, self._shard(body.user_id).apply.remote(event, None, analysis))
             self._observe(analysis)
-            self.m_events.inc(tags={"type": "search"})
+            self.m_events.inc(tags={"type": "search", "model_version": self._version(analysis)})
         else:
             items = await search
         for pos, i in enumerate(items, start=1):
@@ -455,8 +475,8 @@ class Ingress:
             raise ApiError(409, f"another message of session {new.session_id!r} was answered meanwhile; "
                                 "send this one again")
         self._observe(analysis)
-        self.m_chat.inc(tags={"route": turn.route})
-        self.m_sentiment.inc(tags={"label": analysis.sentiment.label})
+        self.m_chat.inc(tags={"route": turn.route, "model_version": self._version(analysis)})
+        self.m_sentiment.inc(tags={"label": analysis.sentiment.label, "model_version": self._version(analysis)})
         i = analysis.intent
         out = {"session_id": new.session_id, "turn": new.turns, "language": lang,
                "intent": {"label": i.label, "confidence": i.confidence, "top": i.top},
@@ -530,13 +550,19 @@ class Ingress:
         now = time.time()
         windows = await asyncio.gather(*(sh.metrics_window.remote(window_s, now) for sh in self.shards))
         catalog = (await self.retriever.info.remote())["items"]
-        return {**report(merge(windows), catalog, window_s), "model_version": self.model_version}
+        return {**report(merge(windows), catalog, window_s), "model_version": self._version()}
 
     @app.get("/v1/admin/drift")
     async def drift_scores(self) -> dict:
         """Drift of recent texts and events against the reference (``ecrec.operations.drift``):
         scores, the alarms raised and why; ``ready`` is false until enough texts arrived."""
         return await self.drift.scores.remote()
+
+    @app.get("/v1/admin/drift/history")
+    async def drift_history(self) -> dict:
+        """Drift scores over the last day: a point a minute and one at every alarm change
+        (``ecrec.operations.drift_history``; ``ecrec drift-plot`` draws them)."""
+        return {"points": await self.drift.history_points.remote()}
 
     @app.post("/v1/admin/drift/reference")
     async def drift_refit(self) -> dict:
@@ -633,5 +659,6 @@ class Ingress:
             return JSONResponse({"ready": False, "error": f"{type(e).__name__}: {e}"[:300]},
                                 status_code=503, headers={"Retry-After": "1"})
         return {"ready": True, "model": enc["model"], "intent_model": enc["intent"], "device": enc["device"],
+                "model_version": f"{enc['model']}@{self.index_version}",
                 "items": ret["items"],
                 "shards": len(self.shards)}

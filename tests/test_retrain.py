@@ -1,5 +1,6 @@
 """Retraining's data and decision: labelled reviews out of the event store, promotion only if not worse."""
 import numpy as np
+import pytest
 
 from ecrec.events import Event
 from ecrec.operations.retrain import labelled_reviews, should_promote
@@ -43,3 +44,24 @@ def test_promotion_rule():
     assert not ok and "marc_zh macro_f1 0.6000 < 0.6200" in why
     assert should_promote(worse, serving, tolerance=0.03)[0]
     assert not should_promote({"marc_zh": better["marc_zh"]}, serving)[0]  # a set it was not evaluated on
+
+
+def test_labelled_files_name_the_bad_line(tmp_path, data_dir):
+    """``read_labelled`` for both tasks: labels become the task's class ids; an unknown label or a
+    line that is not JSON is refused with its line number, before any training starts."""
+    from ecrec.finetune_data import read_labelled
+    from ecrec.intent_data import intent_labels
+
+    intents = intent_labels(str(data_dir))
+    assert len(intents) == 28 and intents[-1] == "none" and "cancel_order" in intents
+    f = tmp_path / "t.jsonl"
+    f.write_text('{"text": "取消订单", "label": "cancel_order"}\n\n{"text": "随便看看", "label": "none"}\n')
+    texts, y = read_labelled(f, intents)
+    assert texts == ["取消订单", "随便看看"] and list(y) == [intents.index("cancel_order"), 27]
+    f.write_text('{"text": "ok", "label": "positive"}\n')
+    assert list(read_labelled(f)[1]) == [2]  # sentiment by default
+    with pytest.raises(ValueError, match=r"t.jsonl:1: needs a text and a label"):
+        read_labelled(f, intents)  # "positive" is no intent
+    f.write_text('{"text": "ok", "label": "positive"}\nnot json\n')
+    with pytest.raises(ValueError, match=r"t.jsonl:2: not JSON"):
+        read_labelled(f)

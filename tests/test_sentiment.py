@@ -24,6 +24,14 @@ def test_default_head_is_the_shipped_fine_tuned_branch(analyzer, probe_analyzer)
     assert probe_analyzer.head.info["name"].startswith("sentiment_probe")
 
 
+def test_each_analysis_names_the_model_that_made_it(analyzer, probe_analyzer):
+    """The version metrics and /readyz report: encoder + sentiment head (+ intent branch)."""
+    a, p = analyzer.analyze(["还不错"])[0], probe_analyzer.analyze(["还不错"])[0]
+    assert a.model == analyzer.version == "+".join(["e5-small", analyzer.head.info["name"],
+                                                    analyzer.intent_head.info["name"]])
+    assert p.model == probe_analyzer.version and p.model.split("+")[1].startswith("sentiment_probe")
+
+
 @pytest.mark.parametrize("head", ["branch", "probe"])
 def test_seed_review_clauses(analyzer, probe_analyzer, head):
     a = (analyzer if head == "branch" else probe_analyzer).analyze(["这款手机拍照效果很好，但电池续航不太理想"])[0]
@@ -83,6 +91,17 @@ def test_one_pass_serves_retrieval_sentiment_and_intent(analyzer):
     np.testing.assert_allclose(sent, sent1, atol=1e-4)
     np.testing.assert_allclose(intent, intent1, atol=1e-4)
     np.testing.assert_allclose(x, enc.encode(texts, "query", align=False), atol=1e-5)
+    # the intent branch on the first two rows only (whole texts, not their clauses): same numbers there
+    x2, (sent2, intent2) = enc.encode_with_branches(texts, "query", branches, rows=[None, 2])
+    np.testing.assert_allclose(intent2[:2], intent[:2], atol=1e-4)
+    assert np.isnan(intent2[2]).all() and np.allclose(sent2, sent, atol=1e-4) and np.allclose(x2, x, atol=1e-5)
+    # a batch without padding (no attention mask at all) split between the rows: the same numbers too
+    same = ["good", "bad", "nice"]
+    assert len({len(enc.tokenizer("query: " + t)["input_ids"]) for t in same}) == 1
+    _, (_, intent3) = enc.encode_with_branches(same, "query", branches, rows=[None, 1])
+    _, (_, intent_all) = enc.encode_with_branches(same, "query", branches)
+    np.testing.assert_allclose(intent3[0], intent_all[0], atol=1e-4)
+    assert np.isnan(intent3[1:]).all()
 
 
 @pytest.mark.parametrize("text,intent", [

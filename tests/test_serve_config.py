@@ -24,3 +24,15 @@ def test_serve_config_args_validate():
         AppArgs.model_validate({"num_shards": "0"})
     with pytest.raises(ValueError, match="sqlite_synchronous"):
         AppArgs.model_validate({"sqlite_synchronous": "OFF"})
+
+
+def test_the_config_builder_is_what_serve_deploy_can_call():
+    """``serve deploy`` calls the import_path with exactly one argument, the config's args; a second
+    parameter (even with a default) makes Serve refuse the app ("Application builder functions
+    should take exactly one parameter"): the operator's path broke that way once."""
+    import inspect
+
+    pytest.importorskip("ray.serve")
+    from deployments.app import build_app
+
+    assert list(inspect.signature(build_app).parameters) == ["args"]

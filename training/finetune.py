@@ -109,6 +109,7 @@ def train_loop_per_worker(config: dict) -> None:
     from ecrec.finetune_data import balanced_weights, binary_masked, calibrate_bias, evaluate, load_task
 
     cfg = FinetuneConfig(**config["cfg"])
+    os.environ.update(config.get("env") or {})
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads_per_worker)
     torch.set_flush_denormal(True)
@@ -137,7 +138,7 @@ def train_loop_per_worker(config: dict) -> None:
         {"params": inner.branch.head.parameters(), "lr": cfg.head_lr},
     ], weight_decay=cfg.weight_decay)
     sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * total), total)
-    start_epoch, step, best_f1, bad, best_state, rates = 0, 0, -1.0, 0, None, []
+    start_epoch, step, best_f1, bad, best_state, rates, curve = 0, 0, -1.0, 0, None, [], []
     ckpt = ray.train.get_checkpoint()
     if ckpt:
         with ckpt.as_directory() as d:
@@ -147,12 +148,13 @@ def train_loop_per_worker(config: dict) -> None:
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         start_epoch, step, best_f1, bad = state["epoch"] + 1, state["step"], state["best_f1"], state["bad"]
-        rates = state.get("rates", [])
+        rates, curve = state.get("rates", []), state.get("curve", [])
     use_amp = device.type == "cuda"
     for epoch in range(start_epoch, cfg.epochs):
         loader.batch_sampler.set_epoch(epoch)
         model.train()
         t0, seen, loss_sum = time.perf_counter(), 0, 0.0
+        bar = _progress_bar(rank, steps_per_epoch, f"{cfg.task} epoch {epoch + 1}/{cfg.epochs}")
         for index, ids, mask, y, binary in loader:
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 if cache is not None:
@@ -170,9 +172,12 @@ def train_loop_per_worker(config: dict) -> None:
             step += 1
             seen += len(y)
             loss_sum += float(loss.detach()) * len(y)
-            if rank == 0 and step % 100 == 0:
-                print(f"epoch {epoch} step {step}/{total} loss {loss_sum / seen:.4f} "
-                      f"{seen * world / (time.perf_counter() - t0):.1f} samples/s", flush=True)
+            if bar is not None:
+                bar.update(1)
+            if rank == 0 and step % 10 == 0:  # the training curve: running mean loss of this epoch
+                curve.append({"step": step, "train_loss": loss_sum / seen})
+        if bar is not None:
+            bar.close()
         train_time = time.perf_counter() - t0
         dev_logits = predict_logits(inner, tok, data.dev.texts, cfg, device)
         dev = evaluate(dev_logits.argmax(1), data.dev.labels, data.labels)
@@ -185,6 +190,8 @@ def train_loop_per_worker(config: dict) -> None:
         if improved:
             best_state = {k: v.detach().cpu().clone() for k, v in inner.branch.state_dict().items()}
         rates.append(seen * world / train_time)
+        curve.append({"step": step, "epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
+                      "dev_macro_f1": dev["macro_f1"], "dev_accuracy": dev["accuracy"]})
         metrics = {"epoch": epoch, "step": step, "train_loss": loss_sum / max(seen, 1),
                    "samples_per_s": rates[-1], "epoch_samples_per_s": list(rates), "dev_accuracy": dev["accuracy"],
                    "dev_macro_f1": dev["macro_f1"], "best_dev_macro_f1": best_f1}
@@ -195,13 +202,24 @@ def train_loop_per_worker(config: dict) -> None:
                 torch.save({"branch": inner.branch.state_dict(), "optimizer": opt.state_dict(),
                             "scheduler": sched.state_dict(), "epoch": epoch, "step": step,
                             "best_f1": float(best_f1), "bad": int(bad), "labels": list(data.labels),
-                            "rates": [float(r) for r in rates],
+                            "rates": [float(r) for r in rates], "curve": curve,
                             "config": cfg.to_dict()}, Path(d) / "state.pt")
                 torch.save(best_state, Path(d) / "best_branch.pt")
                 checkpoint = ray.train.Checkpoint.from_directory(d)
             ray.train.report(metrics, checkpoint=checkpoint)
         if stop:
             break
+
+
+def _progress_bar(rank: int, total: int, desc: str):
+    """Rank 0's progress over one epoch's steps, drawn by the driver (``tqdm_ray``); none when the
+    driver's stderr is not a terminal (CI logs, tests), which ``ECREC_PROGRESS`` (0/1) overrides."""
+    show = os.environ.get("ECREC_PROGRESS")
+    if rank != 0 or show == "0" or (show is None and not os.environ.get("ECREC_PROGRESS_TTY")):
+        return None
+    from ray.experimental.tqdm_ray import tqdm
+
+    return tqdm(total=total, desc=desc)
 
 
 def run(cfg: FinetuneConfig, out_dir: str | Path, storage: str | Path, name: str | None = None,
@@ -220,9 +238,12 @@ def run(cfg: FinetuneConfig, out_dir: str | Path, storage: str | Path, name: str
     if not ray.is_initialized():
         ray.init(num_cpus=max(2, cfg.workers * cfg.threads_per_worker), include_dashboard=False,
                  object_store_memory=512 * 1024**2, _node_ip_address="127.0.0.1")
+    import sys
+
+    progress = {"ECREC_PROGRESS_TTY": "1"} if sys.stderr.isatty() else {}  # the workers cannot see the terminal
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"cfg": cfg.to_dict(), "home": home or os.environ.get("ECREC_HOME")},
+        train_loop_config={"cfg": cfg.to_dict(), "home": home or os.environ.get("ECREC_HOME"), "env": progress},
         scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=cfg.use_gpu,
                                      resources_per_worker={"CPU": cfg.cpus_per_worker or cfg.threads_per_worker}),
         run_config=RunConfig(name=name, storage_path=str(storage),
@@ -238,7 +259,7 @@ def export(cfg: FinetuneConfig, result, out_dir: Path, wall_s: float, home: str 
     """Best branch -> ``branch.safetensors`` (shippable) + an HF folder + metrics and reports."""
     from ecrec.classifier import BranchClassifier, export_hf_folder, save_branch
     from ecrec.finetune_data import (calibrate_bias, classification_report, evaluate, evaluate_binary, load_task,
-                                     plot_confusion)
+                                     plot_confusion, plot_training_curve)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     with result.checkpoint.as_directory() as d:
@@ -250,7 +271,10 @@ def export(cfg: FinetuneConfig, result, out_dir: Path, wall_s: float, home: str 
     model.branch.load_state_dict(best)
     model.eval()
     metrics = {"task": cfg.task, "config": cfg.to_dict(), "epochs_run": state["epoch"] + 1, "steps": state["step"],
-               "fit_wall_s": wall_s, "last_epoch": result.metrics}
+               "fit_wall_s": wall_s, "last_epoch": result.metrics, "curve": state.get("curve", [])}
+    if metrics["curve"]:
+        plot_training_curve(metrics["curve"], out_dir / "training_curve.png", f"{cfg.task} / {cfg.model} "
+                            f"K={cfg.branch_layers}, {cfg.workers} worker(s)")
     dev_logits = predict_logits(model, tok, data.dev.texts, cfg)
     if cfg.calibrate:  # per-class logit offsets tuned on dev, folded into the head (serving unchanged)
         metrics["dev_uncalibrated"] = evaluate(dev_logits.argmax(1), data.dev.labels, data.labels)

@@ -1,17 +1,19 @@
-"""``ecrec retrain sentiment``: export, fine-tune, evaluate against the serving head, promote, roll out.
+"""``ecrec retrain sentiment|intent``: export, fine-tune, evaluate against the serving head, promote, roll out.
 
-1. Rated reviews still in the event store's logs (``ecrec.operations.retrain.labelled_reviews``) go
-   to ``<out>/reviews.jsonl``.
-2. The branch is fine-tuned on the shared training data plus those reviews, with Ray Train: on
+1. The labelled data goes to ``<out>/labelled.jsonl``: for sentiment, the rated reviews still in
+   the event store's logs (``ecrec.operations.retrain.labelled_reviews``); for intent, the
+   utterances the help desk labelled (``--labelled``): the store holds no intent labels, only
+   the intents the model itself predicted.
+2. The branch is fine-tuned on the shared training data plus that file, with Ray Train: on
    this machine's Ray, or with ``--submit http://127.0.0.1:8265`` as a Ray Job on the cluster
    (its dashboard, bound to 127.0.0.1, reached through an SSH tunnel).
-3. Candidate and serving head are evaluated on the same fixed holdout (a seeded slice of MARC test,
-   zh and en, ``--holdout`` texts each).
+3. Candidate and serving head are evaluated on the same fixed holdout: a seeded slice of
+   ``--holdout`` texts of each test set (MARC test zh and en; the held-out intent sets).
 4. The candidate is promoted only if it is not worse on any set (``should_promote``): it is copied
-   to ``$ECREC_HOME/heads/``, and a serve config with ``sentiment_head`` pointing at it is written
+   to ``$ECREC_HOME/heads/``, and a serve config whose Encoder user_config names it is written
    next to the run. ``--deploy`` applies it with ``serve deploy``: only the encoder's user_config
    changes, so the running replicas swap the head in place, without dropping a request.
-Every step's outcome is in ``<out>/decision.json``.
+Each step prints ``[i/4]`` as it starts; every outcome is in ``<out>/decision.json``.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 
@@ -33,19 +36,50 @@ def _stores(args):
     return [SQLiteStore(p) for p in sorted(Path(args.state_dir).glob("profiles-*.db"))]
 
 
-def _holdout(encoder, head, data_dir: str, n: int) -> dict:
+def _holdout(task: str, encoder, head, data_dir: str, n: int) -> dict:
+    """The fixed holdout both heads are scored on: a seeded slice of ``n`` texts of each test set
+    (sentiment: MARC test zh and en; intent: every held-out intent set)."""
     from ecrec.datasets import load_marc
-    from ecrec.finetune_data import evaluate
+    from ecrec.finetune_data import FinetuneConfig, evaluate, load_task
     from ecrec.text_eval import head_logits
 
+    if task == "sentiment":
+        labels = ["negative", "neutral", "positive"]
+        sets = {f"marc_{lang}": load_marc(data_dir, lang, "test") for lang in ("zh", "en")}
+    else:
+        data = load_task(FinetuneConfig(task="intent", data_dir=data_dir, eval_test=True))
+        labels, sets = data.labels, {name: (split.texts, split.labels) for name, split in data.tests.items()}
+        if list(head.labels) != labels:
+            raise SystemExit(f"the head {head.info.get('name')!r} has other intents than the task's")
     out = {}
-    for lang in ("zh", "en"):
-        texts, y = load_marc(data_dir, lang, "test")
-        idx = __import__("numpy").random.default_rng(0).permutation(len(texts))[:n]
+    for name, (texts, y) in sets.items():
+        idx = np.random.default_rng(0).permutation(len(texts))[:n]
         logits = head_logits(encoder, head, [texts[i] for i in idx])
-        m = evaluate(logits.argmax(1), y[idx], ["negative", "neutral", "positive"])
-        out[f"marc_{lang}"] = {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "n": len(idx)}
+        m = evaluate(logits.argmax(1), np.asarray(y)[idx], labels)
+        out[name] = {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "n": len(idx)}
     return out
+
+
+def _export(args, out: Path) -> int:
+    """The task's labelled examples into ``<out>/labelled.jsonl``: rated reviews from the event
+    store (sentiment), or the operator's labelled utterances (intent: the store keeps only the
+    intents the model itself predicted, and training on those would only repeat its mistakes)."""
+    from ecrec.finetune_data import read_labelled
+    from ecrec.operations.retrain import labelled_reviews
+
+    if args.task == "sentiment":
+        since = time.time() - args.since_days * 86400 if args.since_days else 0.0
+        rows = [{"text": r["text"], "label": r["label"]} for r in labelled_reviews(_stores(args), since)]
+    else:
+        from ecrec.intent_data import intent_labels
+
+        names = intent_labels(str(args.data))
+        texts, ids = read_labelled(args.labelled, names)  # refuses unknown intents, naming the line
+        rows = [{"text": t, "label": names[i]} for t, i in zip(texts, ids)]
+    with open(out / "labelled.jsonl", "w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    return len(rows)
 
 
 def _train(args, cfg_overrides: dict, out: Path) -> Path:
@@ -55,7 +89,7 @@ def _train(args, cfg_overrides: dict, out: Path) -> Path:
         from ray.job_submission import JobStatus, JobSubmissionClient
 
         client = JobSubmissionClient(args.submit)
-        entry = " ".join(["ecrec", "train", "sentiment", "--config", str(args.config), "--out", str(out / "candidate"),
+        entry = " ".join(["ecrec", "train", args.task, "--config", str(args.config), "--out", str(out / "candidate"),
                           *[f"--set '{s}'" for s in sets]])
         job = client.submit_job(entrypoint=entry, runtime_env={"working_dir": str(Path.cwd())})
         while (status := client.get_job_status(job)) not in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
@@ -67,7 +101,7 @@ def _train(args, cfg_overrides: dict, out: Path) -> Path:
         from training.cli import _settings
         from training.finetune import run
 
-        cfg = FinetuneConfig.from_yaml(args.config, task="sentiment", data_dir=str(args.data), **_settings(sets))
+        cfg = FinetuneConfig.from_yaml(args.config, task=args.task, data_dir=str(args.data), **_settings(sets))
         run(cfg, out / "candidate", out / "ray", name=f"retrain-{out.name}", home=str(args.home))
     return out / "candidate" / "branch.safetensors"
 
@@ -83,50 +117,67 @@ def _stamp(candidate: Path, promoted: Path, run: str) -> None:
     save_file(load_file(str(candidate)), str(promoted), metadata={"ecrec": json.dumps(meta, ensure_ascii=False)})
 
 
+HEAD_KEY = {"sentiment": "sentiment_head", "intent": "intent_head"}  # AppArgs / Encoder user_config key
+
+
+def _serving_head(task: str, serve_cfg: dict, model: str) -> Path | None:
+    """The head the serve config serves for ``task``: the Encoder's user_config wins over the args."""
+    from ecrec.sentiment import head_path, intent_head_path
+
+    app = serve_cfg["applications"][0]
+    encoder_cfg = [d.get("user_config") or {} for d in app.get("deployments", []) if d.get("name") == "Encoder"]
+    choice = (encoder_cfg[0].get(HEAD_KEY[task]) if encoder_cfg else None) or app.get("args", {}).get(HEAD_KEY[task])
+    return head_path(choice, model) if task == "sentiment" else intent_head_path(choice, model)
+
+
 def _retrain(args) -> None:
     from ecrec.encoder import EncoderConfig, TextEncoder
-    from ecrec.operations.retrain import labelled_reviews, should_promote
-    from ecrec.sentiment import head_path, load_head
+    from ecrec.operations.retrain import should_promote
+    from ecrec.sentiment import load_head
+    from training.cli import CONFIGS, _settings
 
-    out = Path(args.out or f"runs/retrain-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
+    if args.task == "sentiment" and args.labelled:
+        raise SystemExit("--labelled is for intent: sentiment labels come from the store's rated reviews")
+    if args.task == "intent" and not args.labelled:
+        raise SystemExit("retrain intent needs --labelled FILE: the event store holds no intent labels, only "
+                         "the intents the model predicted")
+    args.config = args.config or CONFIGS / ("cpu.yaml" if args.task == "sentiment" else "cpu-intent.yaml")
+    out = Path(args.out or f"runs/retrain-{args.task}-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
     out.mkdir(parents=True, exist_ok=True)
-    decision: dict = {"task": "sentiment", "out": str(out)}
-    since = time.time() - args.since_days * 86400 if args.since_days else 0.0
-    reviews = list(labelled_reviews(_stores(args), since))
-    with open(out / "reviews.jsonl", "w", encoding="utf-8") as f:
-        for r in reviews:
-            f.write(json.dumps({"text": r["text"], "label": r["label"]}, ensure_ascii=False) + "\n")
-    decision["exported_reviews"] = len(reviews)
-    overrides = {"extra_train": str(out / "reviews.jsonl")} if reviews else {}
-    from training.cli import _settings
-
+    decision: dict = {"task": args.task, "out": str(out)}
+    step = _steps(args.task)
+    step("export the labelled data")
+    decision["exported"] = _export(args, out)
+    overrides = {"extra_train": str(out / "labelled.jsonl")} if decision["exported"] else {}
     overrides.update(_settings(args.set))
+    step("fine-tune the candidate (Ray Train)")
     candidate = _train(args, overrides, out)
 
+    step("score the serving and the candidate head on the fixed holdout")
     serve_cfg = yaml.safe_load(Path(args.serve_config).read_text())
     app_args = serve_cfg["applications"][0].setdefault("args", {})
     enc = TextEncoder(EncoderConfig(model=app_args.get("model", "e5-small")), args.home)
-    encoder_cfg = [d.get("user_config", {}) for d in serve_cfg["applications"][0].get("deployments", [])
-                   if d.get("name") == "Encoder"]
-    serving = (encoder_cfg[0].get("sentiment_head") if encoder_cfg else None) or app_args.get("sentiment_head")
-    serving_path = head_path(serving, enc.config.model)
+    serving_path = _serving_head(args.task, serve_cfg, enc.config.model)
     decision["serving_head"], decision["candidate_head"] = str(serving_path), str(candidate)
-    decision["holdout"] = {"serving": _holdout(enc, load_head(serving_path, enc), str(args.data), args.holdout),
-                           "candidate": _holdout(enc, load_head(candidate, enc), str(args.data), args.holdout)}
-    ok, why = should_promote(decision["holdout"]["candidate"], decision["holdout"]["serving"],
-                             tolerance=args.tolerance)
-    decision.update(promoted=ok, why=why)
+    holdout = {"candidate": _holdout(args.task, enc, load_head(candidate, enc), str(args.data), args.holdout)}
+    if serving_path is not None:
+        holdout["serving"] = _holdout(args.task, enc, load_head(serving_path, enc), str(args.data), args.holdout)
+        ok, why = should_promote(holdout["candidate"], holdout["serving"], tolerance=args.tolerance)
+    else:
+        ok, why = True, "no intent head serves yet: nothing to be worse than"
+    decision.update(holdout=holdout, promoted=ok, why=why)
+    step(f"{'promote' if ok else 'keep the serving head'}: {why}")
     if ok:
         heads = Path(args.home) / "heads"
         heads.mkdir(parents=True, exist_ok=True)
-        promoted = heads / f"sentiment-{out.name}.safetensors"
+        promoted = heads / f"{args.task}-{out.name}.safetensors"
         _stamp(candidate, promoted, out.name)
         decision["version"] = str(promoted.stem)
         encoder = [d for d in serve_cfg["applications"][0].get("deployments", []) if d.get("name") == "Encoder"]
         if encoder:  # the Encoder's user_config: the running replicas swap the head in place
-            encoder[0].setdefault("user_config", {})["sentiment_head"] = str(promoted)
+            encoder[0].setdefault("user_config", {})[HEAD_KEY[args.task]] = str(promoted)
         else:  # the app's args: Serve replaces the encoder replicas (new before old)
-            app_args["sentiment_head"] = str(promoted)
+            app_args[HEAD_KEY[args.task]] = str(promoted)
         new_cfg = out / "serve_config.yaml"
         new_cfg.write_text(yaml.safe_dump(serve_cfg, sort_keys=False, allow_unicode=True))
         decision["serve_config"] = str(new_cfg)
@@ -138,17 +189,32 @@ def _retrain(args) -> None:
     print(json.dumps(decision, indent=2, ensure_ascii=False, default=float))
 
 
+def _steps(task: str):
+    """Prints ``[i/4] what`` as each step starts, with the seconds the last one took."""
+    state = {"i": 0, "t": time.perf_counter()}
+
+    def step(what: str) -> None:
+        took = f" ({time.perf_counter() - state['t']:.0f} s)" if state["i"] else ""
+        state["i"] += 1
+        state["t"] = time.perf_counter()
+        print(f"retrain {task}{took} [{state['i']}/4] {what}", flush=True)
+
+    return step
+
+
 def register(sub) -> None:
-    p = sub.add_parser("retrain", help="fine-tune on the store's rated reviews, promote only if not worse, roll out")
-    p.add_argument("task", choices=["sentiment"])
+    p = sub.add_parser("retrain", help="fine-tune on new labelled data, promote only if not worse, roll out")
+    p.add_argument("task", choices=["sentiment", "intent"])
+    p.add_argument("--labelled", type=Path, default=None,
+                   help="intent: JSONL of {text, label} utterances the help desk labelled (one of the 27 intents or none)")
     p.add_argument("--state-dir", type=Path, default=None, help="the serving state_dir (SQLite shards)")
     p.add_argument("--store", default="sqlite", help="sqlite (read --state-dir) or redis://host:port/db")
     p.add_argument("--namespace", default="ecrec", help="the app's namespace (Redis key prefix)")
     p.add_argument("--since-days", type=float, default=None, help="only reviews this recent (default: all kept)")
-    p.add_argument("--config", type=Path, default=Path(__file__).parent / "configs" / "cpu.yaml")
+    p.add_argument("--config", type=Path, default=None, help="default training/configs/cpu.yaml (cpu-intent.yaml)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a training setting")
     p.add_argument("--data", type=Path, default=Path("../shared/data"))
-    p.add_argument("--holdout", type=int, default=500, help="MARC test texts per language for the comparison")
+    p.add_argument("--holdout", type=int, default=500, help="texts per test set for the comparison")
     p.add_argument("--tolerance", type=float, default=0.0, help="how much worse still counts as not worse")
     p.add_argument("--serve-config", type=Path, default=Path("deployments/serve_config.yaml"))
     p.add_argument("--deploy", action="store_true", help="serve deploy the promoted config")

@@ -182,7 +182,7 @@ class DriftMonitor:
         """Every score, the alarms raised and why; ``ready`` is false until there are enough
         recent texts (and a reference)."""
         c, ref, n = self.config, self.reference, len(self._vectors)
-        out = {"ready": False, "recent_texts": n, "recent_items": len(self._items), "alarms": [],
+        out = {"ready": False, "recent_texts": n, "recent_items": len(self._items), "alarms": [], "alarm_signals": [],
                "reference": None if ref is None else {"texts": ref.n, "source": ref.source}}
         if ref is None or n < c.min_recent:
             return out
@@ -194,8 +194,10 @@ class DriftMonitor:
         out.update(ready=True, embedding={"mean_shift": shift, "psi_max": max(per_dir), "psi_mean": float(np.mean(per_dir))})
         if shift > c.mean_shift_alarm:
             out["alarms"].append(f"embedding mean shift {shift:.3f} > {c.mean_shift_alarm}")
+            out["alarm_signals"].append("embedding_mean_shift")
         if max(per_dir) > c.embedding_psi_alarm:
             out["alarms"].append(f"embedding PSI {max(per_dir):.3f} > {c.embedding_psi_alarm}")
+            out["alarm_signals"].append("embedding_psi_max")
         for name, labels in self._labels.items():
             if name not in ref.mixes or not labels:
                 continue
@@ -207,9 +209,11 @@ class DriftMonitor:
             out[f"{name}_mix"] = {k: v / len(labels) for k, v in sorted(recent.items())}
             if value > c.psi_alarm:
                 out["alarms"].append(f"{name} mix PSI {value:.3f} > {c.psi_alarm}")
+                out["alarm_signals"].append(f"{name}_psi")
         recent_top = top_share(self._items)
         out["popularity"] = {"top10_share_reference": ref.top_share, "top10_share_recent": recent_top}
         if ref.top_share is not None and recent_top is not None and abs(recent_top - ref.top_share) > c.concentration_alarm:
             out["alarms"].append(f"top-10 items' share of events moved {ref.top_share:.2f} -> {recent_top:.2f}")
+            out["alarm_signals"].append("popularity")
         out["drift"] = bool(out["alarms"])
         return out

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 PORT = 8765
+METRICS_PORT = 8766  # Ray's Prometheus endpoint for the session cluster (``metrics_text``)
 # The session server runs with API keys on, as production should: the shared client sends the
 # all-classes key; tests of refusals build their own clients. Replicas inherit the environment
 # of the process that starts Ray, so the keys are set before ray.init.
@@ -38,7 +39,7 @@ def start_graph(args) -> None:
     from deployments.app import build_app
 
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=512 * 1024**2,
-             _node_ip_address="127.0.0.1")
+             _node_ip_address="127.0.0.1", _metrics_export_port=METRICS_PORT)
     serve.start(http_options={"host": "127.0.0.1", "port": PORT})
     serve.run(build_app(args), name="ecrec", route_prefix="/")
     deadline = time.time() + 120
@@ -46,6 +47,25 @@ def start_graph(args) -> None:
         while c.get("/readyz").status_code != 200:
             assert time.time() < deadline, "graph never became ready"
             time.sleep(0.5)
+
+
+@pytest.fixture(scope="session")
+def metrics_text():
+    """``metrics_text(name, want, timeout_s)``: the session cluster's Prometheus samples of ``name``
+    (``ray_<name>_total`` lines), polled until one contains ``want`` (Ray exports every ~10 s)."""
+    def read(name: str, want: str = "", timeout_s: float = 60.0) -> list[str]:
+        deadline = time.time() + timeout_s
+        while True:
+            try:
+                text = httpx.get(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=10).text
+            except httpx.TransportError:  # the metrics agent still starting
+                text = ""
+            lines = [ln for ln in text.splitlines() if ln.startswith(f"ray_{name}")]
+            if any(want in ln for ln in lines) or time.time() > deadline:
+                return lines
+            time.sleep(1.0)
+
+    return read
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """Online attribution over HTTP: a click naming its list's request_id moves that source's CTR."""
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -90,3 +91,24 @@ def test_ab_arms_split_the_metrics(server):
     assert set(arms) >= {e.arm_of(u) for u in users} and len({e.arm_of(u) for u in users}) == 2
     for arm in {e.arm_of(u) for u in users}:
         assert arms[arm]["clicks"] >= sum(e.arm_of(u) == arm for u in users)
+
+
+def test_every_ecrec_metric_names_the_model_version(server, metrics_text):
+    """Prometheus: every ecrec series carries model_version, "<encoder+heads>@<index artifact>", the
+    same string /readyz and the metrics summary report."""
+    client, _ = server
+    version = client.get("/readyz").json()["model_version"]
+    encoder, index = version.split("@")
+    assert encoder.startswith("e5-small+sentiment-ft") and re.fullmatch(r"[0-9a-f]{8}", index), version
+    assert _summary(client)["model_version"] == version
+    recs = client.get("/v1/users/attr-version/recommendations", params={"k": 4}).json()
+    client.post("/v1/events", json={"user_id": "attr-version", "type": "click", "item_id": recs["items"][0]["item_id"],
+                                    "request_id": recs["request_id"], "text": "看起来不错"})
+    names = ["ecrec_recommendations", "ecrec_impressions", "ecrec_events", "ecrec_sentiment", "ecrec_items_shown",
+             "ecrec_lists_served", "ecrec_attributed_events"]
+    for name in names:
+        samples = [ln for ln in metrics_text(name, f'model_version="{version}"') if not ln.startswith("#")]
+        assert samples, f"no {name} series exported"
+        # every series of it names a version, and this graph's version is among them
+        assert all("model_version=" in ln for ln in samples), samples
+        assert any(f'model_version="{version}"' in ln for ln in samples), (version, samples)

@@ -42,3 +42,29 @@ def test_language_shift_raises_the_drift_alarm(server, data_dir):
     s = client.get("/v1/admin/drift").json()
     assert s["drift"] and s["language_mix"]["en"] == 0.5 and s["language_psi"] > 1, s
     assert any("language" in a for a in s["alarms"])
+
+    # the history: a point as soon as the language alarm joined (part-way through the English reviews)
+    points = client.get("/v1/admin/drift/history").json()["points"]
+    joined = [p for p in points if "language_psi" in p["alarms"]]
+    assert joined and joined[0]["alarm"] and joined[0]["language_psi"] > 0.25, points
+    assert points[-1]["alarm"] and "language_psi" in points[-1]["alarms"], points[-1]
+
+
+def test_drift_plot_command_draws_the_history(server, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    client, _ = server
+    env = {**os.environ, "ECREC_API_KEY": client.headers["authorization"].split()[1]}
+    out = tmp_path / "drift.png"
+    p = subprocess.run([sys.executable, "-m", "ecrec.cli", "drift-plot", "--url", str(client.base_url), "--out",
+                        str(out)], env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    n = len(client.get("/v1/admin/drift/history").json()["points"])  # a minute may have added one since
+    drawn = int(p.stdout.split(" points")[0])
+    assert n - 1 <= drawn <= n and drawn >= 2 and out.stat().st_size > 20_000, p.stdout
+    env["ECREC_API_KEY"] = "wrong-key-0123456789"
+    p = subprocess.run([sys.executable, "-m", "ecrec.cli", "drift-plot", "--url", str(client.base_url), "--out",
+                        str(tmp_path / "x.png")], env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode != 0 and "401" in p.stderr

@@ -12,19 +12,21 @@ import pytest
 pytestmark = [pytest.mark.integration, pytest.mark.disruptive]
 
 
-def _switch(client, args, want: str, deadline_s: float = 120, user_config: dict | None = None) -> None:
+def _switch(client, args, want: str, deadline_s: float = 120, user_config: dict | None = None,
+            gone: str | None = None) -> None:
+    """Deploy, then wait until /readyz's model names ``want`` (and no longer ``gone``)."""
     from ray import serve
 
-    from deployments.app import build_app
+    from deployments.app import build_graph
 
-    serve.run(build_app(args, user_config), name="ecrec", route_prefix="/")
+    serve.run(build_graph(args, user_config), name="ecrec", route_prefix="/")
     deadline = time.time() + deadline_s
-    while want not in client.get("/readyz").json().get("model", ""):
-        assert time.time() < deadline, f"/readyz never showed {want}"
+    while want not in (model := client.get("/readyz").json().get("model", "")) or (gone and gone in model):
+        assert time.time() < deadline, f"/readyz never showed {want}" + (f" without {gone}" if gone else "")
         time.sleep(0.2)
 
 
-def test_heads_switch_in_place_without_dropping_a_request(server):
+def test_heads_switch_in_place_without_dropping_a_request(server, metrics_text):
     client, args = server
     before = client.get("/readyz").json()
     assert "sentiment-ft" in before["model"], before
@@ -55,6 +57,9 @@ def test_heads_switch_in_place_without_dropping_a_request(server):
     assert any("sentiment-ft" in m for m in models) and any("probe" in m for m in models), models
     r = client.post("/v1/sentiment", json={"texts": ["质量太差了，再也不买了"]}).json()
     assert r["results"][0]["sentiment"]["label"] == "negative"  # the probe serves, and serves sense
+    assert r["model"] == after["model"] and after["model_version"].startswith(after["model"] + "@")
+    samples = metrics_text("ecrec_sentiment", f'model_version="{after["model_version"]}"')
+    assert any(f'model_version="{after["model_version"]}"' in ln for ln in samples)  # metrics follow the switch
     _switch(client, args, "sentiment-ft")  # back to the shipped head for the tests after this one
     assert client.get("/readyz").json()["model"] == before["model"]
 
@@ -108,13 +113,13 @@ def test_retrain_exports_trains_promotes_and_rolls_out(server, data_dir, tmp_pat
     for j, (text, stars) in enumerate(reviews):
         shard.apply(Event(user_id=f"u{j % 4}", type="review", text=text, rating=stars, ts=1e9 + j, event_id=f"r{j}"),
                     None, TextAnalysis(text, "zh", False, s, v, [Clause(text, s, v)]))
-    out = tmp_path / "run"
+    out = tmp_path / "sentrun"
     main(["retrain", "sentiment", "--state-dir", str(state), "--config", "training/configs/smoke.yaml",
           "--set", "train_limit=200", "--data", str(data_dir), "--holdout", "60", "--tolerance", "1.0",
           "--out", str(out)])
     decision = json.loads((out / "decision.json").read_text())
-    assert decision["exported_reviews"] == 20
-    assert sum(1 for _ in open(out / "reviews.jsonl")) == 20
+    assert decision["exported"] == 20
+    assert sum(1 for _ in open(out / "labelled.jsonl")) == 20
     h = decision["holdout"]
     assert set(h["serving"]) == set(h["candidate"]) == {"marc_zh", "marc_en"}
     assert h["serving"]["marc_zh"]["accuracy"] > 0.55  # the shipped head, scored on the fixed slice
@@ -129,5 +134,49 @@ def test_retrain_exports_trains_promotes_and_rolls_out(server, data_dir, tmp_pat
         assert out.name in client.get("/readyz").json()["model"]
         assert client.post("/v1/sentiment", json={"texts": ["很好"]}).status_code == 200
     finally:
-        _switch(client, args, "sentiment-ft")
+        _switch(client, args, "sentiment-ft", gone=out.name)
     assert client.get("/readyz").json()["model"] == before
+
+
+def test_retrain_intent_on_help_desk_labels_promotes_and_rolls_out(server, data_dir, tmp_path, metrics_text):
+    """`ecrec retrain intent --labelled`: utterances a help desk labelled are trained on, both
+    intent heads are scored on the same held-out intent sets, and the promoted head swaps in place;
+    the intents it gives are sane and the metrics carry its version. A file with an unknown intent
+    is refused before any training, naming its line."""
+    import json
+
+    import yaml
+
+    from ecrec.cli import main
+
+    client, args = server
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "where is my parcel", "label": "track_order"}\n{"text": "x", "label": "teleport"}\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl:2: needs a text and a label"):
+        main(["retrain", "intent", "--labelled", str(bad), "--data", str(data_dir), "--out", str(tmp_path / "bad")])
+    labelled = tmp_path / "tickets.jsonl"
+    tickets = [("我的包裹到哪了", "track_order"), ("快递什么时候到", "track_order"), ("我要退款", "get_refund"),
+               ("怎么申请退款", "get_refund"), ("帮我取消订单", "cancel_order"), ("订单不要了，取消吧", "cancel_order")]
+    labelled.write_text("".join(json.dumps({"text": t, "label": y}, ensure_ascii=False) + "\n" for t, y in tickets))
+    out = tmp_path / "intentrun"
+    main(["retrain", "intent", "--labelled", str(labelled), "--config", "training/configs/smoke.yaml",
+          "--set", "train_limit=3000", "--set", "branch_layers=2", "--data", str(data_dir), "--holdout", "40",
+          "--tolerance", "1.0", "--out", str(out)])
+    decision = json.loads((out / "decision.json").read_text())
+    assert decision["exported"] == 6 and decision["promoted"], decision
+    h = decision["holdout"]
+    assert set(h["serving"]) == set(h["candidate"]) >= {"bitext_heldout_groups", "zh_test"}
+    assert h["serving"]["bitext_heldout_groups"]["accuracy"] > 0.8  # the shipped branch, on the fixed slice
+    encoder = [d for d in yaml.safe_load(open(decision["serve_config"]))["applications"][0]["deployments"]
+               if d["name"] == "Encoder"][0]["user_config"]
+    promoted = encoder["intent_head"]
+    assert promoted.endswith(f"intent-{out.name}.safetensors") and encoder.get("sentiment_head") is None
+    try:
+        _switch(client, args, out.name, user_config={"intent_head": promoted})
+        ready = client.get("/readyz").json()
+        assert out.name in ready["intent_model"], ready
+        r = client.post("/v1/intent", json={"texts": ["I want to cancel my order"]})
+        assert r.status_code == 200 and r.json()["results"][0]["intent"]["label"] == "cancel_order", r.text
+        assert any(out.name in ln for ln in metrics_text("ecrec_sentiment", out.name))
+    finally:
+        _switch(client, args, "intent-ft", gone=out.name)

@@ -32,9 +32,16 @@ def test_smoke_training_learns(smoke):
 
 
 def test_resume_continues_the_step_count(smoke):
-    _, first, second, _ = smoke
+    _, first, second, tmp = smoke
     assert second["epochs_run"] == 2
     assert second["steps"] == 2 * first["steps"]
+    # the training curve goes on across the resume: one dev point per epoch, at each epoch's last step
+    epochs = [r for r in second["curve"] if "epoch" in r]
+    assert [(r["epoch"], r["step"]) for r in epochs] == [(1, first["steps"]), (2, second["steps"])]
+    assert epochs[0] == first["curve"][-1] and 0.3 < epochs[0]["dev_macro_f1"] <= 1  # carried over the resume
+    losses = [r["train_loss"] for r in second["curve"] if "epoch" not in r]
+    assert len(losses) >= 2 and all(np.isfinite(losses))
+    assert (tmp / "out2" / "training_curve.png").stat().st_size > 10_000
 
 
 def test_exported_folder_predicts_like_the_in_memory_model(smoke):
