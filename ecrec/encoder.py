@@ -129,8 +129,12 @@ class TextEncoder:
         if self.config.quantize != "int8" or self.device.type != "cpu":
             return module
         import torch
+        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
-        return torch.ao.quantization.quantize_dynamic(module, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+        # per-channel weight scales: against per-tensor, sentiment labels agree with fp32 on 91 %
+        # of MARC reviews instead of 88 %, at the same speed (BENCHMARKS.md, text-path)
+        return quantize_dynamic(module, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8,
+                                inplace=True)
 
     def _prefixed(self, texts: Sequence[str], role: Role) -> list[str]:
         if role not in ("query", "passage"):

@@ -113,3 +113,30 @@ def test_shipped_intent_branch_on_clear_cases(analyzer, text, intent):
     got = analyzer.intents([text])[0]
     assert got.label == intent and got.top[0] == (got.label, got.confidence), got
     assert analyzer.analyze([text])[0].intent.label == intent
+
+
+def test_int8_encoder_stays_close_to_fp32_on_marc(analyzer, data_dir):
+    """``quantize="int8"``: trunk and both branches run dynamic int8 Linear layers; on 200 MARC test
+    reviews its sentiment labels agree with fp32 on 91 % (measured; the floor sits a few points
+    under) and its intents on ~100 %. Below the 99 % the issue asks of labels: int8 stays off by default."""
+    import random
+
+    import torch
+
+    from ecrec.datasets import load_marc
+    from ecrec.encoder import EncoderConfig, TextEncoder
+    from ecrec.sentiment import TextAnalyzer, head_path, intent_head_path, load_head
+
+    enc = TextEncoder(EncoderConfig(quantize="int8"))
+    int8 = TextAnalyzer(enc, load_head(head_path(None, "e5-small"), enc), load_head(intent_head_path(None, "e5-small"), enc))
+    dynamic = torch.ao.nn.quantized.dynamic.Linear
+    assert isinstance(enc.model.encoder.layer[0].intermediate.dense, dynamic)
+    assert isinstance(int8.head.branch.layers[0].intermediate.dense, dynamic)
+    assert isinstance(int8.intent_head.branch.layers[0].intermediate.dense, dynamic)
+    assert int8.version.startswith("e5-small-int8+")
+    texts = [t for lang in ("zh", "en") for t in random.Random(1).sample(load_marc(data_dir, lang, "test")[0], 100)]
+    a, b = analyzer.analyze(texts), int8.analyze(texts)
+    sentiment = np.mean([x.sentiment.label == y.sentiment.label for x, y in zip(a, b)])
+    intent = np.mean([x.intent.label == y.intent.label for x, y in zip(a, b)])
+    cos = np.mean([float(x.vector @ y.vector) for x, y in zip(a, b)])
+    assert sentiment >= 0.87 and intent >= 0.97 and cos >= 0.985, (sentiment, intent, cos)
