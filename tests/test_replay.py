@@ -56,9 +56,9 @@ def test_ablation_matches_hand_rolled_replay_and_caches(analyzer, data_dir, tmp_
     encoded, analyze_calls, replays = [], [], []
     real_run, real_analyze, real_replay = analyzer.encoder._run, analyzer.analyze, replay_mod.replay
 
-    def counting_run(texts, role, branches):
+    def counting_run(texts, role, branches, rows=None):
         encoded.append(len(texts))
-        return real_run(texts, role, branches)
+        return real_run(texts, role, branches, rows)
 
     def counting_analyze(texts):
         analyze_calls.append(len(texts))
