@@ -109,7 +109,6 @@ def train_loop_per_worker(config: dict) -> None:
     from ecrec.finetune_data import balanced_weights, binary_masked, calibrate_bias, evaluate, load_task
 
     cfg = FinetuneConfig(**config["cfg"])
-    os.environ.update(config.get("env") or {})
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads_per_worker)
     torch.set_flush_denormal(True)
@@ -154,7 +153,8 @@ def train_loop_per_worker(config: dict) -> None:
         loader.batch_sampler.set_epoch(epoch)
         model.train()
         t0, seen, loss_sum = time.perf_counter(), 0, 0.0
-        bar = _progress_bar(rank, steps_per_epoch, f"{cfg.task} epoch {epoch + 1}/{cfg.epochs}")
+        bar = _progress_bar(steps_per_epoch, f"{cfg.task} epoch {epoch + 1}/{cfg.epochs}") \
+            if rank == 0 and config.get("progress") else None
         for index, ids, mask, y, binary in loader:
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 if cache is not None:
@@ -211,12 +211,17 @@ def train_loop_per_worker(config: dict) -> None:
             break
 
 
-def _progress_bar(rank: int, total: int, desc: str):
-    """Rank 0's progress over one epoch's steps, drawn by the driver (``tqdm_ray``); none when the
-    driver's stderr is not a terminal (CI logs, tests), which ``ECREC_PROGRESS`` (0/1) overrides."""
+def _show_progress() -> bool:
+    """Decided on the driver (the workers cannot see its terminal): a bar when stderr is a
+    terminal, not in CI logs or tests; ``ECREC_PROGRESS`` (0/1) overrides."""
+    import sys
+
     show = os.environ.get("ECREC_PROGRESS")
-    if rank != 0 or show == "0" or (show is None and not os.environ.get("ECREC_PROGRESS_TTY")):
-        return None
+    return sys.stderr.isatty() if show is None else show == "1"
+
+
+def _progress_bar(total: int, desc: str):
+    """Rank 0's progress over one epoch's steps, drawn by the driver (``tqdm_ray``)."""
     from ray.experimental.tqdm_ray import tqdm
 
     return tqdm(total=total, desc=desc)
@@ -238,12 +243,10 @@ def run(cfg: FinetuneConfig, out_dir: str | Path, storage: str | Path, name: str
     if not ray.is_initialized():
         ray.init(num_cpus=max(2, cfg.workers * cfg.threads_per_worker), include_dashboard=False,
                  object_store_memory=512 * 1024**2, _node_ip_address="127.0.0.1")
-    import sys
-
-    progress = {"ECREC_PROGRESS_TTY": "1"} if sys.stderr.isatty() else {}  # the workers cannot see the terminal
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"cfg": cfg.to_dict(), "home": home or os.environ.get("ECREC_HOME"), "env": progress},
+        train_loop_config={"cfg": cfg.to_dict(), "home": home or os.environ.get("ECREC_HOME"),
+                           "progress": _show_progress()},
         scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=cfg.use_gpu,
                                      resources_per_worker={"CPU": cfg.cpus_per_worker or cfg.threads_per_worker}),
         run_config=RunConfig(name=name, storage_path=str(storage),
