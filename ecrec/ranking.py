@@ -237,6 +237,9 @@ class Ranker:
         head = [r for r in results if r[1] in ("request", "sequence")]
         for found, source in head:
             take((i for i, _ in found), source)
+        if seq_vec is not None:  # what the retriever learned from clicks, which text search cannot find
+            take(self._first(self.sequence.id_candidates(seq_vec, n), n, lambda i: allowed(i) and i in self.items),
+                 "sequence")
         if covisit:
             best = sorted(covisit, key=lambda i: (-covisit[i], i))
             take(self._first([i for i in best if i in self.items], n, allowed), "bought_together")

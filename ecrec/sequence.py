@@ -97,6 +97,19 @@ class SequenceModel(nn.Module):
             return 1.0
         return sum(i in self.vocab for i in item_ids) / max(len(item_ids), 1)
 
+    @torch.no_grad()
+    def id_candidates(self, q: torch.Tensor, n: int) -> list[str]:
+        """The ``n`` items whose learned id rows score highest for the unit query ``q``. FAISS holds
+        text vectors only, so an item this model ranks for what shoppers did after the history,
+        not for its text, is found here; ``item_scores`` then scores it in full."""
+        if self.ids is None or not self.vocab or n <= 0:
+            return []
+        if len(getattr(self, "_row_items", ())) != len(self.vocab):
+            self._row_items = sorted(self.vocab, key=self.vocab.get)  # id row -> item id
+        s = self.ids.weight[: len(self._row_items)] @ q
+        top = torch.topk(s, min(n, len(s))).indices.tolist()
+        return [self._row_items[r] for r in top]
+
     def id_rows(self, item_ids) -> torch.Tensor | None:
         if self.ids is None or item_ids is None:
             return None
@@ -187,3 +200,50 @@ def load_sequence_model(path: str | Path) -> tuple[SequenceModel, dict]:
 
 def shipped_sequence_path(model: str = "e5-small") -> Path:
     return Path(__file__).parent / "artifacts" / f"sequence_{model}.safetensors"
+
+
+def sequence_version(choice: str | Path | None) -> str:
+    """How the served sequence retriever shows in the model version: "" for the shipped one (the
+    version then reads as before), "none" when it is off, else the file's stem."""
+    if choice is None:
+        return ""
+    return "none" if str(choice) == "none" else Path(choice).stem
+
+
+def warm_state(model: SequenceModel, source: SequenceModel, vocab: list[str]) -> dict:
+    """``model``'s state with ``source``'s weights wherever the shapes agree, and the id rows of the
+    items both know (``vocab``: ``model``'s id rows, in order) copied from ``source``: a fine-tune
+    that starts from the serving model, over a catalog of its own."""
+    state = model.state_dict()
+    src = source.state_dict()
+    for k, v in src.items():
+        if k in state and k != "ids.weight" and state[k].shape == v.shape:
+            state[k] = v.detach().clone()
+    if model.ids is not None and source.ids is not None and source.vocab:
+        ids = state["ids.weight"].clone()
+        for row, item in enumerate(vocab):
+            if item in source.vocab:
+                ids[row] = src["ids.weight"][source.vocab[item]]
+        state["ids.weight"] = ids
+    return state
+
+
+@torch.no_grad()
+def catalog_scores(model: SequenceModel, X: np.ndarray, item_ids: list[str], histories: list[list[int]],
+                   batch: int = 512) -> np.ndarray:
+    """Every catalog item's score for each history, as serving ranks them (``query`` then
+    ``item_scores``) but in batches: ``X`` and ``item_ids`` are the catalog in index order,
+    histories are indices into it. The model's id rows are found through its vocabulary, so a model
+    trained on another catalog is scored fairly (its unknown items read as text only). (n, n_items)"""
+    rows = model.id_rows(item_ids)  # catalog index -> the model's id row, -1 if it never saw the item
+    Xt = torch.from_numpy(np.asarray(X, np.float32))
+    base = Xt @ model.item_map.weight.T  # (n_items, dim): A x
+    if rows is not None:
+        base = base + model.ids.weight[rows.clamp(min=0)] * (rows >= 0)[:, None]
+    out = np.zeros((len(histories), len(item_ids)), np.float32)
+    for s in range(0, len(histories), batch):
+        hs = [h[-model.config.max_len:] for h in histories[s : s + batch]]
+        idx, lengths = right_pad(hs)
+        q = model(Xt[idx], rows[idx] if rows is not None else None)[torch.arange(len(hs)), lengths - 1]
+        out[s : s + len(hs)] = (q @ base.T).numpy()
+    return out

@@ -94,3 +94,36 @@ def test_shipped_model_is_scientific_and_stays_out_of_the_demo_catalog(demo_rec)
     assert demo_rec.ranker.sequence_query(profile) is None  # no demo item is in its vocabulary
     recs = demo_rec.recommend("seq-demo", k=10, now=1.7e9 + 60)
     assert all(r.source != "sequence" for r in recs)
+
+
+def test_an_item_the_model_knows_by_its_id_reaches_the_list():
+    """Regression: the ranker took the sequence retriever's candidates from FAISS alone, which
+    holds text vectors, so an item a retrained model puts first for what shoppers clicked next
+    (its id row), not for its text, never reached the list (3 of 12 live walks found it, 11 after)."""
+    from ecrec.catalog import Item
+    from ecrec.events import Event
+    from ecrec.index import VectorIndex
+    from ecrec.profile import UserProfile
+    from ecrec.ranking import ItemStats, Ranker, RankingConfig
+    from ecrec.recommender import item_meta
+
+    X = _items()
+    ids = [f"i{j}" for j in range(len(X))]
+    m = _model(id_items=len(X))
+    m.vocab = {i: r for r, i in enumerate(ids)}
+    history, target = [1, 2, 3], 7
+    with torch.no_grad():
+        m.ids.weight.zero_()
+        q = m.query(X[history], [ids[j] for j in history])
+        m.ids.weight[target] = 3 * q  # what shoppers clicked after this history
+    sv = m.search_vector(q).numpy()
+    X[target] = -sv / np.linalg.norm(sv)  # its text points away from the query: last in FAISS
+    items = {i: Item(id=i, title=i, created_at=0.0) for i in ids}
+    index = VectorIndex(DIM, "Flat")
+    index.upsert(ids, X, [item_meta(items[i]) for i in ids])
+    ranker = Ranker(index, items, ItemStats(), RankingConfig(explore_share=0.0, candidates_per_source=5), sequence=m)
+    p = UserProfile("u", DIM)
+    for n, j in enumerate(history):
+        p = p.apply(Event(user_id="u", type="click", item_id=ids[j], ts=1e9 + n), X[j])
+    recs = ranker.recommend(p, 5, 1e9 + 10)
+    assert (recs[0].item_id, recs[0].source) == ("i7", "sequence"), [(r.item_id, r.source) for r in recs]
