@@ -115,11 +115,13 @@ class AppArgs(BaseModel):
     def resolved_index_dir(self) -> Path:
         if self.index_dir:
             return Path(self.index_dir)
-        stem = "demo" if Path(self.catalog) == DEMO_CATALOG else Path(self.catalog).stem
+        # the shipped serve config names the demo catalog by a relative path: the same folder as make serve's
+        stem = "demo" if Path(self.catalog).resolve() == DEMO_CATALOG.resolve() else Path(self.catalog).stem
         return self.home() / "index" / (stem if self.model == "e5-small" else f"{stem}-{self.model}")
 
     def resolved_content_dir(self) -> Path:
-        stem = ("demo" if Path(self.content) == DEMO_CONTENT else Path(self.content).stem) if self.content else "none"
+        stem = (("demo" if Path(self.content).resolve() == DEMO_CONTENT.resolve() else Path(self.content).stem)
+                if self.content else "none")
         return self.home() / "content" / (stem if self.model == "e5-small" else f"{stem}-{self.model}")
 
     def resolved_state_dir(self) -> Path:

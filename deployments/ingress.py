@@ -184,7 +184,12 @@ class Ingress:
         # Impressions and interaction counts are soft signals: buffered and flushed every 100 ms
         # as one call per shard, instead of two extra remote calls on every request.
         self._served: dict[int, list] = {}  # shard -> lists shown (attribution, impressions)
-        self.index_version = (manifest.get("artifact_id") or "")[:8]
+        from ecrec.sequence import sequence_version
+
+        # the ranking side of the version: the index artifact, and the sequence retriever when it
+        # is not the shipped one ("<artifact 8 hex>+sequence-<run>")
+        self.sequence_version = sequence_version(args.sequence_model)
+        self.index_version = "+".join(v for v in ((manifest.get("artifact_id") or "")[:8], self.sequence_version) if v)
         self.encoder_version = ""  # the encoder's model + heads: the last analysis', refreshed every 10 s
         self._version_at = 0.0
         self.experiment = args.experiment()  # A/B arms of the ranking, or None
@@ -660,5 +665,6 @@ class Ingress:
                                 status_code=503, headers={"Retry-After": "1"})
         return {"ready": True, "model": enc["model"], "intent_model": enc["intent"], "device": enc["device"],
                 "model_version": f"{enc['model']}@{self.index_version}",
+                "sequence_model": self.sequence_version or "shipped",
                 "items": ret["items"],
                 "shards": len(self.shards)}

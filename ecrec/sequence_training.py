@@ -38,6 +38,8 @@ class SequenceTrainConfig:
     include_valid: bool = field(default=False, metadata={
         "help": "also train on the valid targets, for a fixed number of epochs (the final test-time model)"})
     cpus_per_worker: float | None = field(default=None, metadata={"help": "Ray CPUs reserved per worker (default: threads)"})
+    init_path: str | None = field(default=None, metadata={
+        "help": "a torch state dict to start from (``ecrec.sequence.warm_state``: fine-tune the serving model)"})
 
 
 def _batches(seqs: list[list[int]], size: int, rank: int, world: int, rng: np.random.Generator):
@@ -102,7 +104,7 @@ def train_sequence(X: np.ndarray, seqs: list[list[int]], valid: Split, cfg: Sequ
 
     ``wrap`` turns the model into its distributed form (Ray Train's ``prepare_model``);
     ``report(metrics, state)`` is called every epoch (state: the best weights so far, or None);
-    ``start`` resumes from such a state.
+    ``start`` resumes from such a state; otherwise ``cfg.init_path``, when set, gives the first weights.
     """
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
@@ -110,6 +112,8 @@ def train_sequence(X: np.ndarray, seqs: list[list[int]], valid: Split, cfg: Sequ
     base = SequenceModel(cfg.model)
     best = {"ndcg10": -1.0, "epoch": -1, "weights": None}
     first = 0
+    if cfg.init_path and not start:
+        base.load_state_dict(torch.load(cfg.init_path, map_location="cpu", weights_only=True))
     if start:
         base.load_state_dict(start["weights"])
         best = {"ndcg10": start["ndcg10"], "epoch": start["epoch"], "weights": start["weights"]}

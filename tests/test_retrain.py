@@ -65,3 +65,110 @@ def test_labelled_files_name_the_bad_line(tmp_path, data_dir):
     f.write_text('{"text": "ok", "label": "positive"}\nnot json\n')
     with pytest.raises(ValueError, match=r"t.jsonl:2: not JSON"):
         read_labelled(f)
+
+
+def test_click_sequences_are_what_the_retriever_reads_and_split_leave_last_out(tmp_path):
+    """The export is each profile's recent positive items (a re-click moves an item to the end, a
+    view is not a click, a dislike takes it out), items outside the catalog dropped, shoppers
+    with fewer than 3 left out; as RecBole files it reads back leave-last-out."""
+    from ecrec.catalog import Item
+    from ecrec.evaluation.data import load_dataset
+    from ecrec.operations.retrain import click_sequences, write_recbole
+
+    stores = [SQLiteStore(tmp_path / f"s{i}.db") for i in range(2)]
+    shards = [ProfileShard(s, DIM, snapshot_every=2) for s in stores]  # snapshots + logs both read
+    v = np.eye(DIM, dtype=np.float32)
+    walks = {"u1": [("click", "a"), ("click", "b"), ("view", "c"), ("cart", "d"), ("click", "b"), ("purchase", "e")],
+             "u2": [("click", "c"), ("click", "gone"), ("click", "a"), ("dislike", "c"), ("click", "d"), ("click", "e")],
+             "u3": [("click", "a"), ("click", "b")]}
+    n = 0
+    for user, walk in walks.items():
+        for kind, item in walk:
+            n += 1
+            shards[user == "u2"].apply(Event(user_id=user, type=kind, item_id=item, ts=1e9 + n, event_id=f"e{n}"),
+                                       v[n % DIM], None)
+    catalog = [Item(id=i, title=f"title {i}", description="", category=["x", "y z"]) for i in "abcde"]
+    got = dict(click_sequences(stores, {it.id for it in catalog}, dim=DIM))
+    assert got == {"u1": ["a", "d", "b", "e"], "u2": ["a", "d", "e"]}
+    folder, users = write_recbole(tmp_path / "data", catalog, got.items())
+    assert users == 2
+    ds = load_dataset(folder, "recbole")
+    assert [it.id for it in ds.items] == list("abcde") and ds.items[0].title == "title a"
+    idx = {i: n for n, i in enumerate("abcde")}
+    test = {u: (h, int(t)) for u, h, t in zip(ds.test.users, ds.test.histories, ds.test.targets)}
+    assert test == {"u1": ([idx["a"], idx["d"], idx["b"]], idx["e"]), "u2": ([idx["a"], idx["d"]], idx["e"])}
+    assert ds.train_sequences() == [[idx["a"], idx["d"]]]  # u2's three: one to validate, one to test
+    assert sorted(ds.train_sequences(include_valid=True)) == [[idx["a"], idx["d"]], [idx["a"], idx["d"], idx["b"]]]
+
+
+def _tiny_model(id_items: int, vocab: list[str], seed: int):
+    import torch
+
+    from ecrec.sequence import SequenceConfig, SequenceModel
+
+    torch.manual_seed(seed)
+    m = SequenceModel(SequenceConfig(dim=16, hidden=16, layers=1, heads=2, max_len=8, id_items=id_items))
+    with torch.no_grad():  # weights away from their identity/zero start, so every term counts
+        for p in m.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    m.vocab = {item: row for row, item in enumerate(vocab)}
+    return m.eval()
+
+
+def test_catalog_scores_rank_like_serving_for_a_model_of_another_catalog():
+    """Batched holdout scores equal serving's one-at-a-time ``query`` + ``item_scores``, for a model
+    whose id vocabulary covers part of the catalog in another order."""
+    from ecrec.sequence import catalog_scores
+
+    rng = np.random.default_rng(0)
+    catalog = [f"i{j}" for j in range(9)]
+    X = rng.normal(size=(9, 16)).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    model = _tiny_model(6, ["i7", "zz", "i2", "i0", "i5", "i3"], seed=1)
+    histories = [[0], [3, 1, 7], [8, 2, 5, 4, 6], [1, 1, 2]]
+    got = catalog_scores(model, X, catalog, histories, batch=3)
+    for h, row in zip(histories, got):
+        names = [catalog[j] for j in h]
+        want = model.item_scores(model.query(X[h], names), X, catalog)
+        np.testing.assert_allclose(row, want, rtol=1e-4, atol=1e-5)
+    assert np.ptp(got[:, 7]) > 1e-3  # a known item's id row moves its score across histories
+
+
+def test_warm_state_keeps_the_serving_weights_and_the_id_rows_it_knows():
+    import torch
+
+    from ecrec.sequence import warm_state
+
+    serving = _tiny_model(4, ["a", "b", "c", "d"], seed=2)
+    fresh = _tiny_model(3, [], seed=3)
+    state = warm_state(fresh, serving, ["c", "new", "a"])
+    src, init = serving.state_dict(), fresh.state_dict()
+    for k, v in state.items():
+        if k != "ids.weight":
+            assert torch.equal(v, src[k]), k
+    assert torch.equal(state["ids.weight"][0], src["ids.weight"][2])
+    assert torch.equal(state["ids.weight"][2], src["ids.weight"][0])
+    assert torch.equal(state["ids.weight"][1], init["ids.weight"][1])  # an item the serving model never saw
+
+
+def test_sequence_version_names_what_serves():
+    from ecrec.sequence import sequence_version
+
+    assert sequence_version(None) == ""
+    assert sequence_version("none") == "none"
+    assert sequence_version("/h/sequence/sequence-retrain-x.safetensors") == "sequence-retrain-x"
+
+
+def test_sequence_settings_are_typed_and_checked():
+    """``--set lr=3e-3`` is a float (YAML alone reads it as a string, and training then failed)."""
+    pytest.importorskip("ray")
+    from ecrec.sequence_training import SequenceTrainConfig
+    from training.cli import _settings
+    from training.sequence import typed_settings
+
+    got = typed_settings(SequenceTrainConfig, _settings(["lr=3e-3", "epochs=20", "include_valid=true"]))
+    assert got == {"lr": 0.003, "epochs": 20, "include_valid": True} and isinstance(got["lr"], float)
+    with pytest.raises(SystemExit, match="not a setting"):
+        typed_settings(SequenceTrainConfig, {"learning_rate": 0.1})
+    with pytest.raises(SystemExit, match="needs a int"):
+        typed_settings(SequenceTrainConfig, {"epochs": "many"})

@@ -18,6 +18,9 @@ def test_serve_config_args_validate():
     args = AppArgs.model_validate(app["args"])
     # the shipped config deploys over what `make serve` wrote: the same shard count (else LayoutMismatch)
     assert args.num_shards == AppArgs().num_shards == 2 and args.encoder_max_replicas == 4
+    # and over the same index artifact and content folders (the config names the demo files relatively)
+    assert args.resolved_index_dir() == AppArgs().resolved_index_dir()
+    assert args.resolved_content_dir() == AppArgs().resolved_content_dir()
     # `serve run deployments.app:build_app num_shards=8` passes strings
     assert AppArgs.model_validate({"num_shards": "8", "explore_share": "0"}).num_shards == 8
     with pytest.raises(ValueError, match="num_shards"):

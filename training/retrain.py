@@ -1,4 +1,4 @@
-"""``ecrec retrain sentiment|intent``: export, fine-tune, evaluate against the serving head, promote, roll out.
+"""``ecrec retrain sentiment|intent|sequence``: export, fine-tune, evaluate against the serving model, promote, roll out.
 
 1. The labelled data goes to ``<out>/labelled.jsonl``: for sentiment, the rated reviews still in
    the event store's logs (``ecrec.operations.retrain.labelled_reviews``); for intent, the
@@ -14,11 +14,19 @@
    next to the run. ``--deploy`` applies it with ``serve deploy``: only the encoder's user_config
    changes, so the running replicas swap the head in place, without dropping a request.
 Each step prints ``[i/4]`` as it starts; every outcome is in ``<out>/decision.json``.
+
+``retrain sequence`` follows the same four steps for the sequence retriever (``_retrain_sequence``):
+the shoppers' click sequences over the served index artifact are exported as RecBole files
+(``<out>/data``, with the artifact's vectors), the serving model is fine-tuned on them (``ecrec
+train-sequence --init``: its weights, new id rows for this catalog), both are scored leave-last-out
+on each shopper's last item, and a promoted model is rolled out as the app's ``sequence_model``
+arg: Serve starts new ingress replicas (with new retrievers) before it stops the old ones.
 """
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -27,13 +35,18 @@ import numpy as np
 import yaml
 
 
-def _stores(args):
+def _stores(args, state_dir: Path | None = None):
+    """The serving store: Redis by URL, or the SQLite shards of ``--state-dir`` (else the app's)."""
     from ecrec.store import SQLiteStore
     from ecrec.store_redis import open_store
 
     if args.store and args.store != "sqlite":
         return [open_store(args.store, "", "FULL", prefix=args.namespace)]
-    return [SQLiteStore(p) for p in sorted(Path(args.state_dir).glob("profiles-*.db"))]
+    folder = Path(args.state_dir or state_dir or "")
+    stores = [SQLiteStore(p) for p in sorted(folder.glob("profiles-*.db"))]
+    if not stores:
+        raise SystemExit(f"no profile store (profiles-*.db) in {folder}: pass the serving --state-dir or --store")
+    return stores
 
 
 def _holdout(task: str, encoder, head, data_dir: str, n: int) -> dict:
@@ -131,6 +144,8 @@ def _serving_head(task: str, serve_cfg: dict, model: str) -> Path | None:
 
 
 def _retrain(args) -> None:
+    if args.task == "sequence":
+        return _retrain_sequence(args)
     from ecrec.encoder import EncoderConfig, TextEncoder
     from ecrec.operations.retrain import should_promote
     from ecrec.sentiment import load_head
@@ -189,6 +204,84 @@ def _retrain(args) -> None:
     print(json.dumps(decision, indent=2, ensure_ascii=False, default=float))
 
 
+def _retrain_sequence(args) -> None:
+    from deployments.config import AppArgs
+    from ecrec.artifact import read_artifact
+    from ecrec.cli import main
+    from ecrec.evaluation.data import load_dataset
+    from ecrec.operations.retrain import click_sequences, sequence_holdout, should_promote, write_recbole
+    from ecrec.sequence import load_sequence_model, shipped_sequence_path
+
+    if args.labelled:
+        raise SystemExit("--labelled is for intent: sequences come from the store's click logs")
+    out = Path(args.out or f"runs/retrain-sequence-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    serve_cfg = yaml.safe_load(Path(args.serve_config).read_text())
+    app_args = serve_cfg["applications"][0].setdefault("args", {})
+    app = AppArgs(**app_args)
+    items, index, manifest = read_artifact(app.resolved_index_dir())
+    ids = [it.id for it in items]
+    X = np.stack([index.vector(i) for i in ids]).astype(np.float32)
+    serving = {None: shipped_sequence_path(app.model), "none": None}.get(app.sequence_model, app.sequence_model)
+    decision: dict = {"task": "sequence", "out": str(out), "serving_model": str(serving) if serving else None,
+                      "artifact_id": manifest.get("artifact_id")}
+    step = _steps("sequence")
+
+    step("export the shoppers' click sequences")
+    seqs = list(click_sequences(_stores(args, app.resolved_state_dir()), set(ids), dim=X.shape[1]))
+    data, decision["exported"] = write_recbole(out / "data", items, seqs)
+    np.save(data / "vectors.npy", X)
+    if decision["exported"] < args.min_users:
+        raise SystemExit(f"only {decision['exported']} shoppers have 3 or more clicks on catalog items "
+                         f"(--min-users {args.min_users}): too few to train or to judge a model on")
+
+    step("fine-tune the candidate (Ray Train)")
+    candidate = out / "candidate" / "sequence.safetensors"
+    argv = ["train-sequence", "--data", str(data), "--format", "recbole", "--vectors", str(data / "vectors.npy"),
+            "--out", str(candidate), "--storage", str(out / "ray"), "--name", f"retrain-{out.name}",
+            *(["--init", str(serving)] if serving else []), *[x for kv in args.set or [] for x in ("--set", kv)]]
+    if args.submit:
+        from ray.job_submission import JobStatus, JobSubmissionClient
+
+        client = JobSubmissionClient(args.submit)
+        job = client.submit_job(entrypoint=" ".join(["ecrec", *(f"'{a}'" for a in argv)]),
+                                runtime_env={"working_dir": str(Path.cwd())})
+        while (status := client.get_job_status(job)) not in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
+            time.sleep(5)
+        if status != JobStatus.SUCCEEDED:
+            raise SystemExit(f"training job {job} {status}:\n{client.get_job_logs(job)[-3000:]}")
+    else:
+        main(argv)
+
+    step("score the serving and the candidate model on each shopper's last item")
+    test = load_dataset(data, "recbole").test
+    holdout = {"candidate": {"last_item": sequence_holdout(load_sequence_model(candidate)[0], X, ids, test)}}
+    if serving:
+        holdout["serving"] = {"last_item": sequence_holdout(load_sequence_model(serving)[0], X, ids, test)}
+        ok, why = should_promote(holdout["candidate"], holdout["serving"], metrics=("ndcg10", "recall10"),
+                                 tolerance=args.tolerance)
+    else:
+        ok, why = True, "no sequence model serves: nothing to be worse than"
+    decision.update(candidate_model=str(candidate), holdout=holdout, promoted=ok, why=why)
+    step(f"{'promote' if ok else 'keep the serving model'}: {why}")
+    if ok:
+        models = Path(args.home) / "sequence"
+        models.mkdir(parents=True, exist_ok=True)
+        promoted = models / f"sequence-{out.name}.safetensors"
+        shutil.copyfile(candidate, promoted)
+        decision["version"] = promoted.stem
+        app_args["sequence_model"] = str(promoted)  # new args: new ingress replicas start before old ones stop
+        new_cfg = out / "serve_config.yaml"
+        new_cfg.write_text(yaml.safe_dump(serve_cfg, sort_keys=False, allow_unicode=True))
+        decision["serve_config"] = str(new_cfg)
+        if args.deploy:
+            env = dict(os.environ, RAY_AUTH_MODE=os.environ.get("RAY_AUTH_MODE", "token"))
+            subprocess.run(["serve", "deploy", str(new_cfg), "--address", args.serve_address], check=True, env=env)
+            decision["deployed"] = True
+    (out / "decision.json").write_text(json.dumps(decision, indent=2, ensure_ascii=False, default=float))
+    print(json.dumps(decision, indent=2, ensure_ascii=False, default=float))
+
+
 def _steps(task: str):
     """Prints ``[i/4] what`` as each step starts, with the seconds the last one took."""
     state = {"i": 0, "t": time.perf_counter()}
@@ -204,17 +297,20 @@ def _steps(task: str):
 
 def register(sub) -> None:
     p = sub.add_parser("retrain", help="fine-tune on new labelled data, promote only if not worse, roll out")
-    p.add_argument("task", choices=["sentiment", "intent"])
+    p.add_argument("task", choices=["sentiment", "intent", "sequence"])
     p.add_argument("--labelled", type=Path, default=None,
                    help="intent: JSONL of {text, label} utterances the help desk labelled (one of the 27 intents or none)")
-    p.add_argument("--state-dir", type=Path, default=None, help="the serving state_dir (SQLite shards)")
+    p.add_argument("--state-dir", type=Path, default=None,
+                   help="the serving state_dir (SQLite shards; default: the serve config's)")
     p.add_argument("--store", default="sqlite", help="sqlite (read --state-dir) or redis://host:port/db")
     p.add_argument("--namespace", default="ecrec", help="the app's namespace (Redis key prefix)")
     p.add_argument("--since-days", type=float, default=None, help="only reviews this recent (default: all kept)")
     p.add_argument("--config", type=Path, default=None, help="default training/configs/cpu.yaml (cpu-intent.yaml)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a training setting")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a training setting (sequence: lr=1e-3, epochs=20, ...)")
     p.add_argument("--data", type=Path, default=Path("../shared/data"))
     p.add_argument("--holdout", type=int, default=500, help="texts per test set for the comparison")
+    p.add_argument("--min-users", type=int, default=50,
+                   help="sequence: refuse to train on fewer shoppers with 3 or more clicks")
     p.add_argument("--tolerance", type=float, default=0.0, help="how much worse still counts as not worse")
     p.add_argument("--serve-config", type=Path, default=Path("deployments/serve_config.yaml"))
     p.add_argument("--deploy", action="store_true", help="serve deploy the promoted config")

@@ -61,10 +61,12 @@ def train_loop_per_worker(config: dict) -> None:
 
 
 def fit(X: np.ndarray, ds, cfg: SequenceTrainConfig, data_dir: str | Path | None = None, fmt: str = "auto",
-        storage: str | Path = "runs/ray", name: str | None = None, users: int | None = None):
+        storage: str | Path = "runs/ray", name: str | None = None, users: int | None = None,
+        init_from: str | Path | None = None):
     """Train under Ray Train; returns (best model, report). ``data_dir`` defaults to where ``ds``
     was read from (workers reload it; only paths travel); ``users``: ``ds`` is that
-    ``user_slice`` of it."""
+    ``user_slice`` of it; ``init_from``: a sequence model to fine-tune (its weights where the shapes
+    agree, its id rows for the items it knows)."""
     import ray
     from ray.train import CheckpointConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -79,6 +81,13 @@ def fit(X: np.ndarray, ds, cfg: SequenceTrainConfig, data_dir: str | Path | None
     with tempfile.TemporaryDirectory() as tmp:
         x_path = Path(tmp) / "items.npy"
         np.save(x_path, np.asarray(X, np.float32))
+        if init_from is not None:
+            from ecrec.sequence import load_sequence_model, warm_state
+
+            init_path = Path(tmp) / "init.pt"
+            torch.save(warm_state(SequenceModel(cfg.model), load_sequence_model(init_from)[0],
+                                  [it.id for it in ds.items]), init_path)
+            cfg = dataclasses.replace(cfg, init_path=str(init_path))
         trainer = TorchTrainer(
             train_loop_per_worker,
             train_loop_config={"cfg": dataclasses.asdict(cfg), "data": str(data_dir), "fmt": fmt,
@@ -106,18 +115,42 @@ def fit(X: np.ndarray, ds, cfg: SequenceTrainConfig, data_dir: str | Path | None
     return model, report
 
 
+def typed_settings(cls, settings: dict) -> dict:
+    """``--set`` values cast to the type of the dataclass field they set (YAML reads ``3e-3`` as a
+    string); an unknown key is refused with the keys there are."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    out = {}
+    for key, value in settings.items():
+        if key not in fields:
+            raise SystemExit(f"--set {key}: not a setting; the settings are {', '.join(sorted(fields))}")
+        kind = type(fields[key].default)
+        try:
+            out[key] = kind(value) if kind in (int, float) and not isinstance(value, bool) else value
+        except (TypeError, ValueError):
+            raise SystemExit(f"--set {key}={value!r}: needs a {kind.__name__}") from None
+    return out
+
+
 def _train(args) -> None:
     from ecrec.encoder import TextEncoder, EncoderConfig
     from ecrec.evaluation.data import load_dataset
     from ecrec.evaluation.harness import item_vectors
-    from ecrec.sequence import save_sequence_model
+    from ecrec.sequence import load_sequence_model, save_sequence_model
+    from training.cli import _settings
 
     ds = load_dataset(args.data, args.format)
-    X = item_vectors(ds, TextEncoder(EncoderConfig(), args.home), args.home / "cache")
-    model_cfg = SequenceConfig(id_items=ds.n_items if args.ids else 0)
+    if args.vectors:  # the vectors the served index holds, exported with the data
+        X = np.load(args.vectors)
+        if X.shape[0] != ds.n_items:
+            raise SystemExit(f"{args.vectors}: {X.shape[0]} vectors for {ds.n_items} items")
+    else:
+        X = item_vectors(ds, TextEncoder(EncoderConfig(), args.home), args.home / "cache")
+    base = load_sequence_model(args.init)[0].config if args.init else SequenceConfig()
+    model_cfg = dataclasses.replace(base, id_items=ds.n_items if args.ids else 0)
     cfg = SequenceTrainConfig(model=model_cfg, workers=args.workers, threads=args.threads, epochs=args.epochs,
                               time_cap_s=args.time_cap, include_valid=args.include_valid)
-    model, report = fit(X, ds, cfg, args.data, args.format, args.storage, args.name)
+    cfg = dataclasses.replace(cfg, **typed_settings(SequenceTrainConfig, _settings(args.set)))
+    model, report = fit(X, ds, cfg, args.data, args.format, args.storage, args.name, init_from=args.init)
     vocab = [it.id for it in ds.items] if args.ids else []
     out = save_sequence_model(model, args.out, {"dataset": ds.name, "items": ds.n_items, "vocab": vocab,
                                                 "trained_on": "train+valid" if args.include_valid else "train",
@@ -139,6 +172,10 @@ def register(sub) -> None:
     p.add_argument("--time-cap", type=float, default=900.0, help="seconds")
     p.add_argument("--include-valid", action="store_true",
                    help="train on train + valid targets for exactly --epochs (the final model for the test split)")
+    p.add_argument("--vectors", type=Path, default=None,
+                   help="item vectors (.npy, the .item file's order) instead of encoding the items' text")
+    p.add_argument("--init", type=Path, default=None, help="fine-tune this sequence model (e.g. the serving one)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a training setting (lr=1e-3)")
     p.add_argument("--out", type=Path, default=Path("runs/sequence/sequence.safetensors"))
     p.add_argument("--storage", type=Path, default=Path("runs/ray"))
     p.add_argument("--name", default=None, help="run name; re-running it resumes from its last checkpoint")

@@ -5,10 +5,18 @@ positive, as in the MARC protocol). The store keeps each user's recent log (olde
 compacted into snapshots), so the export is the recent reviews of every user still present;
 erased users are gone from it. A candidate model is promoted only if it is not worse than the
 serving one on a fixed holdout (``should_promote``).
+
+For the sequence retriever the labelled data are the shoppers' own click sequences: each profile's
+``recent`` list (the items a shopper clicked, carted or bought, oldest first, as the retriever reads
+it when it serves), written as RecBole atomic files so ``ecrec train-sequence`` reads them too, and
+split leave-last-out: each shopper's last item is the fixed holdout both models are scored on.
 """
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
 
 from ecrec.datasets import SENTIMENT_LABELS, stars_to_label
 from ecrec.shard import decode_payload
@@ -44,3 +52,55 @@ def should_promote(candidate: dict, serving: dict, metrics: tuple[str, ...] = ("
     if worse:
         return False, "worse than the serving model: " + "; ".join(worse)
     return True, "not worse on " + ", ".join(f"{n} ({', '.join(metrics)})" for n in serving)
+
+
+def click_sequences(stores: Iterable, catalog: set[str], dim: int = 384, min_len: int = 3) -> Iterator[tuple[str, list[str]]]:
+    """``(user_id, items)`` for every user in the stores: the profile's recent positive items, oldest
+    first, as the serving retriever reads them, keeping only items in ``catalog``; users with fewer
+    than ``min_len`` (leave-last-out needs a train, a valid and a test item) are left out."""
+    from ecrec.shard import ProfileShard
+
+    for store in stores:
+        shard = ProfileShard(store, dim, max_bytes=64 * 1024**2)  # loads users one at a time, LRU-bounded
+        for user_id in store.users():
+            profile = shard.get(user_id)
+            items = [i for i in (profile.recent if profile else []) if i in catalog]
+            if len(items) >= min_len:
+                yield user_id, items
+
+
+def write_recbole(out: str | Path, items: list, sequences: Iterable[tuple[str, list[str]]],
+                  name: str = "live") -> tuple[Path, int]:
+    """RecBole atomic files ``<out>/<name>.item`` (every catalog item, in index order) and
+    ``<name>.inter`` (a row per click; its position in the sequence is its timestamp). Returns the
+    folder and the number of users written."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def clean(text: str) -> str:
+        return " ".join(str(text).split())  # one line, no tabs
+
+    with open(out / f"{name}.item", "w", encoding="utf-8") as f:
+        f.write("item_id:token\ttitle:token_seq\tcategory:token_seq\n")
+        for it in items:
+            f.write(f"{it.id}\t{clean(it.title)}\t{clean(' '.join(it.category))}\n")
+    users = 0
+    with open(out / f"{name}.inter", "w", encoding="utf-8") as f:
+        f.write("user_id:token\titem_id:token\ttimestamp:float\n")
+        for user_id, seq in sequences:
+            users += 1
+            for t, item in enumerate(seq):
+                f.write(f"{user_id}\t{item}\t{t}\n")
+    return out, users
+
+
+def sequence_holdout(model, X: np.ndarray, item_ids: list[str], split, k: int = 10) -> dict:
+    """NDCG@k and Recall@k of ``model`` on ``split`` (each row's history, then its one target),
+    ranking the whole catalog the way serving does, the history's own items excluded."""
+    from ecrec.metrics import ranking_report
+    from ecrec.sequence import catalog_scores
+    from ecrec.sequence_training import exclude_history, top_k
+
+    scores = exclude_history(catalog_scores(model, X, item_ids, split.histories), split.histories)
+    r = ranking_report(top_k(scores, k), split.targets, ks=(k,))
+    return {f"ndcg{k}": r[f"N@{k}"], f"recall{k}": r[f"R@{k}"], "n": len(split)}
