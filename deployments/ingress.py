@@ -184,10 +184,10 @@ class Ingress:
         # Impressions and interaction counts are soft signals: buffered and flushed every 100 ms
         # as one call per shard, instead of two extra remote calls on every request.
         self._served: dict[int, list] = {}  # shard -> lists shown (attribution, impressions)
-        from ecrec.sequence import sequence_version
+        from ecrec.operations.retrain import sequence_version
 
         # the ranking side of the version: the index artifact, and the sequence retriever when it
-        # is not the shipped one ("<artifact 8 hex>+sequence-<run>")
+        # is not the shipped one ("<artifact 8 hex>+sequence-<run>", "+none" when it is off)
         self.sequence_version = sequence_version(args.sequence_model)
         self.index_version = "+".join(v for v in ((manifest.get("artifact_id") or "")[:8], self.sequence_version) if v)
         self.encoder_version = ""  # the encoder's model + heads: the last analysis', refreshed every 10 s

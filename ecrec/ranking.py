@@ -238,8 +238,9 @@ class Ranker:
         for found, source in head:
             take((i for i, _ in found), source)
         if seq_vec is not None:  # what the retriever learned from clicks, which text search cannot find
-            take(self._first(self.sequence.id_candidates(seq_vec, n), n, lambda i: allowed(i) and i in self.items),
-                 "sequence")
+            # 4n rows, so that n are left once filters and the shopper's own items are taken out
+            take(self._first(self.sequence.id_candidates(seq_vec, 4 * n), n,
+                             lambda i: allowed(i) and i in self.items), "sequence")
         if covisit:
             best = sorted(covisit, key=lambda i: (-covisit[i], i))
             take(self._first([i for i in best if i in self.items], n, allowed), "bought_together")

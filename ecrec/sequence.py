@@ -202,14 +202,6 @@ def shipped_sequence_path(model: str = "e5-small") -> Path:
     return Path(__file__).parent / "artifacts" / f"sequence_{model}.safetensors"
 
 
-def sequence_version(choice: str | Path | None) -> str:
-    """How the served sequence retriever shows in the model version: "" for the shipped one (the
-    version then reads as before), "none" when it is off, else the file's stem."""
-    if choice is None:
-        return ""
-    return "none" if str(choice) == "none" else Path(choice).stem
-
-
 def warm_state(model: SequenceModel, source: SequenceModel, vocab: list[str]) -> dict:
     """``model``'s state with ``source``'s weights wherever the shapes agree, and the id rows of the
     items both know (``vocab``: ``model``'s id rows, in order) copied from ``source``: a fine-tune

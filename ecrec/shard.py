@@ -111,11 +111,12 @@ class ProfileShard:
         self.cached_bytes = 0
         return 0
 
-    def _load(self, user_id: str) -> _Cached | None:
+    def _load(self, user_id: str, repair: bool = True) -> _Cached | None:
         """A profile from its newest readable snapshot plus the events logged after it.
 
         A snapshot that fails its checksum is refused loudly (logged as an error, counted in
-        ``corrupt_snapshots``) and the previous snapshot, or the whole log, is used instead.
+        ``corrupt_snapshots``) and the previous snapshot, or the whole log, is used instead;
+        ``repair`` also drops it from the store.
         """
         snaps, events = self.store.load_user(user_id)
         if not snaps and not events:
@@ -130,7 +131,8 @@ class ProfileShard:
                 log.error("user %s: snapshot at seq %d refused (%s); falling back to the one before "
                           "it or the log, and dropping it", user_id, sseq, e)
                 self.corrupt_snapshots.append(user_id)
-                self.store.drop_snapshot(user_id, sseq)  # never a fall-back for a later snapshot
+                if repair:
+                    self.store.drop_snapshot(user_id, sseq)  # never a fall-back for a later snapshot
         if p is None:
             p = UserProfile(user_id, self.dim)
             if snaps:
@@ -198,6 +200,12 @@ class ProfileShard:
 
     def get(self, user_id: str) -> UserProfile | None:
         c = self._entry(user_id)
+        return c.profile if c is not None else None
+
+    def peek(self, user_id: str) -> UserProfile | None:
+        """The profile as the store holds it, read without caching it or writing anything (an
+        export beside the live shard: no snapshot on eviction, no repair of a corrupt one)."""
+        c = self._cache.get(user_id) or self._load(user_id, repair=False)
         return c.profile if c is not None else None
 
     # ---- erasure tombstones: keyed hashes, so they hold no personal data ------------------

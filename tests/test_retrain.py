@@ -88,8 +88,11 @@ def test_click_sequences_are_what_the_retriever_reads_and_split_leave_last_out(t
             shards[user == "u2"].apply(Event(user_id=user, type=kind, item_id=item, ts=1e9 + n, event_id=f"e{n}"),
                                        v[n % DIM], None)
     catalog = [Item(id=i, title=f"title {i}", description="", category=["x", "y z"]) for i in "abcde"]
+    before = [[store.load_user(u) for u in walks] for store in stores]
     got = dict(click_sequences(stores, {it.id for it in catalog}, dim=DIM))
     assert got == {"u1": ["a", "d", "b", "e"], "u2": ["a", "d", "e"]}
+    # read beside the live shard: nothing written (a snapshot on eviction could bring back an erased user)
+    assert [[store.load_user(u) for u in walks] for store in stores] == before
     folder, users = write_recbole(tmp_path / "data", catalog, got.items())
     assert users == 2
     ds = load_dataset(folder, "recbole")
@@ -98,6 +101,8 @@ def test_click_sequences_are_what_the_retriever_reads_and_split_leave_last_out(t
     test = {u: (h, int(t)) for u, h, t in zip(ds.test.users, ds.test.histories, ds.test.targets)}
     assert test == {"u1": ([idx["a"], idx["d"], idx["b"]], idx["e"]), "u2": ([idx["a"], idx["d"]], idx["e"])}
     assert ds.train_sequences() == [[idx["a"], idx["d"]]]  # u2's three: one to validate, one to test
+    with pytest.raises(ValueError, match="whitespace"):  # RecBole's files are tab-separated
+        write_recbole(tmp_path / "bad", [Item(id="a\tb", title="t")], [])
     assert sorted(ds.train_sequences(include_valid=True)) == [[idx["a"], idx["d"]], [idx["a"], idx["d"], idx["b"]]]
 
 
@@ -152,7 +157,7 @@ def test_warm_state_keeps_the_serving_weights_and_the_id_rows_it_knows():
 
 
 def test_sequence_version_names_what_serves():
-    from ecrec.sequence import sequence_version
+    from ecrec.operations.retrain import sequence_version
 
     assert sequence_version(None) == ""
     assert sequence_version("none") == "none"
@@ -172,3 +177,55 @@ def test_sequence_settings_are_typed_and_checked():
         typed_settings(SequenceTrainConfig, {"learning_rate": 0.1})
     with pytest.raises(SystemExit, match="needs a int"):
         typed_settings(SequenceTrainConfig, {"epochs": "many"})
+
+
+def test_training_joins_the_cluster_of_a_ray_job():
+    """Inside a Ray Job (RAY_ADDRESS set) ``ray.init`` refuses resource arguments: the driver joins
+    the cluster with none (``retrain --submit`` failed there); here it starts a local Ray."""
+    from training.cluster import init_kwargs
+
+    assert init_kwargs(4, 1 << 28, env={"RAY_ADDRESS": "127.0.0.1:6379"}) == {}
+    local = init_kwargs(4, 1 << 28, env={})
+    assert local["num_cpus"] == 4 and local["_node_ip_address"] == "127.0.0.1" and not local["include_dashboard"]
+
+
+def test_retrain_sequence_refuses_what_it_cannot_do_well(tmp_path):
+    """An earlier run's folder (its checkpoint would resume on other data) and a serve config that
+    turns the retriever off are refused before anything is read or trained."""
+    import yaml
+
+    from ecrec.cli import main
+
+    cfg = tmp_path / "serve.yaml"
+    cfg.write_text(yaml.safe_dump({"applications": [{"args": {"sequence_model": "none"}}]}))
+    with pytest.raises(SystemExit, match="sequence_model: none"):
+        main(["retrain", "sequence", "--serve-config", str(cfg), "--out", str(tmp_path / "run")])
+    (tmp_path / "old" / "data").mkdir(parents=True)
+    with pytest.raises(SystemExit, match="earlier retrain"):
+        main(["retrain", "sequence", "--serve-config", str(cfg), "--out", str(tmp_path / "old")])
+    with pytest.raises(SystemExit, match="at least 1"):
+        main(["retrain", "sequence", "--min-users", "0", "--out", str(tmp_path / "x")])
+
+
+def test_the_export_writes_nothing_even_for_a_corrupt_snapshot(tmp_path):
+    """Regression: the export loaded profiles through the live path, which drops a corrupt snapshot
+    from the store (and snapshots what it evicts): a read beside the live shard wrote into it."""
+    import sqlite3
+
+    from ecrec.operations.retrain import click_sequences
+
+    path = tmp_path / "s.db"
+    live = ProfileShard(SQLiteStore(path), DIM, snapshot_every=3)
+    v = np.eye(DIM, dtype=np.float32)
+    for n, item in enumerate("abcdefg"):
+        live.apply(Event(user_id="u", type="click", item_id=item, ts=1e9 + n, event_id=f"e{n}"), v[n], None)
+    db = sqlite3.connect(path)
+    (seq, blob), = db.execute("SELECT seq, blob FROM profile_snapshots ORDER BY seq DESC LIMIT 1").fetchall()
+    bad = bytearray(blob)
+    bad[-7] ^= 0xFF
+    db.execute("UPDATE profile_snapshots SET blob = ? WHERE seq = ?", (bytes(bad), seq))
+    db.commit()
+    rows = db.execute("SELECT seq, blob FROM profile_snapshots ORDER BY seq").fetchall()
+    got = dict(click_sequences([SQLiteStore(path)], set("abcdefg"), dim=DIM))
+    assert got == {"u": list("abcdefg")}  # from the older snapshot and the log
+    assert db.execute("SELECT seq, blob FROM profile_snapshots ORDER BY seq").fetchall() == rows

@@ -230,7 +230,6 @@ def _progress_bar(total: int, desc: str):
 def run(cfg: FinetuneConfig, out_dir: str | Path, storage: str | Path, name: str | None = None,
         home: str | None = None):
     """Fit with Ray Train, then export the best branch, reports and metrics to ``out_dir``."""
-    import ray
     from ray.train import CheckpointConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -240,9 +239,9 @@ def run(cfg: FinetuneConfig, out_dir: str | Path, storage: str | Path, name: str
     # workers run in their own directories: hand them absolute paths
     cfg = dataclasses.replace(cfg, data_dir=str(Path(cfg.data_dir).resolve()))
     name = name or f"{cfg.task}-{cfg.model}"
-    if not ray.is_initialized():
-        ray.init(num_cpus=max(2, cfg.workers * cfg.threads_per_worker), include_dashboard=False,
-                 object_store_memory=512 * 1024**2, _node_ip_address="127.0.0.1")
+    from training.cluster import connect
+
+    connect(max(2, cfg.workers * cfg.threads_per_worker), 512 * 1024**2)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"cfg": cfg.to_dict(), "home": home or os.environ.get("ECREC_HOME"),

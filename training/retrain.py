@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import time
@@ -102,8 +103,8 @@ def _train(args, cfg_overrides: dict, out: Path) -> Path:
         from ray.job_submission import JobStatus, JobSubmissionClient
 
         client = JobSubmissionClient(args.submit)
-        entry = " ".join(["ecrec", "train", args.task, "--config", str(args.config), "--out", str(out / "candidate"),
-                          *[f"--set '{s}'" for s in sets]])
+        entry = shlex.join(["ecrec", "train", args.task, "--config", str(args.config), "--out", str(out / "candidate"),
+                            *[x for kv in sets for x in ("--set", kv)]])
         job = client.submit_job(entrypoint=entry, runtime_env={"working_dir": str(Path.cwd())})
         while (status := client.get_job_status(job)) not in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
             time.sleep(5)
@@ -214,15 +215,25 @@ def _retrain_sequence(args) -> None:
 
     if args.labelled:
         raise SystemExit("--labelled is for intent: sequences come from the store's click logs")
+    if args.min_users < 1:
+        raise SystemExit("--min-users must be at least 1")
     out = Path(args.out or f"runs/retrain-sequence-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
+    if (out / "decision.json").exists() or (out / "data").exists():
+        # its Ray Train run would resume a checkpoint of other data, and its promoted name is taken
+        raise SystemExit(f"{out} holds an earlier retrain: choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     serve_cfg = yaml.safe_load(Path(args.serve_config).read_text())
     app_args = serve_cfg["applications"][0].setdefault("args", {})
     app = AppArgs(**app_args)
+    if app.sequence_model == "none":
+        raise SystemExit("the serve config turns the sequence retriever off (sequence_model: none): "
+                         "name a model there (or remove the line for the shipped one) to retrain it")
     items, index, manifest = read_artifact(app.resolved_index_dir())
     ids = [it.id for it in items]
     X = np.stack([index.vector(i) for i in ids]).astype(np.float32)
-    serving = {None: shipped_sequence_path(app.model), "none": None}.get(app.sequence_model, app.sequence_model)
+    serving = shipped_sequence_path(app.model) if app.sequence_model is None else Path(app.sequence_model)
+    if app.sequence_model is None and not serving.exists():
+        serving = None  # no shipped retriever for this encoder: none serves (as ``load_sequence`` decides)
     decision: dict = {"task": "sequence", "out": str(out), "serving_model": str(serving) if serving else None,
                       "artifact_id": manifest.get("artifact_id")}
     step = _steps("sequence")
@@ -237,14 +248,17 @@ def _retrain_sequence(args) -> None:
 
     step("fine-tune the candidate (Ray Train)")
     candidate = out / "candidate" / "sequence.safetensors"
+    # id rows cost catalog x 384 floats in every retriever and a scan per request: text only past a size
+    ids_flag = "--ids" if len(ids) <= args.max_id_items else "--no-ids"
     argv = ["train-sequence", "--data", str(data), "--format", "recbole", "--vectors", str(data / "vectors.npy"),
-            "--out", str(candidate), "--storage", str(out / "ray"), "--name", f"retrain-{out.name}",
+            "--out", str(candidate), "--storage", str(out / "ray"), "--name", f"retrain-{out.name}", ids_flag,
             *(["--init", str(serving)] if serving else []), *[x for kv in args.set or [] for x in ("--set", kv)]]
     if args.submit:
         from ray.job_submission import JobStatus, JobSubmissionClient
 
         client = JobSubmissionClient(args.submit)
-        job = client.submit_job(entrypoint=" ".join(["ecrec", *(f"'{a}'" for a in argv)]),
+        # the paths in argv must be the same on the cluster (a shared filesystem), and so must --out
+        job = client.submit_job(entrypoint=shlex.join(["ecrec", *argv]),
                                 runtime_env={"working_dir": str(Path.cwd())})
         while (status := client.get_job_status(job)) not in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
             time.sleep(5)
@@ -309,6 +323,8 @@ def register(sub) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a training setting (sequence: lr=1e-3, epochs=20, ...)")
     p.add_argument("--data", type=Path, default=Path("../shared/data"))
     p.add_argument("--holdout", type=int, default=500, help="texts per test set for the comparison")
+    p.add_argument("--max-id-items", type=int, default=200_000,
+                   help="sequence: learn id rows only for catalogs up to this size (text only above it)")
     p.add_argument("--min-users", type=int, default=50,
                    help="sequence: refuse to train on fewer shoppers with 3 or more clicks")
     p.add_argument("--tolerance", type=float, default=0.0, help="how much worse still counts as not worse")

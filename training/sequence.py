@@ -67,7 +67,6 @@ def fit(X: np.ndarray, ds, cfg: SequenceTrainConfig, data_dir: str | Path | None
     was read from (workers reload it; only paths travel); ``users``: ``ds`` is that
     ``user_slice`` of it; ``init_from``: a sequence model to fine-tune (its weights where the shapes
     agree, its id rows for the items it knows)."""
-    import ray
     from ray.train import CheckpointConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -75,9 +74,9 @@ def fit(X: np.ndarray, ds, cfg: SequenceTrainConfig, data_dir: str | Path | None
 
     data_dir = Path(data_dir or ds.source).resolve()
     storage = Path(storage).resolve()
-    if not ray.is_initialized():
-        ray.init(num_cpus=max(2, cfg.workers * cfg.threads), include_dashboard=False,
-                 object_store_memory=256 * 1024**2, _node_ip_address="127.0.0.1")
+    from training.cluster import connect
+
+    connect(max(2, cfg.workers * cfg.threads), 256 * 1024**2)
     with tempfile.TemporaryDirectory() as tmp:
         x_path = Path(tmp) / "items.npy"
         np.save(x_path, np.asarray(X, np.float32))

@@ -61,9 +61,9 @@ def click_sequences(stores: Iterable, catalog: set[str], dim: int = 384, min_len
     from ecrec.shard import ProfileShard
 
     for store in stores:
-        shard = ProfileShard(store, dim, max_bytes=64 * 1024**2)  # loads users one at a time, LRU-bounded
+        shard = ProfileShard(store, dim)  # only to read: ``peek`` caches nothing and writes nothing
         for user_id in store.users():
-            profile = shard.get(user_id)
+            profile = shard.peek(user_id)
             items = [i for i in (profile.recent if profile else []) if i in catalog]
             if len(items) >= min_len:
                 yield user_id, items
@@ -80,14 +80,20 @@ def write_recbole(out: str | Path, items: list, sequences: Iterable[tuple[str, l
     def clean(text: str) -> str:
         return " ".join(str(text).split())  # one line, no tabs
 
+    def checked(key: str, kind: str) -> str:
+        if not key or clean(key) != key or " " in key:
+            raise ValueError(f"{kind} id {key!r} holds whitespace: RecBole's tab-separated files cannot carry it")
+        return key
+
     with open(out / f"{name}.item", "w", encoding="utf-8") as f:
         f.write("item_id:token\ttitle:token_seq\tcategory:token_seq\n")
         for it in items:
-            f.write(f"{it.id}\t{clean(it.title)}\t{clean(' '.join(it.category))}\n")
+            f.write(f"{checked(it.id, 'item')}\t{clean(it.title)}\t{clean(' '.join(it.category))}\n")
     users = 0
     with open(out / f"{name}.inter", "w", encoding="utf-8") as f:
         f.write("user_id:token\titem_id:token\ttimestamp:float\n")
         for user_id, seq in sequences:
+            checked(user_id, "user")
             users += 1
             for t, item in enumerate(seq):
                 f.write(f"{user_id}\t{item}\t{t}\n")
@@ -95,12 +101,25 @@ def write_recbole(out: str | Path, items: list, sequences: Iterable[tuple[str, l
 
 
 def sequence_holdout(model, X: np.ndarray, item_ids: list[str], split, k: int = 10) -> dict:
-    """NDCG@k and Recall@k of ``model`` on ``split`` (each row's history, then its one target),
-    ranking the whole catalog the way serving does, the history's own items excluded."""
+    """NDCG@k and Recall@k of ``model`` on ``split`` (each row's history, then its one target):
+    the retriever alone ranks the whole catalog as it scores items when serving, the history's own
+    items excluded. Metric names keep k=10 (the catalog may hold fewer items)."""
     from ecrec.metrics import ranking_report
     from ecrec.sequence import catalog_scores
     from ecrec.sequence_training import exclude_history, top_k
 
-    scores = exclude_history(catalog_scores(model, X, item_ids, split.histories), split.histories)
-    r = ranking_report(top_k(scores, k), split.targets, ks=(k,))
-    return {f"ndcg{k}": r[f"N@{k}"], f"recall{k}": r[f"R@{k}"], "n": len(split)}
+    k = min(k, len(item_ids))
+    tops = []
+    for s in range(0, len(split), 256):  # a users x items block at a time: memory stays bounded at 1M items
+        h = split.histories[s : s + 256]
+        tops.append(top_k(exclude_history(catalog_scores(model, X, item_ids, h), h), k))
+    r = ranking_report(np.concatenate(tops), split.targets, ks=(k,))
+    return {"ndcg10": r[f"N@{k}"], "recall10": r[f"R@{k}"], "n": len(split)}
+
+
+def sequence_version(choice) -> str:
+    """How the served sequence retriever shows in the model version: "" for the shipped one (the
+    version then reads as before), "none" when it is off, else the file's stem."""
+    if choice is None:
+        return ""
+    return "none" if str(choice) == "none" else Path(choice).stem
