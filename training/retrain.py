@@ -194,15 +194,8 @@ def _retrain(args) -> None:
             encoder[0].setdefault("user_config", {})[HEAD_KEY[args.task]] = str(promoted)
         else:  # the app's args: Serve replaces the encoder replicas (new before old)
             app_args[HEAD_KEY[args.task]] = str(promoted)
-        new_cfg = out / "serve_config.yaml"
-        new_cfg.write_text(yaml.safe_dump(serve_cfg, sort_keys=False, allow_unicode=True))
-        decision["serve_config"] = str(new_cfg)
-        if args.deploy:
-            env = dict(os.environ, RAY_AUTH_MODE=os.environ.get("RAY_AUTH_MODE", "token"))
-            subprocess.run(["serve", "deploy", str(new_cfg), "--address", args.serve_address], check=True, env=env)
-            decision["deployed"] = True
-    (out / "decision.json").write_text(json.dumps(decision, indent=2, ensure_ascii=False, default=float))
-    print(json.dumps(decision, indent=2, ensure_ascii=False, default=float))
+        _roll_out(args, serve_cfg, out, decision)
+    _record(out, decision)
 
 
 def _retrain_sequence(args) -> None:
@@ -285,13 +278,22 @@ def _retrain_sequence(args) -> None:
         shutil.copyfile(candidate, promoted)
         decision["version"] = promoted.stem
         app_args["sequence_model"] = str(promoted)  # new args: new ingress replicas start before old ones stop
-        new_cfg = out / "serve_config.yaml"
-        new_cfg.write_text(yaml.safe_dump(serve_cfg, sort_keys=False, allow_unicode=True))
-        decision["serve_config"] = str(new_cfg)
-        if args.deploy:
-            env = dict(os.environ, RAY_AUTH_MODE=os.environ.get("RAY_AUTH_MODE", "token"))
-            subprocess.run(["serve", "deploy", str(new_cfg), "--address", args.serve_address], check=True, env=env)
-            decision["deployed"] = True
+        _roll_out(args, serve_cfg, out, decision)
+    _record(out, decision)
+
+
+def _roll_out(args, serve_cfg: dict, out: Path, decision: dict) -> None:
+    """Write the promoted serve config next to the run, and ``serve deploy`` it with ``--deploy``."""
+    new_cfg = out / "serve_config.yaml"
+    new_cfg.write_text(yaml.safe_dump(serve_cfg, sort_keys=False, allow_unicode=True))
+    decision["serve_config"] = str(new_cfg)
+    if args.deploy:
+        env = dict(os.environ, RAY_AUTH_MODE=os.environ.get("RAY_AUTH_MODE", "token"))
+        subprocess.run(["serve", "deploy", str(new_cfg), "--address", args.serve_address], check=True, env=env)
+        decision["deployed"] = True
+
+
+def _record(out: Path, decision: dict) -> None:
     (out / "decision.json").write_text(json.dumps(decision, indent=2, ensure_ascii=False, default=float))
     print(json.dumps(decision, indent=2, ensure_ascii=False, default=float))
 
