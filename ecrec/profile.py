@@ -14,10 +14,13 @@ Update rules (weights in ``ProfileConfig``):
 - A review's stars (and its text polarity) steer the reviewed item's own contribution.
 - Everything decays with a half-life: long-term in days, session in minutes.
 ``apply`` never mutates: it returns a new profile, so a failed update leaves the old one intact.
+The profile it returns is already in its stored form (``ecrec.profile_codec``: int8 vectors, a
+byte budget), so the cache and the store always hold the same profile.
 """
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import struct
 import zlib
@@ -27,7 +30,10 @@ import numpy as np
 
 from ecrec.events import Event
 
-MAGIC = b"ECP2"  # + crc32, scaled float16 rows
+from ecrec import profile_codec as codec
+
+MAGIC = codec.MAGIC  # ECP3: + crc32, int8 rows, item table (``ecrec.profile_codec``)
+V2_MAGIC = b"ECP2"  # + crc32, JSON header, scaled float16 rows: still readable
 LEGACY_MAGIC = b"ECP1"  # unscaled float16 rows, no checksum: still readable
 
 
@@ -54,8 +60,10 @@ class ProfileConfig:
     max_interests: int = 3
     interest_split_cos: float = 0.86  # e5 cosines sit in ~0.7..1: below this a signal starts a new interest
     max_items: int = 200  # bound on seen / purchased / disliked / impressions
-    max_reasons: int = 6
-    max_sequence: int = field(default=50, metadata={"help": "recent items kept for the sequence retriever"})
+    max_reasons: int = field(default=4, metadata={"help": "recent items and clauses kept to explain"})
+    max_text_reasons: int = field(default=2, metadata={"help": "positive clauses kept besides, to explain"})
+    max_sequence: int = field(default=30, metadata={"help": "recent items kept for the sequence retriever"})
+    max_bytes: int = field(default=3800, metadata={"help": "a stored profile's budget (the cache adds ~250 bytes)"})
     max_future_skew_s: float = field(default=300.0, metadata={"help": "events stamped later than now + this are refused"})
 
     def item_weight(self, event_type: str) -> float:
@@ -68,7 +76,8 @@ class Reason:
     label: str  # clause text or item id
     weight: float
     ts: float
-    vector: np.ndarray  # (dim,) float16
+    vector: np.ndarray | None  # (dim,) a positive clause's: the direction of the interest it fed; an item's is the index's
+    interest: int | None = None  # which interest a positive clause fed
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
@@ -87,7 +96,6 @@ def _bounded_put(d: dict, key, value, limit: int) -> None:
 class UserProfile:
     user_id: str
     dim: int
-    long: np.ndarray = None  # (dim,) weighted sum of positive signals
     session: np.ndarray = None
     avoid: np.ndarray = None
     interests: np.ndarray = None  # (m, dim) centroid sums
@@ -104,11 +112,27 @@ class UserProfile:
     recent: list = field(default_factory=list)  # item ids, oldest first: the sequence retriever's input
 
     def __post_init__(self) -> None:
-        for name in ("long", "session", "avoid"):
+        for name in ("session", "avoid"):
             if getattr(self, name) is None:
                 setattr(self, name, np.zeros(self.dim, np.float32))
         if self.interests is None:
             self.interests = np.zeros((0, self.dim), np.float32)
+
+    def __reduce__(self):
+        """Pickled (between Ray processes) in the compact stored form: ~4 KB."""
+        return UserProfile.from_bytes, (self.to_bytes(),)
+
+    def __deepcopy__(self, memo) -> "UserProfile":
+        return dataclasses.replace(
+            self, session=self.session.copy(), avoid=self.avoid.copy(), interests=self.interests.copy(),
+            interest_ts=list(self.interest_ts), seen=dict(self.seen), purchased=dict(self.purchased),
+            disliked=dict(self.disliked), impressions={k: list(v) for k, v in self.impressions.items()},
+            recent_positive=dict(self.recent_positive), reasons=list(self.reasons), recent=list(self.recent))
+
+    @property
+    def long(self) -> np.ndarray:
+        """(dim,) the weighted sum of positive signals: the sum of the interest centroids."""
+        return self.interests.sum(axis=0) if len(self.interests) else np.zeros(self.dim, np.float32)
 
     @property
     def is_cold(self) -> bool:
@@ -129,9 +153,10 @@ class UserProfile:
         return [_unit(c).astype(np.float32) for c in self.interests]
 
     def impression_count(self, item_id: str, now: float, config: ProfileConfig = ProfileConfig()) -> float:
-        if item_id not in self.impressions:
+        hit = self.impressions.get(codec.impression_key(item_id))
+        if hit is None:
             return 0.0
-        count, ts = self.impressions[item_id]
+        count, ts = hit
         return count * 0.5 ** (max(0.0, now - ts) / config.impression_half_life_s)
 
     # ---- writing -------------------------------------------------------------------------
@@ -146,14 +171,27 @@ class UserProfile:
         new._decay_to(event.ts, config)
         late = 0.5 ** (max(0.0, new.updated_at - event.ts) / config.long_half_life_s)
         for vec, w, reason in signals:
-            new._add(vec, w * late, config, event.ts)
+            fed = new._add(vec, w * late, config, event.ts)
             if reason is not None and abs(w) > 0.05:
-                new.reasons.append(Reason(reason[0], reason[1], float(w), event.ts, vec.astype(np.float16)))
-        new.reasons = new.reasons[-config.max_reasons:]
+                keep = reason[0] == "text" and w > 0.1  # what an explanation can pick (items: the index's)
+                new.reasons.append(Reason(reason[0], reason[1], float(w), event.ts, vec.copy() if keep else None,
+                                          fed if keep else None))
         new._book(event, signals, config)
         new.updated_at = max(new.updated_at, event.ts)
         new.version += 1
-        return new
+        return new._stored(config)
+
+    def _stored(self, config: ProfileConfig) -> "UserProfile":
+        """Bound the reasons, fit the byte budget, and come back as the store will hold it."""
+        said = [r for r in self.reasons if r.interest is not None][-config.max_text_reasons:]
+        rest = [r for r in self.reasons if r.interest is None][-config.max_reasons:]
+        keep = {id(r) for r in said + rest}
+        self.reasons = [r for r in self.reasons if id(r) in keep]
+        blob = self.to_bytes()
+        if len(blob) > config.max_bytes:
+            codec.fit(self, config.max_bytes, len(blob))
+            blob = self.to_bytes()
+        return UserProfile.from_bytes(blob)
 
     def _signals(self, event: Event, item_vector, analysis, config: ProfileConfig):
         from ecrec.index import check_vectors
@@ -188,18 +226,17 @@ class UserProfile:
     def _decay_to(self, ts: float, config: ProfileConfig) -> None:
         if ts > self.updated_at and self.version > 0:
             f = 0.5 ** ((ts - self.updated_at) / config.long_half_life_s)
-            self.long *= f
             self.avoid *= f
             self.interests *= f
         if ts > self.session_at:
             self.session *= 0.5 ** ((ts - self.session_at) / config.session_half_life_s)
             self.session_at = ts
 
-    def _add(self, v: np.ndarray, w: float, config: ProfileConfig, ts: float) -> None:
+    def _add(self, v: np.ndarray, w: float, config: ProfileConfig, ts: float) -> int | None:
+        """Add one signal; returns the interest it went into (None: into avoid)."""
         if w < 0:
             self.avoid += (-w) * v
-            return
-        self.long += w * v
+            return None
         self.session += w * v
         if len(self.interests):
             cos = (self.interests @ v) / np.maximum(np.linalg.norm(self.interests, axis=1), 1e-9)
@@ -207,9 +244,10 @@ class UserProfile:
             if cos[best] >= config.interest_split_cos or len(self.interests) >= config.max_interests:
                 self.interests[best] += w * v
                 self.interest_ts[best] = max(self.interest_ts[best], ts)
-                return
+                return best
         self.interests = np.vstack([self.interests, (w * v)[None, :]]).astype(np.float32)
         self.interest_ts.append(ts)
+        return len(self.interests) - 1
 
     def _book(self, event: Event, signals, config: ProfileConfig) -> None:
         item = event.item_id
@@ -234,48 +272,42 @@ class UserProfile:
     def record_impressions(self, item_ids, now: float, config: ProfileConfig = ProfileConfig()) -> "UserProfile":
         new = copy.deepcopy(self)
         for i in item_ids:
-            _bounded_put(new.impressions, i, [self.impression_count(i, now, config) + 1.0, now],
+            _bounded_put(new.impressions, codec.impression_key(i), [self.impression_count(i, now, config) + 1.0, now],
                          config.max_items)
-        return new
+        return new._stored(config)
 
     def memory_bytes(self) -> int:
-        """An estimate of the memory this profile holds (arrays, plus CPython's cost of each bounded
-        dict and list entry): what a shard's cache budget counts."""
-        arrays = sum(a.nbytes for a in (self.long, self.session, self.avoid, self.interests))
-        arrays += sum(r.vector.nbytes + 200 + len(r.label) for r in self.reasons)
-        entries = sum(len(d) for d in (self.seen, self.purchased, self.disliked, self.recent_positive))
-        keys = sum(len(k) for d in (self.seen, self.purchased, self.disliked, self.recent_positive,
-                                    self.impressions) for k in d)
-        return 700 + arrays + 130 * entries + 250 * len(self.impressions) + 70 * len(self.recent) + keys
+        """What a shard's cache holds for this profile: its stored bytes plus the cache entry."""
+        return len(self.to_bytes()) + CACHE_ENTRY_BYTES + len(self.user_id)
 
     # ---- storage -------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
-        """Compact form: checksum + JSON header + float16 vectors (long, session, avoid, interests,
-        reasons), each row scaled to unit max-abs with its scale in the header: unnormalised sums
-        grow without bound (300k strong events pass float16's 65504), unit rows never overflow."""
-        vecs = np.stack([self.long, self.session, self.avoid, *self.interests,
-                         *(r.vector.astype(np.float32) for r in self.reasons)]).astype(np.float32)
-        if not np.isfinite(vecs).all():
-            raise ValueError(f"profile {self.user_id!r} holds non-finite values; refusing to store it")
-        scales = np.abs(vecs).max(axis=1)
-        scales[scales == 0] = 1.0
-        head = {
-            "u": self.user_id, "d": self.dim, "m": len(self.interests), "t": self.updated_at,
-            "st": self.session_at, "v": self.version, "its": self.interest_ts, "seen": self.seen, "pur": self.purchased,
-            "dis": self.disliked, "imp": self.impressions, "rp": self.recent_positive,
-            "r": [[r.kind, r.label, round(r.weight, 4), r.ts] for r in self.reasons], "rs": self.recent,
-            "sc": [float(x) for x in scales],
-        }
-        hb = json.dumps(head, ensure_ascii=False, separators=(",", ":")).encode()
-        body = struct.pack("<I", len(hb)) + hb + (vecs / scales[:, None]).astype(np.float16).tobytes()
-        return MAGIC + struct.pack("<I", zlib.crc32(body)) + body
+        """The compact form (``ecrec.profile_codec``), checksummed."""
+        return codec.encode(self)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "UserProfile":
-        """Raises ``CorruptProfileError`` for bytes that fail their checksum or hold non-finite values."""
+        """Reads ECP3 and the older ECP2 / ECP1. Raises ``CorruptProfileError`` for bytes that fail
+        their checksum or hold non-finite values."""
+        data = bytes(data)
+        if data[:4] == MAGIC and len(data) >= 8:
+            if zlib.crc32(data[8:]) != struct.unpack_from("<I", data, 4)[0]:
+                raise CorruptProfileError("profile snapshot fails its checksum")
+            try:
+                p = codec.decode(data, cls, Reason)
+            except (ValueError, IndexError, UnicodeDecodeError, struct.error) as e:
+                raise CorruptProfileError(f"unreadable profile snapshot: {e}") from e
+            if not (np.isfinite(p.session).all() and np.isfinite(p.avoid).all() and np.isfinite(p.interests).all()):
+                raise CorruptProfileError("profile snapshot holds non-finite values")
+            return p
+        return cls._from_v2(data)
+
+    @classmethod
+    def _from_v2(cls, data: bytes) -> "UserProfile":
+        """ECP2 / ECP1 snapshots, as written before the compact format: loaded, then fitted to it."""
         if data[:4] == LEGACY_MAGIC:
             body, scaled = data[4:], False
-        elif data[:4] == MAGIC and len(data) >= 8:
+        elif data[:4] == V2_MAGIC and len(data) >= 8:
             (crc,) = struct.unpack_from("<I", data, 4)
             body, scaled = data[8:], True
             if zlib.crc32(body) != crc:
@@ -293,8 +325,14 @@ class UserProfile:
             raise CorruptProfileError(f"unreadable profile snapshot: {e}") from e
         if not np.isfinite(x).all():
             raise CorruptProfileError("profile snapshot holds non-finite values")
-        reasons = [Reason(k, lab, w, ts, x[3 + m + i].astype(np.float16))
+        norms = np.maximum(np.linalg.norm(x[3 : 3 + m], axis=1), 1e-9)
+        reasons = [Reason(k, lab, w, ts, None, int(np.argmax(x[3 : 3 + m] @ x[3 + m + i] / norms))
+                          if k == "text" and w > 0.1 and m else None)
                    for i, (k, lab, w, ts) in enumerate(h["r"])]
-        return cls(h["u"], d, x[0].copy(), x[1].copy(), x[2].copy(), x[3 : 3 + m].copy(), h["its"],
-                   h["t"], h["st"], h["v"], h["seen"], h["pur"], h["dis"], h["imp"], h["rp"], reasons,
-                   h.get("rs", []))
+        imp = {codec.impression_key(i): v for i, v in h["imp"].items()}
+        p = cls(h["u"], d, x[1].copy(), x[2].copy(), x[3 : 3 + m].copy(), h["its"], h["t"], h["st"], h["v"],
+                h["seen"], h["pur"], h["dis"], imp, h["rp"], reasons, h.get("rs", []))
+        return p._stored(ProfileConfig())
+
+
+CACHE_ENTRY_BYTES = 250  # a shard's cache entry besides the bytes: key, record, bytes object

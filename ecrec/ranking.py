@@ -413,8 +413,9 @@ class Ranker:
             # text-to-item ones (passage vs query vectors), so item reasons need a clear lead.
             best, best_s = None, -np.inf
             for r in profile.reasons:
-                if r.weight > 0.1:
-                    s = float(x @ r.vector.astype(np.float32)) - (0.06 if r.kind == "item" else 0.0)
+                v = r.vector if r.vector is not None else (self.index.vector(r.label) if r.label in self.index else None)
+                if r.weight > 0.1 and v is not None:
+                    s = float(x @ v.astype(np.float32)) - (0.06 if r.kind == "item" else 0.0)
                     if s > best_s:
                         best, best_s = r, s
             if best is not None and best.kind == "text":

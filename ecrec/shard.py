@@ -6,7 +6,8 @@ to one shard (``shard_of``), so they are applied in order by a single owner.
 Profiles load lazily: a user's newest readable snapshot plus the events logged after it, on
 first use. A shard that restarts (on this node or another one, with a networked store) answers at
 once and never replays the whole store. Hot profiles stay in memory, least recently used first
-out, within ``max_bytes`` (``UserProfile.memory_bytes``); a profile leaving the cache with events
+out, within ``max_bytes``. Each is held in its stored form (``UserProfile.to_bytes``, at most
+``ProfileConfig.max_bytes``) and decoded on use; a profile leaving the cache with events
 since its last snapshot is snapshotted first, so loading it again is one snapshot and no replay.
 """
 from __future__ import annotations
@@ -25,7 +26,7 @@ import numpy as np
 from ecrec.chat.session import ChatSession, ChatSessions
 from ecrec.events import Event, check_timestamp
 from ecrec.operations.attribution import Attribution
-from ecrec.profile import CorruptProfileError, ProfileConfig, UserProfile
+from ecrec.profile import CACHE_ENTRY_BYTES, CorruptProfileError, ProfileConfig, UserProfile
 from ecrec.sentiment import Clause, Sentiment, TextAnalysis
 from ecrec.store import EventStore
 
@@ -65,12 +66,21 @@ def analysis_from_body(body: dict, vecs: np.ndarray) -> TextAnalysis:
     return TextAnalysis(a["text"], a["lang"], a["trunc"], Sentiment(a["label"], a["probs"]), vecs[0].copy(), clauses)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Cached:
-    profile: UserProfile
+    blob: bytes  # the profile in its stored form (``UserProfile.to_bytes``): ~4 KB, not ~50 KB of objects
     last_seq: int
     since_snapshot: int  # events applied since the last snapshot
     nbytes: int
+
+    @property
+    def profile(self) -> UserProfile:
+        return UserProfile.from_bytes(self.blob)
+
+    @classmethod
+    def of(cls, profile: UserProfile, last_seq: int, since_snapshot: int) -> "_Cached":
+        blob = profile.to_bytes()
+        return cls(blob, last_seq, since_snapshot, len(blob) + CACHE_ENTRY_BYTES + len(profile.user_id))
 
 
 class ProfileShard:
@@ -144,7 +154,7 @@ class ProfileShard:
                 p = self._replay(p, payload)
                 seq = s
                 replayed += 1
-        return _Cached(p, seq, replayed, p.memory_bytes())
+        return _Cached.of(p, seq, replayed)
 
     def _entry(self, user_id: str) -> _Cached | None:
         c = self._cache.get(user_id)
@@ -177,7 +187,7 @@ class ProfileShard:
                 self._cache.move_to_end(user_id)
                 continue
             if c.since_snapshot:  # loading it again must not replay: snapshot what it holds
-                self.store.snapshot(user_id, c.last_seq, c.profile.to_bytes())
+                self.store.snapshot(user_id, c.last_seq, c.blob)
             del self._cache[user_id]
             self.cached_bytes -= c.nbytes
             self.evictions += 1
@@ -303,11 +313,11 @@ class ProfileShard:
         snapshot loses nothing (the log holds the event) and is tried again at the next write."""
         old = self._cache.get(user_id)
         since = (old.since_snapshot if old is not None else 0) + 1
-        entry = _Cached(profile, seq, since, profile.memory_bytes())
+        entry = _Cached.of(profile, seq, since)
         self._put(user_id, entry)
         if since >= self.snapshot_every:
             try:
-                self.store.snapshot(user_id, seq, profile.to_bytes())
+                self.store.snapshot(user_id, seq, entry.blob)
                 entry.since_snapshot = 0
             except Exception:
                 log.exception("user %s: snapshot at seq %d failed; the log keeps the events", user_id, seq)

@@ -334,13 +334,15 @@ def test_profile_recent_sequence():
 
 
 def test_profile_recent_serialisation():
+    from tests.legacy_profiles import v2_bytes
+
     p = _drive(UserProfile("u", 8), [("purchase", "a", 0), ("cart", "b", 1)])
     data = p.to_bytes()
     assert UserProfile.from_bytes(data).recent == ["a", "b"]
-    (n,) = struct.unpack_from("<I", data, 8)
-    head = json.loads(data[12 : 12 + n])
+    blob = v2_bytes(p, scaled=False)
+    (n,) = struct.unpack_from("<I", blob, 4)
+    head = json.loads(blob[8 : 8 + n])
     del head["rs"]  # a blob written before the field existed (format ECP1: unscaled rows)
-    rows = np.frombuffer(data[12 + n :], np.float16).astype(np.float32) * np.repeat(head.pop("sc"), 8)
     hb = json.dumps(head).encode()
-    old = UserProfile.from_bytes(LEGACY_MAGIC + struct.pack("<I", len(hb)) + hb + rows.astype(np.float16).tobytes())
+    old = UserProfile.from_bytes(LEGACY_MAGIC + struct.pack("<I", len(hb)) + hb + blob[8 + n :])
     assert old.recent == [] and old.purchased == p.purchased

@@ -102,24 +102,102 @@ def test_bad_events_are_rejected(fields, msg):
         Event(user_id="u", **fields)
 
 
-def test_serialisation_roundtrip_and_size():
-    rng = np.random.default_rng(0)
-    p = UserProfile("user-42", 384)
-    for t in range(40):
-        v = rng.standard_normal(384).astype(np.float32)
-        p = p.apply(Event(user_id="user-42", type="click", item_id=f"item-{t:05d}", ts=float(t)), v / np.linalg.norm(v))
-    p = p.record_impressions([f"item-{t:05d}" for t in range(20)], 50.0)
+def _heavy(user="user-42", events=300, lists=40, dim=384, id_len=10, seed=0):
+    """A shopper at the bounds: clicks, carts, purchases, dislikes and reviews, and 40 lists shown."""
+    rng = np.random.default_rng(seed)
+    topics = rng.standard_normal((5, dim)).astype(np.float32)
+    p = UserProfile(user, dim)
+
+    def vec(topic):
+        v = topics[topic] + 0.5 * rng.standard_normal(dim).astype(np.float32)
+        return v / np.linalg.norm(v)
+
+    kinds = ["click", "click", "view", "cart", "purchase", "dislike"]
+    for t in range(events):
+        item = f"{t:0{id_len}d}"
+        if t % 10 == 9:
+            a = _analysis((f"clause {t} is good", (0.8, 0.1, 0.1), vec(t % 5)), (f"but {t} is bad", (0.1, 0.1, 0.8), vec(4)))
+            p = p.apply(Event(user_id=user, type="review", text="x", ts=1e6 + t), analysis=a)
+        else:
+            p = p.apply(Event(user_id=user, type=kinds[t % 6], item_id=item, ts=1e6 + t), vec(t % 3))
+        if t % (events // lists) == 0:
+            p = p.record_impressions([f"{j:0{id_len}d}" for j in rng.integers(0, 10_000, 10)], 1e6 + t)
+    return p
+
+
+def test_serialisation_is_exact_and_within_budget():
+    p = _heavy()
     data = p.to_bytes()
     back = UserProfile.from_bytes(data)
-    assert back.version == p.version and back.seen == p.seen and back.impressions == p.impressions
-    np.testing.assert_allclose(back.interest_vector(50.0), p.interest_vector(50.0), atol=2e-3)
-    assert len(back.interests) == len(p.interests) and len(back.reasons) == len(p.reasons)
-    print(f"bytes per profile (40 clicks, 20 impressions): {len(data)}")
-    assert len(data) < 16_000
+    assert back.to_bytes() == data  # the profile apply returns is already its stored form
+    for name in ("seen", "purchased", "disliked", "impressions", "recent", "recent_positive", "interest_ts"):
+        assert getattr(back, name) == getattr(p, name), name
+    np.testing.assert_array_equal(back.interests, p.interests)
+    np.testing.assert_array_equal(back.session, p.session)
+    assert [(r.kind, r.label) for r in back.reasons] == [(r.kind, r.label) for r in p.reasons]
+    print(f"bytes per profile at the bounds: {len(data)}, memory {p.memory_bytes()}")
+    assert len(data) <= ProfileConfig().max_bytes and p.memory_bytes() <= 4096
+    assert len(p.interests) == 3 and len(p.recent) >= 20 and len(p.impressions) >= 20 and len(p.purchased) >= 16
+    said = [r for r in p.reasons if r.interest is not None]
+    assert len(said) == 2 and said[-1].label == "clause 299 is good"  # the newest positive clauses, to explain
+    assert all(abs(np.linalg.norm(r.vector) - 1) < 1e-5 for r in said)
 
 
-def test_impressions_decay():
-    cfg = ProfileConfig(impression_half_life_s=10.0)
-    p = UserProfile("u", DIM).record_impressions(["a"], 0.0, cfg).record_impressions(["a"], 0.0, cfg)
-    assert p.impression_count("a", 0.0, cfg) == pytest.approx(2.0)
-    assert p.impression_count("a", 10.0, cfg) == pytest.approx(1.0)
+def test_the_budget_drops_old_impressions_first_and_keeps_purchases():
+    cfg = ProfileConfig(max_bytes=1600)  # 8-dim vectors: room for a few dozen items
+    p = UserProfile("u", DIM)
+    for t in range(60):
+        p = p.apply(Event(user_id="u", type="purchase" if t < 5 else "click", item_id=f"item-{t:04d}", ts=float(t)),
+                    E[t % DIM], config=cfg)
+        p = p.record_impressions([f"shown-{t}-{j}" for j in range(10)], float(t), cfg)
+    assert len(p.to_bytes()) <= 1600
+    assert set(p.purchased) == {f"item-{t:04d}" for t in range(5)}  # bought items go last
+    assert p.recent[-1] == "item-0059" and p.impression_count("shown-59-3", 59.0, cfg) == pytest.approx(1.0)
+    assert p.impression_count("shown-0-3", 59.0, cfg) == 0.0  # the oldest impressions went first
+    assert len(p.impressions) >= 20
+
+
+def test_int8_sums_stay_with_the_exact_sum_and_keep_moving():
+    """400 events into int8 rows, rewritten at every event: the sum stays within rounding of the
+    exact one, and the last 100 events (a neighbouring topic) still pull it as far as they should."""
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal((2, 384)).astype(np.float32)
+    b = a + 0.45 * b  # a neighbouring topic (cosine ~0.9: the same interest centroid)
+    x = np.concatenate([a + 0.3 * rng.standard_normal((300, 384)), b + 0.3 * rng.standard_normal((100, 384))])
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    new_topic = b / np.linalg.norm(b) - a / np.linalg.norm(a)
+    p, ref = UserProfile("u", 384), np.zeros(384, np.float64)
+    for t in range(400):
+        kind = ("click", "cart", "purchase")[t % 3]
+        p = p.apply(Event(user_id="u", type=kind, item_id=f"i{t}", ts=5.0), x[t])  # one instant: no decay
+        ref += ProfileConfig().item_weight(kind) * x[t]
+    cos = float(p.long @ ref / np.linalg.norm(p.long) / np.linalg.norm(ref))
+    moved = float(p.long @ new_topic) / float(ref @ new_topic)
+    print(f"cos to the exact sum {cos:.5f}, the last 100 events' pull kept: {moved:.3f}")
+    assert cos > 0.998 and moved == pytest.approx(1.0, abs=0.05)
+
+
+def test_a_cached_profile_holds_at_most_4_kb(tmp_path):
+    """Measured, not estimated: the memory a shard's cache grows by per heavy profile (tracemalloc)."""
+    import dataclasses
+    import tracemalloc
+
+    from ecrec.shard import ProfileShard
+    from ecrec.store import SQLiteStore
+
+    p = _heavy()
+    store = SQLiteStore(tmp_path / "s.db")
+    users = [f"shopper-{n:06d}" for n in range(300)]
+    for u in users:
+        store.snapshot(u, 1, dataclasses.replace(p, user_id=u).to_bytes())
+    shard = ProfileShard(store, 384)
+    shard.get(users[0])
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for u in users[1:]:
+        assert shard.get(u).version == p.version
+    per_profile = (tracemalloc.get_traced_memory()[0] - before) / (len(users) - 1)
+    tracemalloc.stop()
+    print(f"memory per cached profile: {per_profile:.0f} bytes (accounted {shard.cached_bytes / len(users):.0f})")
+    assert per_profile <= 4096
+    assert shard.cached_bytes / len(users) >= 0.9 * per_profile  # the cache's budget counts what it holds

@@ -217,7 +217,7 @@ class ContentLibrary:
             return f"关于你关注的「{t}」" if zh else f"About {t}, which you showed interest in"
         best, best_s = None, -np.inf
         for r in profile.reasons:
-            if r.kind == "text" and r.weight > 0.1:
+            if r.kind == "text" and r.weight > 0.1 and r.vector is not None:
                 s = float(x @ r.vector.astype(np.float32))
                 if s > best_s:
                     best, best_s = r, s
