@@ -66,8 +66,9 @@ test-unit: setup
 probe: setup
 	$(BIN)/ecrec -v train-probe --data ../shared/data
 
-bench: setup  # every table of BENCHMARKS.md (~55 min, 1M-item indexes and rankings included); each script also runs alone
+bench: setup system-packages  # every table of BENCHMARKS.md (~65 min: 1M-item indexes and rankings, 1M users on SQLite and Redis); each script also runs alone
 	$(BIN)/python bench/engine.py
+	$(BIN)/python bench/profile_scale.py
 	$(BIN)/python bench/serve_latency.py
 	$(BIN)/python bench/train_throughput.py
 	$(BIN)/python bench/finetune_results.py

@@ -43,6 +43,7 @@ def main() -> None:
     from ecrec.catalog import load_demo_catalog
     from ecrec.encoder import EncoderConfig, TextEncoder
     from ecrec.events import Event
+    from ecrec.profile import ProfileConfig
     from ecrec.ranking import RankingConfig
     from ecrec.recommender import Recommender, RecommenderConfig
 
@@ -88,7 +89,8 @@ def main() -> None:
         f"- `Recommender.recommend` (demo catalog, {len(rec.items)} items, warm user with 100 events, k=10, "
         f"exploration on): p50 {rs['p50']:.2f} ms, p99 {rs['p99']:.2f} ms.",
         f"- `Recommender.ingest` of an item event (no text): p50 {ig['p50']:.3f} ms.",
-        f"- Serialised profile after 100 events (float16 vectors, bounded lists): {size} bytes.",
+        f"- Serialised profile after 100 events (ECP3: int8 vectors, one item table, hashed impressions; "
+        f"budget {ProfileConfig().max_bytes} bytes): {size} bytes.",
     ])
     write_section("engine", body)
 

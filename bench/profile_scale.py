@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
 import shutil
 import struct
@@ -79,9 +80,9 @@ def rss_bytes() -> int:
 class Stores:
     """Opens the shards' stores of one backend."""
 
-    def __init__(self, kind: str, root: Path, shards: int):
-        self.kind, self.root, self.shards, self.proc = kind, root, shards, None
-        if kind == "redis":
+    def __init__(self, kind: str, root: Path, shards: int, url: str | None = None):
+        self.kind, self.root, self.shards, self.proc, self.url = kind, root, shards, None, url
+        if kind == "redis" and url is None:
             import redis
 
             port = 16379 + os.getpid() % 1000
@@ -129,32 +130,46 @@ class Stores:
             self.proc.wait(30)
 
 
+def population(users: int, shards: int):
+    rng = np.random.default_rng(0)
+    kinds = rng.choice(len(MIX), size=users, p=[w for _, w, *_ in MIX])
+    ids = [f"shopper-{n:07d}" for n in range(users)]
+    return rng, kinds, ids, np.array([shard_of(u, shards) for u in ids])
+
+
+def load(st: "Stores", users: int, shards: int, templates: dict) -> dict:
+    """Write every user's snapshot (run in a process of its own, so the measuring one starts clean)."""
+    rng, kinds, ids, owner = population(users, shards)
+    names = [k for k, *_ in MIX]
+    picks = np.random.default_rng(1).integers(0, len(templates[names[0]]), size=users)
+    t0 = time.perf_counter()
+    blob_bytes = 0
+    for i in range(shards):
+        store = st.open(i, "NORMAL")  # bulk load: fsync at checkpoints only
+        rows = []
+        for n in np.flatnonzero(owner == i):
+            blob = with_user(templates[names[kinds[n]]][picks[n]], ids[n])
+            blob_bytes += len(blob)
+            rows.append((ids[n], blob))
+            if len(rows) == 20_000:
+                st.bulk(store, rows)
+                rows = []
+        st.bulk(store, rows)
+        store.close()
+    return {"load_s": time.perf_counter() - t0, "blob_mean": blob_bytes / users}
+
+
 def run(kind: str, users: int, shards: int, hot: float, updates: int, templates: dict) -> dict:
     root = Path(tempfile.mkdtemp(prefix=f"ecrec-bench-{kind}-", dir="/tmp"))
     st = Stores(kind, root, shards)
     try:
-        rng = np.random.default_rng(0)
-        names = [k for k, *_ in MIX]
-        kinds = rng.choice(len(MIX), size=users, p=[w for _, w, *_ in MIX])
-        picks = rng.integers(0, len(templates[names[0]]), size=users)
-        ids = [f"shopper-{n:07d}" for n in range(users)]
-        owner = np.array([shard_of(u, shards) for u in ids])
-        t0 = time.perf_counter()
-        blob_bytes = 0
-        for i in range(shards):
-            store = st.open(i, "OFF")
-            rows = []
-            for n in np.flatnonzero(owner == i):
-                blob = with_user(templates[names[kinds[n]]][picks[n]], ids[n])
-                blob_bytes += len(blob)
-                rows.append((ids[n], blob))
-                if len(rows) == 20_000:
-                    st.bulk(store, rows)
-                    rows = []
-            st.bulk(store, rows)
-            store.close()
-        load_s = time.perf_counter() - t0
+        out = subprocess.run([sys.executable, __file__, "--load", kind, "--root", str(root), "--url", st.url or "",
+                              "--users", str(users), "--shards", str(shards)],
+                             capture_output=True, text=True, check=True).stdout
+        loaded = json.loads(next(x for x in out.splitlines() if x.startswith("RESULT "))[7:])
+        load_s, blob_mean = loaded["load_s"], loaded["blob_mean"]
         stored = st.size_bytes()
+        rng, kinds, ids, owner = population(users, shards)
         # one shard at a time: its hot set loaded cold, then updated; the pool is all shards' caches
         hot_users = [n for n in range(users) if rng.random() < hot]
         cold, pool, per_shard_eps, restart = [], [], [], []
@@ -185,8 +200,8 @@ def run(kind: str, users: int, shards: int, hot: float, updates: int, templates:
             again = ProfileShard(st.open(i), DIM, ProfileConfig(max_future_skew_s=1e12))
             assert again.get(u) is not None
             restart.append(time.perf_counter() - t)
-        sizes = {k: [len(b) for b in templates[k]] for k in names}
-        return {"kind": kind, "users": users, "load_s": load_s, "stored": stored, "blob_mean": blob_bytes / users,
+        sizes = {k: [len(b) for b in templates[k]] for k, *_ in MIX}
+        return {"kind": kind, "users": users, "load_s": load_s, "stored": stored, "blob_mean": blob_mean,
                 "hot": len(hot_users), "pool_bytes": sum(pool), "rss": rss, "cold": stats_ms(cold),
                 "eps": per_shard_eps, "restart": stats_ms(restart), "restart_max": max(restart) * 1000,
                 "sizes": sizes}
@@ -203,8 +218,19 @@ def main() -> None:
     ap.add_argument("--updates", type=int, default=3000, help="click events per shard, on its hot users")
     ap.add_argument("--stores", default="sqlite,redis")
     ap.add_argument("--no-write", action="store_true", help="print, do not touch BENCHMARKS.md")
+    ap.add_argument("--one", help=argparse.SUPPRESS)  # one store, in a process of its own (clean memory)
+    ap.add_argument("--load", help=argparse.SUPPRESS)  # write the users of one store
+    ap.add_argument("--root", help=argparse.SUPPRESS)
+    ap.add_argument("--url", help=argparse.SUPPRESS)
     args = ap.parse_args()
     templates = {k: [template(n, lists, seed).to_bytes() for seed in range(12)] for k, _, n, lists in MIX}
+    if args.load:
+        st = Stores(args.load, Path(args.root), args.shards, args.url or None)
+        print("RESULT " + json.dumps(load(st, args.users, args.shards, templates)))
+        return
+    if args.one:
+        print("RESULT " + json.dumps(run(args.one, args.users, args.shards, args.hot, args.updates, templates)))
+        return
     heavy = UserProfile.from_bytes(templates["heavy"][0])
     results = []
     for kind in args.stores.split(","):
@@ -212,8 +238,11 @@ def main() -> None:
             print("redis-server is not installed: skipping the Redis rows")
             continue
         print(f"[{kind}] {args.users:,} users over {args.shards} shards ...", flush=True)
-        results.append(run(kind, args.users, args.shards, args.hot, args.updates, templates))
-        print(results[-1], flush=True)
+        out = subprocess.run([sys.executable, __file__, "--one", kind, "--users", str(args.users), "--shards",
+                              str(args.shards), "--hot", str(args.hot), "--updates", str(args.updates)],
+                             capture_output=True, text=True, check=True).stdout
+        results.append(json.loads(next(x for x in out.splitlines() if x.startswith("RESULT "))[7:]))
+        print({k: v for k, v in results[-1].items() if k != "sizes"}, flush=True)
     mean = {k: np.mean(v) for k, v in results[0]["sizes"].items()}
     lines = [
         "## Profiles at 1M users", "", f"Machine: {machine()}.", "",
@@ -241,6 +270,9 @@ def main() -> None:
         "user as after a compaction; the event log between snapshots adds up to `snapshot_every` events).",
         "- Updates: click events, each durable before it returns (SQLite WAL `synchronous=FULL`; Redis "
         "`appendfsync always`), one shard at a time in one process on 2 cores.",
+        "- Pool memory: what the shards' caches account (`ProfileShard.cached_bytes`), and the growth of the "
+        "process's resident memory while the hot set loaded (each store measured in a fresh process; it "
+        "includes SQLite's page cache and the allocator's slack).",
         "- A killed shard serving again: a new store client and `ProfileShard` over the same store, until "
         "its first profile is served; nothing is replayed at start-up (Ray's actor restart adds its own time).",
     ]

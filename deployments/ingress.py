@@ -272,7 +272,7 @@ class Ingress:
         if user_id and self.args.colocate_retrieval:
             cold, items = await self.shards[idx].recommend_for.remote(user_id, k, filters, text_vec, text, arm)
         else:
-            profile_ref = self.shards[idx].get.remote(user_id) if user_id else None
+            profile_ref = self.shards[idx].get_blob.remote(user_id) if user_id else None
             cold, items = await self.retriever.recommend.remote(profile_ref, k, filters, text_vec, text, None, arm)
         for pos, i in enumerate(items, start=1):
             i["position"] = pos
@@ -405,7 +405,7 @@ class Ingress:
         _text("query", body.query)
         filters = self._filters(body.category, body.min_price, body.max_price, body.in_stock)
         analysis = _analysis_or_422("query", await self._analyze(body.query))
-        profile_ref = self._shard(body.user_id).get.remote(body.user_id) if body.user_id else None
+        profile_ref = self._shard(body.user_id).get_blob.remote(body.user_id) if body.user_id else None
         search = self.retriever.search.remote(profile_ref, analysis.text, analysis.vector, body.k, filters)
         if body.user_id:  # the query is also a search event of the profile (after this ranking)
             event = Event(user_id=body.user_id, type="search", text=analysis.text, ts=time.time(),
@@ -603,7 +603,7 @@ class Ingress:
                            language: str | None = Query(None, pattern=r"^[a-z]{2}$"), explain: bool = False) -> dict:
         """Guides and articles ranked by the same profile as the products."""
         s.RecommendIn(user_id=user_id)  # same id rules as everywhere
-        profile_ref = self._shard(user_id).get.remote(user_id)
+        profile_ref = self._shard(user_id).get_blob.remote(user_id)
         cold, items = await self.retriever.content_for.remote(profile_ref, k, language, explain)
         return JSONResponse({"user_id": user_id, "cold_start": cold, "items": items})
 

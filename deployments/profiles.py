@@ -127,14 +127,11 @@ class ProfileShardActor:
         """(profile version, applied, the item and the user's prior recent items if it is a
         co-visit with them, where the event's list showed the item or None): the ingress forwards
         the pair to the catalog board."""
-        before = self.shard.get(event.user_id)
-        recent = list(before.recent) if before is not None else []
-        version, applied = self.shard.apply(event, item_vec, analysis)
-        after = self.shard.get(event.user_id)
+        version, applied, recent, recent_after = self.shard.apply_event(event, item_vec, analysis)
         from ecrec.operations.attribution import position_bucket, source_family
         from ecrec.recommender import covisit_pair
 
-        pair = applied and event.item_id is not None and covisit_pair(event.item_id, after.recent)
+        pair = applied and event.item_id is not None and covisit_pair(event.item_id, recent_after)
         hit = None
         if applied:  # a retried event_id is counted once, like it is applied once
             hit = self.shard.attribute(request_id, event, analysis)
@@ -164,6 +161,10 @@ class ProfileShardActor:
 
     def get(self, user_id: str):
         return self.shard.get(user_id)
+
+    def get_blob(self, user_id: str) -> bytes | None:
+        """The profile in its stored form (~4 KB), for the retriever to decode: one decode per request."""
+        return self.shard.get_blob(user_id)
 
     def chat_get(self, user_id: str, session_id: str, idle_s: float):
         self.shard.chats.idle_s = idle_s

@@ -22,6 +22,15 @@ from deployments.config import AppArgs
 log = logging.getLogger(__name__)
 
 
+def as_profile(profile):
+    """A profile as a shard hands it over: its stored bytes (decoded here, once), or already one."""
+    if isinstance(profile, (bytes, bytearray, memoryview)):
+        from ecrec.profile import UserProfile
+
+        return UserProfile.from_bytes(profile)
+    return profile
+
+
 class CatalogView:
     """Items + FAISS index + ranker, kept in step with the CatalogBoard; thread-safe."""
 
@@ -148,7 +157,9 @@ class CatalogView:
 
     def rank(self, profile, k: int, filters, text_vec, text, now: float | None = None, arm: str | None = None):
         """(cold start?, plain dicts ready for JSON: cheap to pickle back to the ingress). ``arm``
-        picks an A/B arm's ranking settings (the default ranker otherwise)."""
+        picks an A/B arm's ranking settings (the default ranker otherwise). ``profile``: a
+        ``UserProfile``, its stored bytes (what a shard hands over), or None."""
+        profile = as_profile(profile)
         with self.lock:
             ranker = self.rankers.get(arm, self.ranker)
             recs = ranker.recommend(profile, k, time.time() if now is None else now, filters, text_vec, text)
@@ -161,6 +172,7 @@ class CatalogView:
 
     def search(self, profile, query: str, vector, k: int, filters, now: float | None = None) -> list[dict]:
         """Hybrid search (``ecrec.search.hybrid``), re-ranked by ``profile`` when given."""
+        profile = as_profile(profile)
         with self.lock:
             hits = self.searcher.search(query, vector, k, filters, profile, time.time() if now is None else now)
             return [{"item_id": h.item_id, "title": self.items[h.item_id].title, "score": h.score,
@@ -170,6 +182,7 @@ class CatalogView:
     def content_for(self, profile, k: int, language: str | None, explain: bool = False,
                     now: float | None = None) -> tuple[bool, list[dict]]:
         """(cold start?, content ranked by ``profile``) as plain dicts."""
+        profile = as_profile(profile)
         with self.lock:
             titles = {i: self.items[i].title for i in (profile.recent_positive if profile else ()) if i in self.items}
             titles.update({i: self.items[i].title for i in (profile.purchased if profile else ()) if i in self.items})

@@ -110,6 +110,10 @@ class UserProfile:
     recent_positive: dict = field(default_factory=dict)  # item -> weight
     reasons: list = field(default_factory=list)
     recent: list = field(default_factory=list)  # item ids, oldest first: the sequence retriever's input
+    # items that left the item table under the byte budget, as 32-bit keys (``profile_codec``):
+    # still known as seen / bought, so they stay out of the lists
+    seen_keys: dict = field(default_factory=dict)  # key -> None, oldest first
+    bought_keys: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("session", "avoid"):
@@ -120,14 +124,22 @@ class UserProfile:
 
     def __reduce__(self):
         """Pickled (between Ray processes) in the compact stored form: ~4 KB."""
-        return UserProfile.from_bytes, (self.to_bytes(),)
+        return type(self).from_bytes, (self.to_bytes(),)
+
+    def has_seen(self, item_id: str) -> bool:
+        return item_id in self.seen or (bool(self.seen_keys) and codec.impression_key(item_id) in self.seen_keys)
+
+    def has_bought(self, item_id: str) -> bool:
+        return item_id in self.purchased or (bool(self.bought_keys)
+                                             and codec.impression_key(item_id) in self.bought_keys)
 
     def __deepcopy__(self, memo) -> "UserProfile":
         return dataclasses.replace(
             self, session=self.session.copy(), avoid=self.avoid.copy(), interests=self.interests.copy(),
             interest_ts=list(self.interest_ts), seen=dict(self.seen), purchased=dict(self.purchased),
             disliked=dict(self.disliked), impressions={k: list(v) for k, v in self.impressions.items()},
-            recent_positive=dict(self.recent_positive), reasons=list(self.reasons), recent=list(self.recent))
+            recent_positive=dict(self.recent_positive), reasons=list(self.reasons), recent=list(self.recent),
+            seen_keys=dict(self.seen_keys), bought_keys=dict(self.bought_keys))
 
     @property
     def long(self) -> np.ndarray:
@@ -187,11 +199,16 @@ class UserProfile:
         rest = [r for r in self.reasons if r.interest is None][-config.max_reasons:]
         keep = {id(r) for r in said + rest}
         self.reasons = [r for r in self.reasons if id(r) in keep]
+        codec.fit(self, config.max_bytes)
         blob = self.to_bytes()
-        if len(blob) > config.max_bytes:
-            codec.fit(self, config.max_bytes, len(blob))
-            blob = self.to_bytes()
-        return UserProfile.from_bytes(blob)
+        new = UserProfile.from_bytes(blob)
+        new._stored_blob = blob  # what ``stored_bytes`` gives without encoding again
+        return new
+
+    def stored_bytes(self) -> bytes:
+        """``to_bytes``, without encoding again for a profile just returned by ``apply`` or
+        ``record_impressions`` (profiles are not changed in place after that)."""
+        return self.__dict__.get("_stored_blob") or self.to_bytes()
 
     def _signals(self, event: Event, item_vector, analysis, config: ProfileConfig):
         from ecrec.index import check_vectors
@@ -256,8 +273,10 @@ class UserProfile:
         lim = config.max_items
         if event.type in ("view", "click", "cart", "purchase", "review"):
             _bounded_put(self.seen, item, event.ts, lim)
+            self.seen_keys.pop(codec.impression_key(item), None)  # back in the table
         if event.type == "purchase":
             _bounded_put(self.purchased, item, event.ts, lim)
+            self.bought_keys.pop(codec.impression_key(item), None)
         if event.type == "dislike":
             _bounded_put(self.disliked, item, event.ts, lim)
             self.recent_positive.pop(item, None)
@@ -332,7 +351,10 @@ class UserProfile:
         imp = {codec.impression_key(i): v for i, v in h["imp"].items()}
         p = cls(h["u"], d, x[1].copy(), x[2].copy(), x[3 : 3 + m].copy(), h["its"], h["t"], h["st"], h["v"],
                 h["seen"], h["pur"], h["dis"], imp, h["rp"], reasons, h.get("rs", []))
-        return p._stored(ProfileConfig())
+        try:
+            return p._stored(ProfileConfig())
+        except ValueError as e:
+            raise CorruptProfileError(f"old profile snapshot cannot be converted: {e}") from e
 
 
 CACHE_ENTRY_BYTES = 250  # a shard's cache entry besides the bytes: key, record, bytes object

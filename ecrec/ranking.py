@@ -17,6 +17,7 @@ from ecrec.catalog import Item
 from ecrec.covisit import CoVisits
 from ecrec.index import Filters, VectorIndex
 from ecrec.profile import ProfileConfig, UserProfile
+from ecrec.profile_codec import impression_key
 
 
 @dataclass(frozen=True)
@@ -147,6 +148,20 @@ class Ranker:
             out.update(i for i in profile.seen if not (i in self.items and self.items[i].rebuyable))
         return out
 
+    def _hidden(self, profile: UserProfile | None):
+        """A test for the items that left the profile's item table and are known only by their
+        32-bit key (``profile_codec``) as bought, or seen: they stay out too."""
+        if profile is None or not (profile.bought_keys or (self.config.exclude_seen and profile.seen_keys)):
+            return lambda i: False
+        seen = profile.seen_keys if self.config.exclude_seen else {}
+
+        def hidden(i: str) -> bool:
+            if i in self.items and self.items[i].rebuyable:
+                return False
+            k = impression_key(i)
+            return k in profile.bought_keys or k in seen
+        return hidden
+
     def _catalog_orders(self) -> _CatalogOrders:
         """Orders that change only with the catalog (numpy sorts, once per catalog version)."""
         stamp = (len(self.items), self.index.version)
@@ -262,8 +277,9 @@ class Ranker:
                           frozenset(base.exclude) | frozenset(excluded))
         seq_vec = self.sequence_query(profile)
         covisit = self.covisit_scores(profile)
+        hidden = self._hidden(profile)
         cands = [(i, s) for i, s in self.candidates(profile, text_vec, filters, seq_vec, covisit)
-                 if i not in excluded]
+                 if i not in excluded and not hidden(i)]
         if not cands:
             return []
         ids = [i for i, _ in cands]
@@ -416,7 +432,7 @@ class Ranker:
                 v = r.vector if r.vector is not None else (self.index.vector(r.label) if r.label in self.index else None)
                 if r.weight > 0.1 and v is not None:
                     s = float(x @ v.astype(np.float32)) - (0.06 if r.kind == "item" else 0.0)
-                    if s > best_s:
+                    if s >= best_s:  # a tie (two clauses that fed one interest): the newer one
                         best, best_s = r, s
             if best is not None and best.kind == "text":
                 return f"因为你说：{best.label}" if _is_zh(best.label) else f"Because you said: “{best.label}”"

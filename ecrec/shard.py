@@ -79,7 +79,7 @@ class _Cached:
 
     @classmethod
     def of(cls, profile: UserProfile, last_seq: int, since_snapshot: int) -> "_Cached":
-        blob = profile.to_bytes()
+        blob = profile.stored_bytes()
         return cls(blob, last_seq, since_snapshot, len(blob) + CACHE_ENTRY_BYTES + len(profile.user_id))
 
 
@@ -212,6 +212,12 @@ class ProfileShard:
         c = self._entry(user_id)
         return c.profile if c is not None else None
 
+    def get_blob(self, user_id: str) -> bytes | None:
+        """The profile in its stored form, not decoded (``UserProfile.from_bytes`` reads it): what
+        a shard hands to another process."""
+        c = self._entry(user_id)
+        return c.blob if c is not None else None
+
     def peek(self, user_id: str) -> UserProfile | None:
         """The profile as the store holds it, read without caching it or writing anything (an
         export beside the live shard: no snapshot on eviction, no repair of a corrupt one)."""
@@ -239,11 +245,17 @@ class ProfileShard:
         """Apply and durably log one event. Returns (profile version, applied). A repeated
         ``event_id``, or an event of an erased user from before the erasure, is acknowledged
         without being applied."""
+        version, applied, _, _ = self.apply_event(event, item_vec, analysis)
+        return version, applied
+
+    def apply_event(self, event: Event, item_vec: np.ndarray | None,
+                    analysis: TextAnalysis | None) -> tuple[int, bool, list[str], list[str]]:
+        """``apply``, also returning the profile's ``recent`` items before and after (co-visits)."""
         check_timestamp(event.ts, time.time(), self.config.max_future_skew_s)
         old = self.get(event.user_id) or UserProfile(event.user_id, self.dim)
         new = old.apply(event, item_vec, analysis, self.config)  # validates; raises before any write
         if self.erased(event):
-            return old.version, False
+            return old.version, False, old.recent, old.recent
         event_id = event.event_id or uuid.uuid4().hex
         body, vecs = analysis_to_body(analysis)
         if item_vec is not None:
@@ -259,9 +271,9 @@ class ProfileShard:
             self._forget(event.user_id)
             raise
         if seq is None:
-            return old.version, False
+            return old.version, False, old.recent, old.recent
         self._after_write(event.user_id, new, seq)
-        return new.version, True
+        return new.version, True, old.recent, new.recent
 
     def record_impressions(self, user_id: str, item_ids: list[str], now: float) -> bool:
         return self.record_impressions_many([(user_id, item_ids, now)]) == 1

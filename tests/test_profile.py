@@ -135,6 +135,9 @@ def test_serialisation_is_exact_and_within_budget():
     np.testing.assert_array_equal(back.interests, p.interests)
     np.testing.assert_array_equal(back.session, p.session)
     assert [(r.kind, r.label) for r in back.reasons] == [(r.kind, r.label) for r in p.reasons]
+    from ecrec import profile_codec
+
+    assert profile_codec.size(p) == len(data)  # what the budget counts is what is written
     print(f"bytes per profile at the bounds: {len(data)}, memory {p.memory_bytes()}")
     assert len(data) <= ProfileConfig().max_bytes and p.memory_bytes() <= 4096
     assert len(p.interests) == 3 and len(p.recent) >= 20 and len(p.impressions) >= 20 and len(p.purchased) >= 16

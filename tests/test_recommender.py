@@ -5,6 +5,7 @@ import pytest
 from ecrec.catalog import Item
 from ecrec.events import Event
 from ecrec.index import Filters
+from ecrec.profile import ProfileConfig
 from ecrec.ranking import RankingConfig
 from ecrec.recommender import Recommender, RecommenderConfig, UnknownItemError
 from ecrec.text import TextError
@@ -174,3 +175,20 @@ def test_trending_is_a_top_k_refreshed_in_event_time(demo_rec):
     assert r._trending_top(t0 + 0.5) is top  # within the refresh window: the same order
     fresh = r._trending_top(t0 + 1.5)
     assert fresh is not top and fresh.top[0] == hot and fresh.top[:50] == reference()[:50]
+
+
+def test_items_that_left_the_profile_table_stay_out_of_the_list(demo_rec):
+    """Past its byte budget a profile keeps old seen / bought items as 32-bit keys only; the ranking
+    still leaves them out (before the keys, everything seen over ~60 items ago came back)."""
+    ids = sorted(demo_rec.items)[:150]
+    for t, i in enumerate(ids):
+        demo_rec.ingest(Event(user_id="keys", type="purchase" if t < 30 else "view", item_id=i, ts=1e6 + t))
+    p = demo_rec.profile("keys")
+    print(f"table: {len(p.seen)} seen, {len(p.purchased)} bought; keys: {len(p.seen_keys)} seen, "
+          f"{len(p.bought_keys)} bought; {len(p.to_bytes())} bytes")
+    assert len(p.to_bytes()) <= ProfileConfig().max_bytes
+    assert len(p.seen) < 100 and len(p.seen_keys) > 0  # the budget moved items to keys
+    assert all(p.has_seen(i) for i in ids) and all(p.has_bought(i) for i in ids[:30])
+    shown = {r.item_id for r in demo_rec.recommend("keys", k=30, now=1e6 + 200)}
+    again = {i for i in ids if demo_rec.items[i].rebuyable}  # consumables may come back
+    assert shown and not (shown & (set(ids) - again)), sorted(shown & set(ids))

@@ -219,7 +219,7 @@ class ContentLibrary:
         for r in profile.reasons:
             if r.kind == "text" and r.weight > 0.1 and r.vector is not None:
                 s = float(x @ r.vector.astype(np.float32))
-                if s > best_s:
+                if s >= best_s:  # a tie (two clauses that fed one interest): the newer one
                     best, best_s = r, s
         if best is not None:
             return f"因为你说：{best.label}" if zh else f"Because you said: “{best.label}”"

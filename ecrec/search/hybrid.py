@@ -98,5 +98,5 @@ class HybridSearch:
         like = np.max(x @ np.stack(interests).T, axis=1)
         avoid = x @ profile.avoid_vector() if np.any(profile.avoid) else 0.0
         out = c.w_personal * self.unit * (like - c.avoid_weight * avoid)
-        bought = np.array([i in profile.purchased and not self.items[i].rebuyable for i in ids])
+        bought = np.array([profile.has_bought(i) and not self.items[i].rebuyable for i in ids])
         return out - bought * c.bought_penalty * (c.w_lexical + c.w_semantic) * self.unit
