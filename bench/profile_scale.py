@@ -244,6 +244,13 @@ def main() -> None:
         results.append(json.loads(next(x for x in out.splitlines() if x.startswith("RESULT "))[7:]))
         print({k: v for k, v in results[-1].items() if k != "sizes"}, flush=True)
     mean = {k: np.mean(v) for k, v in results[0]["sizes"].items()}
+    from ecrec.chat.session import TREND, ChatSession
+
+    chat = ChatSession.new("shopper-0000001", 1.76e9)
+    chat.turns, chat.language, chat.slots = 40, "zh", {"order_id": "A1234567890", "item_id": "B000123456"}
+    chat.sentiment, chat.intents = ["negative", "neutral"] * (TREND // 2), ["track_order", "get_refund"] * (TREND // 2)
+    chat.last_reply = "您的订单 A1234567890 已发货，预计明天送达。如需退款，请告诉我原因，我会为您转人工客服。"
+    chat_bytes = len(chat.to_bytes())
     lines = [
         "## Profiles at 1M users", "", f"Machine: {machine()}.", "",
         f"Command: `.venv/bin/python bench/profile_scale.py --users {args.users} --shards {args.shards}`", "",
@@ -253,6 +260,11 @@ def main() -> None:
         f"reviews, 40 lists) {mean['heavy']:.0f}; a heavy profile in a shard's cache: "
         f"{heavy.memory_bytes()} bytes (its stored bytes plus the cache entry). Before (ECP2 and "
         "Python objects in the cache): 13-25 KB stored, ~48-92 KB in memory.", "",
+        f"What else a shopper holds: the sequence history is the profile's `recent` list (up to "
+        f"{ProfileConfig().max_sequence} items, inside the budget above); a chat session at its bound "
+        f"({TREND} turns of sentiment and intent history, slots, the last reply) is {chat_bytes} bytes in the "
+        "store and nothing in a shard's memory between turns; idempotency keys are rows of the store "
+        "(kept 7 days), not in memory.", "",
         "| store | users | bulk write s | store size per user | hot set | pool memory (accounted) | pool RSS growth "
         "| cold load p50 / p99 ms | updates/s per shard (min-max) | killed shard serves again p50 / max ms |",
         "|---|---|---|---|---|---|---|---|---|---|",
