@@ -91,9 +91,19 @@ def _rows(p) -> list[str]:
     return list(ids)
 
 
-def _row_ts(p, i: str) -> float:
-    return max(p.seen.get(i, 0.0), p.purchased.get(i, 0.0), p.disliked.get(i, 0.0),
-               p.updated_at if i in p.recent and i not in p.seen else 0.0)
+def _row_times(p, rows: list[str]) -> list[float]:
+    """Each row's time: its latest of seen, bought, disliked (an item only in ``recent``, from an
+    older format: the profile's time)."""
+    out = dict.fromkeys(rows, 0.0)
+    for i in p.recent:
+        out[i] = p.updated_at
+    for i, t in p.seen.items():
+        out[i] = t
+    for d in (p.purchased, p.disliked):
+        for i, t in d.items():
+            if t > out[i]:
+                out[i] = t
+    return [out[i] for i in rows]
 
 
 def encode(p) -> bytes:
@@ -127,7 +137,7 @@ def encode(p) -> bytes:
         struct.pack("<H", len(uid)), uid, np.asarray(p.interest_ts, "<f8").tobytes(), s.astype("<f4").tobytes(),
         q.tobytes(),
         np.fromiter(map(len, ids), "<u2", n).tobytes(), b"".join(ids), np.asarray(flags, np.uint8).tobytes(),
-        _u32([_row_ts(p, i) for i in rows]).tobytes(), _f16([p.recent_positive.get(i, 0.0) for i in rows]).tobytes(),
+        _u32(_row_times(p, rows)).tobytes(), _f16([p.recent_positive.get(i, 0.0) for i in rows]).tobytes(),
         np.asarray([at[i] for i in p.recent], np.uint8).tobytes(),
         np.asarray([k for k, _ in imp], "<u4").tobytes(), _f16([v[0] for _, v in imp]).tobytes(),
         _u32([v[1] for _, v in imp]).tobytes(),
@@ -255,7 +265,9 @@ def fit(p, budget: int, total: int | None = None) -> None:
     protected = set(p.recent[-KEEP_RECENT:])
     for d in (p.purchased, p.disliked):
         protected.update(sorted(d, key=d.get)[-KEEP_BOUGHT:])
-    rows = sorted(_rows(p), key=lambda i: _row_ts(p, i))
+    table = _rows(p)
+    when = dict(zip(table, _row_times(p, table)))
+    rows = sorted(table, key=when.get)
     kept = set(p.recent) | set(p.purchased) | set(p.disliked)
 
     def drop_imp(k) -> None:
