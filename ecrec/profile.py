@@ -63,7 +63,7 @@ class ProfileConfig:
     max_reasons: int = field(default=4, metadata={"help": "recent items and clauses kept to explain"})
     max_text_reasons: int = field(default=2, metadata={"help": "positive clauses kept besides, to explain"})
     max_sequence: int = field(default=30, metadata={"help": "recent items kept for the sequence retriever"})
-    max_bytes: int = field(default=3800, metadata={"help": "a stored profile's budget (the cache adds ~250 bytes)"})
+    max_bytes: int = field(default=3700, metadata={"help": "a stored profile's budget (the cache adds ~300 bytes: 4 KB in memory)"})
     max_future_skew_s: float = field(default=300.0, metadata={"help": "events stamped later than now + this are refused"})
 
     def item_weight(self, event_type: str) -> float:
@@ -114,6 +114,7 @@ class UserProfile:
     # still known as seen / bought, so they stay out of the lists
     seen_keys: dict = field(default_factory=dict)  # key -> None, oldest first
     bought_keys: dict = field(default_factory=dict)
+    disliked_keys: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("session", "avoid"):
@@ -139,7 +140,8 @@ class UserProfile:
             interest_ts=list(self.interest_ts), seen=dict(self.seen), purchased=dict(self.purchased),
             disliked=dict(self.disliked), impressions={k: list(v) for k, v in self.impressions.items()},
             recent_positive=dict(self.recent_positive), reasons=list(self.reasons), recent=list(self.recent),
-            seen_keys=dict(self.seen_keys), bought_keys=dict(self.bought_keys))
+            seen_keys=dict(self.seen_keys), bought_keys=dict(self.bought_keys),
+            disliked_keys=dict(self.disliked_keys))
 
     @property
     def long(self) -> np.ndarray:
@@ -279,6 +281,7 @@ class UserProfile:
             self.bought_keys.pop(codec.impression_key(item), None)
         if event.type == "dislike":
             _bounded_put(self.disliked, item, event.ts, lim)
+            self.disliked_keys.pop(codec.impression_key(item), None)
             self.recent_positive.pop(item, None)
         w = signals[0][1] if signals else 0.0
         if w > 0 and event.type != "view":
@@ -357,4 +360,4 @@ class UserProfile:
             raise CorruptProfileError(f"old profile snapshot cannot be converted: {e}") from e
 
 
-CACHE_ENTRY_BYTES = 250  # a shard's cache entry besides the bytes: key, record, bytes object
+CACHE_ENTRY_BYTES = 280  # a shard's cache entry besides the bytes and the id: key, record, bytes object (measured ~290)

@@ -18,9 +18,10 @@ Layout (little-endian), after ``ECP3`` and a crc32 of the body:
 ``fit`` drops what matters least until the profile fits its budget: impressions older than the
 newest 20, then items only seen, then the oldest of the other items (bought, disliked, in
 ``recent``) except the newest 10 of ``recent`` and 16 bought and disliked. An item that leaves the
-table while seen or bought is still known by a 32-bit key (4 bytes instead of ~20), so it stays
-out of the lists; those keys go next (beyond the newest 60 seen and 40 bought), then the newest
-impressions, and the protected items last. A profile is kept in its encodable state (``normalise``), so an encode and a
+table while seen, bought or disliked is still known by a 32-bit key (4 bytes instead of ~20), so
+it stays out of the lists; those keys go next (beyond the newest 60 seen, 40 bought and 40
+disliked), then the newest impressions, the other seen keys, the protected items, and the last
+bought and disliked keys. A profile is kept in its encodable state (``normalise``), so an encode and a
 decode give back the same profile, bit for bit, whether it comes from the cache or the store.
 """
 from __future__ import annotations
@@ -35,14 +36,14 @@ SEEN, BOUGHT, DISLIKED = 1, 2, 4
 RECENT_WEIGHTS = 10  # recent_positive: the newest of ``recent`` with their weights
 LABEL_BYTES = 60  # a text reason keeps this much of its clause
 KEEP_IMPRESSIONS, KEEP_RECENT, KEEP_BOUGHT = 20, 10, 16  # dropped last, when the budget is tight
-_HEAD = struct.Struct("<HBBHBHHHIdd")  # dim, m, reasons, rows, recent, impressions, seen keys, bought keys, version, t, st
+_HEAD = struct.Struct("<HBBHBHHHHIdd")  # dim, m, reasons, rows, recent, impressions, keys (seen, bought, disliked), version, t, st
 # Columns, each a numpy array: rows (id length u16, ids, flags u8, time u32, weight f16), recent
 # (u8 row indices), impressions (key u32, count f16, time u32), reasons (kind u8, ref u8, weight f16,
 # time u32, label length u8, labels).
 IMP_BYTES, ROW_FIXED, REASON_FIXED = 4 + 2 + 4, 2 + 1 + 4 + 2, 1 + 1 + 2 + 4 + 1
 F16_MAX = 65000.0
 MAX_ROWS = 255  # recent and item reasons point into the table with one byte
-KEY_BYTES, MAX_SEEN_KEYS, MAX_BOUGHT_KEYS = 4, 200, 100  # items out of the table, kept as 32-bit keys
+KEY_BYTES, MAX_SEEN_KEYS, MAX_BOUGHT_KEYS, MAX_DISLIKED_KEYS = 4, 200, 100, 100  # items out of the table, as 32-bit keys
 KEEP_SEEN_KEYS, KEEP_BOUGHT_KEYS = 60, 40  # kept before the newest impressions
 
 
@@ -117,7 +118,7 @@ def encode(p) -> bytes:
     q, s = quantise(vecs, np.random.default_rng((zlib.crc32(uid), p.version)))
     reasons = [r for r in p.reasons if r.kind == "text" or r.label in at]
     if (n > 65535 or len(reasons) > 255 or len(p.recent) > 255 or len(p.interests) > 254
-            or max(len(p.impressions), len(p.seen_keys), len(p.bought_keys)) > 65535):
+            or max(len(p.impressions), len(p.seen_keys), len(p.bought_keys), len(p.disliked_keys)) > 65535):
         raise ValueError(f"profile {p.user_id!r} has more entries than its format holds")
     if any(at[i] > 255 for i in p.recent):
         raise ValueError(f"profile {p.user_id!r}: recent items past the item table's first 256 rows")
@@ -133,7 +134,7 @@ def encode(p) -> bytes:
         raise ValueError(f"profile {p.user_id!r}: a reason past the item table's first 256 rows")
     parts = [
         _HEAD.pack(p.dim, len(p.interests), len(reasons), n, len(p.recent), len(imp), len(p.seen_keys),
-                   len(p.bought_keys), p.version, p.updated_at, p.session_at),
+                   len(p.bought_keys), len(p.disliked_keys), p.version, p.updated_at, p.session_at),
         struct.pack("<H", len(uid)), uid, np.asarray(p.interest_ts, "<f8").tobytes(), s.astype("<f4").tobytes(),
         q.tobytes(),
         np.fromiter(map(len, ids), "<u2", n).tobytes(), b"".join(ids), np.asarray(flags, np.uint8).tobytes(),
@@ -143,6 +144,7 @@ def encode(p) -> bytes:
         _u32([v[1] for _, v in imp]).tobytes(),
         np.fromiter(p.seen_keys, "<u4", len(p.seen_keys)).tobytes(),
         np.fromiter(p.bought_keys, "<u4", len(p.bought_keys)).tobytes(),
+        np.fromiter(p.disliked_keys, "<u4", len(p.disliked_keys)).tobytes(),
         np.asarray([0 if r.kind == "text" else 1 for r in reasons], np.uint8).tobytes(),
         np.asarray(refs, np.uint8).tobytes(), _f16([r.weight for r in reasons]).tobytes(),
         _u32([r.ts for r in reasons]).tobytes(), np.asarray([len(x) for x in labels], np.uint8).tobytes(),
@@ -178,7 +180,7 @@ def _split(blob: bytes, lengths: np.ndarray) -> list[str]:
 def decode(data: bytes, profile_cls, reason_cls):
     """A profile from ECP3 bytes (checksum verified by the caller)."""
     body = bytes(data[8:])
-    dim, m, nr, nrows, nrec, nimp, nseen, nbought, version, t, st = _HEAD.unpack_from(body, 0)
+    dim, m, nr, nrows, nrec, nimp, nseen, nbought, ndis, version, t, st = _HEAD.unpack_from(body, 0)
     r = _Reader(body, _HEAD.size)
     uid = r.raw(int(r.take("<u2", 1)[0])).decode("utf-8")
     its = r.take("<f8", m).tolist()
@@ -196,6 +198,7 @@ def decode(data: bytes, profile_cls, reason_cls):
     imp_ts = r.take("<u4", nimp).astype(np.float64).tolist()
     seen_keys = dict.fromkeys(r.take("<u4", nseen).tolist())
     bought_keys = dict.fromkeys(r.take("<u4", nbought).tolist())
+    disliked_keys = dict.fromkeys(r.take("<u4", ndis).tolist())
     kinds = r.take(np.uint8, nr).tolist()
     refs = r.take(np.uint8, nr).tolist()
     rw = r.take("<f2", nr).astype(np.float64).tolist()
@@ -223,7 +226,7 @@ def decode(data: bytes, profile_cls, reason_cls):
                        interest_ts=its, updated_at=t, session_at=st, version=version, seen=seen, purchased=bought,
                        disliked=disliked, impressions={kk: [c, tt] for kk, c, tt in zip(keys, counts, imp_ts)},
                        recent_positive=positive, reasons=reasons, recent=recent, seen_keys=seen_keys,
-                       bought_keys=bought_keys)
+                       bought_keys=bought_keys, disliked_keys=disliked_keys)
 
 
 def size(p) -> int:
@@ -234,7 +237,7 @@ def size(p) -> int:
     reasons = [r for r in p.reasons if r.kind == "text" or r.label in at]
     return (8 + _HEAD.size + 2 + len(p.user_id.encode("utf-8")) + 8 * m + (2 + m) * (4 + p.dim)
             + sum(ROW_FIXED + len(i.encode("utf-8")) for i in rows) + len(p.recent) + IMP_BYTES * len(p.impressions)
-            + KEY_BYTES * (len(p.seen_keys) + len(p.bought_keys))
+            + KEY_BYTES * (len(p.seen_keys) + len(p.bought_keys) + len(p.disliked_keys))
             + sum(REASON_FIXED + (len(_label(r.label)) if r.kind == "text" else 0) for r in reasons))
 
 
@@ -252,7 +255,7 @@ def _keep_key(keys: dict, key: int, limit: int) -> int:
 def fit(p, budget: int, total: int | None = None) -> None:
     """Drop entries of ``p`` (in place), least useful first, until its encoding fits ``budget`` and
     its item table ``MAX_ROWS`` (``total``: its size now, when known). An item that leaves the table
-    while seen or bought stays known by its 32-bit key (4 bytes, not ~20)."""
+    while seen, bought or disliked stays known by its 32-bit key (4 bytes, not ~20)."""
     state = {"total": size(p) if total is None else total, "rows": len(_rows(p))}
 
     def done() -> bool:
@@ -271,6 +274,8 @@ def fit(p, budget: int, total: int | None = None) -> None:
     kept = set(p.recent) | set(p.purchased) | set(p.disliked)
 
     def drop_imp(k) -> None:
+        if state["total"] <= budget:  # only the row count is over: impressions would not help
+            return
         del p.impressions[k]
         state["total"] -= IMP_BYTES
 
@@ -282,6 +287,8 @@ def fit(p, budget: int, total: int | None = None) -> None:
             state["total"] += _keep_key(p.seen_keys, key, MAX_SEEN_KEYS)
         if i in p.purchased:
             state["total"] += _keep_key(p.bought_keys, key, MAX_BOUGHT_KEYS)
+        if i in p.disliked:
+            state["total"] += _keep_key(p.disliked_keys, key, MAX_DISLIKED_KEYS)
         for d in (p.seen, p.purchased, p.disliked, p.recent_positive):
             d.pop(i, None)
         p.recent = [x for x in p.recent if x != i]
@@ -308,11 +315,13 @@ def fit(p, budget: int, total: int | None = None) -> None:
         each(drop_row, [i for i in rows if i not in protected and i in kept]),  # older bought, disliked, recent
         lambda: drop_keys(p.seen_keys, KEEP_SEEN_KEYS),
         lambda: drop_keys(p.bought_keys, KEEP_BOUGHT_KEYS),
+        lambda: drop_keys(p.disliked_keys, KEEP_BOUGHT_KEYS),
         each(drop_imp, [k for k in imps if k in newest_imp]),
         lambda: drop_keys(p.seen_keys, 0),
         each(drop_row, [i for i in rows if i in protected]),
         lambda: drop_keys(p.seen_keys, 0),
         lambda: drop_keys(p.bought_keys, 0),
+        lambda: drop_keys(p.disliked_keys, 0),
     ]
     for phase in phases:
         if done():

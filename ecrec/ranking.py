@@ -150,15 +150,18 @@ class Ranker:
 
     def _hidden(self, profile: UserProfile | None):
         """A test for the items that left the profile's item table and are known only by their
-        32-bit key (``profile_codec``) as bought, or seen: they stay out too."""
-        if profile is None or not (profile.bought_keys or (self.config.exclude_seen and profile.seen_keys)):
+        32-bit key (``profile_codec``) as disliked, bought, or seen: they stay out too."""
+        if profile is None or not (profile.disliked_keys or profile.bought_keys
+                                   or (self.config.exclude_seen and profile.seen_keys)):
             return lambda i: False
         seen = profile.seen_keys if self.config.exclude_seen else {}
 
         def hidden(i: str) -> bool:
+            k = impression_key(i)
+            if k in profile.disliked_keys:
+                return True
             if i in self.items and self.items[i].rebuyable:
                 return False
-            k = impression_key(i)
             return k in profile.bought_keys or k in seen
         return hidden
 
@@ -220,16 +223,18 @@ class Ranker:
         """(item id, source) pairs, first source wins, in source order."""
         n = self.config.candidates_per_source
         seen: dict[str, str] = {}
+        hidden = self._hidden(profile)
 
         def take(ids, source):
             for i in ids:
-                seen.setdefault(i, source)
+                if not hidden(i):
+                    seen.setdefault(i, source)
 
         ok = self.index.allowed(filters)
         exclude = filters.exclude
 
         def allowed(i):
-            return i not in exclude and (ok is None or i in ok)
+            return i not in exclude and (ok is None or i in ok) and not hidden(i)
 
         # every vector query of this request in one index call, taken in source order below
         queries: list[tuple[np.ndarray, int, str]] = []
@@ -387,12 +392,13 @@ class Ranker:
         # The pool: the newest items still short of impressions (bounded, so a million-item
         # catalog costs the same as ours), passing the request's filters.
         ok = self.index.allowed(filters)
+        hidden = self._hidden(profile)
         kept = {r.item_id for r in recs[: k - n]}
         limit = self.config.explore_max_impressions
         pool = []
         for i in self._catalog_orders().fresh:
             if (i not in filters.exclude and i not in kept and (ok is None or i in ok)
-                    and self.stats.impressions.get(i, 0) < limit):
+                    and self.stats.impressions.get(i, 0) < limit and not hidden(i)):
                 pool.append(i)
                 if len(pool) == self.config.explore_pool:
                     break

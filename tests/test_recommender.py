@@ -180,15 +180,20 @@ def test_trending_is_a_top_k_refreshed_in_event_time(demo_rec):
 def test_items_that_left_the_profile_table_stay_out_of_the_list(demo_rec):
     """Past its byte budget a profile keeps old seen / bought items as 32-bit keys only; the ranking
     still leaves them out (before the keys, everything seen over ~60 items ago came back)."""
-    ids = sorted(demo_rec.items)[:150]
+    everything = sorted(demo_rec.items)
+    ids, disliked = everything[:150], everything[150:250]
+    for t, i in enumerate(disliked):  # "not interested", without ever viewing them
+        demo_rec.ingest(Event(user_id="keys", type="dislike", item_id=i, ts=1e6 - 100 + t))
     for t, i in enumerate(ids):
         demo_rec.ingest(Event(user_id="keys", type="purchase" if t < 30 else "view", item_id=i, ts=1e6 + t))
     p = demo_rec.profile("keys")
-    print(f"table: {len(p.seen)} seen, {len(p.purchased)} bought; keys: {len(p.seen_keys)} seen, "
-          f"{len(p.bought_keys)} bought; {len(p.to_bytes())} bytes")
+    print(f"table: {len(p.seen)} seen, {len(p.purchased)} bought, {len(p.disliked)} disliked; keys: "
+          f"{len(p.seen_keys)} seen, {len(p.bought_keys)} bought, {len(p.disliked_keys)} disliked; "
+          f"{len(p.to_bytes())} bytes")
     assert len(p.to_bytes()) <= ProfileConfig().max_bytes
-    assert len(p.seen) < 100 and len(p.seen_keys) > 0  # the budget moved items to keys
+    assert len(p.seen) < 100 and len(p.seen_keys) > 0 and len(p.disliked_keys) > 0  # the budget moved items to keys
     assert all(p.has_seen(i) for i in ids) and all(p.has_bought(i) for i in ids[:30])
     shown = {r.item_id for r in demo_rec.recommend("keys", k=30, now=1e6 + 200)}
     again = {i for i in ids if demo_rec.items[i].rebuyable}  # consumables may come back
-    assert shown and not (shown & (set(ids) - again)), sorted(shown & set(ids))
+    assert len(shown) == 30 and not (shown & (set(ids) - again)), sorted(shown & set(ids))
+    assert not shown & set(disliked)  # a dislike holds even for a consumable
