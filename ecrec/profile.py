@@ -128,11 +128,11 @@ class UserProfile:
         return type(self).from_bytes, (self.to_bytes(),)
 
     def has_seen(self, item_id: str) -> bool:
-        return item_id in self.seen or (bool(self.seen_keys) and codec.impression_key(item_id) in self.seen_keys)
+        return item_id in self.seen or (bool(self.seen_keys) and codec.item_key(item_id) in self.seen_keys)
 
     def has_bought(self, item_id: str) -> bool:
         return item_id in self.purchased or (bool(self.bought_keys)
-                                             and codec.impression_key(item_id) in self.bought_keys)
+                                             and codec.item_key(item_id) in self.bought_keys)
 
     def __deepcopy__(self, memo) -> "UserProfile":
         return dataclasses.replace(
@@ -167,7 +167,7 @@ class UserProfile:
         return [_unit(c).astype(np.float32) for c in self.interests]
 
     def impression_count(self, item_id: str, now: float, config: ProfileConfig = ProfileConfig()) -> float:
-        hit = self.impressions.get(codec.impression_key(item_id))
+        hit = self.impressions.get(codec.item_key(item_id))
         if hit is None:
             return 0.0
         count, ts = hit
@@ -202,14 +202,11 @@ class UserProfile:
         keep = {id(r) for r in said + rest}
         self.reasons = [r for r in self.reasons if id(r) in keep]
         codec.fit(self, config.max_bytes)
-        blob = self.to_bytes()
-        new = UserProfile.from_bytes(blob)
-        new._stored_blob = blob  # what ``stored_bytes`` gives without encoding again
-        return new
+        return UserProfile.from_bytes(self.to_bytes())
 
     def stored_bytes(self) -> bytes:
-        """``to_bytes``, without encoding again for a profile just returned by ``apply`` or
-        ``record_impressions`` (profiles are not changed in place after that)."""
+        """``to_bytes``, without encoding again for a profile decoded from its stored form (as
+        ``apply`` and ``record_impressions`` return them; profiles are not changed in place)."""
         return self.__dict__.get("_stored_blob") or self.to_bytes()
 
     def _signals(self, event: Event, item_vector, analysis, config: ProfileConfig):
@@ -275,13 +272,13 @@ class UserProfile:
         lim = config.max_items
         if event.type in ("view", "click", "cart", "purchase", "review"):
             _bounded_put(self.seen, item, event.ts, lim)
-            self.seen_keys.pop(codec.impression_key(item), None)  # back in the table
+            self.seen_keys.pop(codec.item_key(item), None)  # back in the table
         if event.type == "purchase":
             _bounded_put(self.purchased, item, event.ts, lim)
-            self.bought_keys.pop(codec.impression_key(item), None)
+            self.bought_keys.pop(codec.item_key(item), None)
         if event.type == "dislike":
             _bounded_put(self.disliked, item, event.ts, lim)
-            self.disliked_keys.pop(codec.impression_key(item), None)
+            self.disliked_keys.pop(codec.item_key(item), None)
             self.recent_positive.pop(item, None)
         w = signals[0][1] if signals else 0.0
         if w > 0 and event.type != "view":
@@ -294,13 +291,13 @@ class UserProfile:
     def record_impressions(self, item_ids, now: float, config: ProfileConfig = ProfileConfig()) -> "UserProfile":
         new = copy.deepcopy(self)
         for i in item_ids:
-            _bounded_put(new.impressions, codec.impression_key(i), [self.impression_count(i, now, config) + 1.0, now],
+            _bounded_put(new.impressions, codec.item_key(i), [self.impression_count(i, now, config) + 1.0, now],
                          config.max_items)
         return new._stored(config)
 
     def memory_bytes(self) -> int:
         """What a shard's cache holds for this profile: its stored bytes plus the cache entry."""
-        return len(self.to_bytes()) + CACHE_ENTRY_BYTES + len(self.user_id)
+        return len(self.stored_bytes()) + CACHE_ENTRY_BYTES + len(self.user_id)
 
     # ---- storage -------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
@@ -321,6 +318,7 @@ class UserProfile:
                 raise CorruptProfileError(f"unreadable profile snapshot: {e}") from e
             if not (np.isfinite(p.session).all() and np.isfinite(p.avoid).all() and np.isfinite(p.interests).all()):
                 raise CorruptProfileError("profile snapshot holds non-finite values")
+            p._stored_blob = data  # a fixed point: encoding p gives these bytes again
             return p
         return cls._from_v2(data)
 
@@ -351,7 +349,7 @@ class UserProfile:
         reasons = [Reason(k, lab, w, ts, None, int(np.argmax(x[3 : 3 + m] @ x[3 + m + i] / norms))
                           if k == "text" and w > 0.1 and m else None)
                    for i, (k, lab, w, ts) in enumerate(h["r"])]
-        imp = {codec.impression_key(i): v for i, v in h["imp"].items()}
+        imp = {codec.item_key(i): v for i, v in h["imp"].items()}
         p = cls(h["u"], d, x[1].copy(), x[2].copy(), x[3 : 3 + m].copy(), h["its"], h["t"], h["st"], h["v"],
                 h["seen"], h["pur"], h["dis"], imp, h["rp"], reasons, h.get("rs", []))
         try:

@@ -47,7 +47,8 @@ KEY_BYTES, MAX_SEEN_KEYS, MAX_BOUGHT_KEYS, MAX_DISLIKED_KEYS = 4, 200, 100, 100 
 KEEP_SEEN_KEYS, KEEP_BOUGHT_KEYS = 60, 40  # kept before the newest impressions
 
 
-def impression_key(item_id: str) -> int:
+def item_key(item_id: str) -> int:
+    """An item's 32-bit key: for impressions, and for items that left the item table."""
     return zlib.crc32(item_id.encode("utf-8"))
 
 
@@ -280,7 +281,7 @@ def fit(p, budget: int, total: int | None = None) -> None:
         state["total"] -= IMP_BYTES
 
     def drop_row(i) -> None:
-        key = impression_key(i)
+        key = item_key(i)
         state["total"] -= ROW_FIXED + len(i.encode("utf-8")) + (i in p.recent)
         state["rows"] -= 1
         if i in p.seen:

@@ -17,7 +17,7 @@ from ecrec.catalog import Item
 from ecrec.covisit import CoVisits
 from ecrec.index import Filters, VectorIndex
 from ecrec.profile import ProfileConfig, UserProfile
-from ecrec.profile_codec import impression_key
+from ecrec.profile_codec import item_key
 
 
 @dataclass(frozen=True)
@@ -157,7 +157,7 @@ class Ranker:
         seen = profile.seen_keys if self.config.exclude_seen else {}
 
         def hidden(i: str) -> bool:
-            k = impression_key(i)
+            k = item_key(i)
             if k in profile.disliked_keys:
                 return True
             if i in self.items and self.items[i].rebuyable:
@@ -282,9 +282,8 @@ class Ranker:
                           frozenset(base.exclude) | frozenset(excluded))
         seq_vec = self.sequence_query(profile)
         covisit = self.covisit_scores(profile)
-        hidden = self._hidden(profile)
         cands = [(i, s) for i, s in self.candidates(profile, text_vec, filters, seq_vec, covisit)
-                 if i not in excluded and not hidden(i)]
+                 if i not in excluded]  # (items known only by key are left out inside ``candidates``)
         if not cands:
             return []
         ids = [i for i, _ in cands]

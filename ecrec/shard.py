@@ -26,7 +26,7 @@ import numpy as np
 from ecrec.chat.session import ChatSession, ChatSessions
 from ecrec.events import Event, check_timestamp
 from ecrec.operations.attribution import Attribution
-from ecrec.profile import CACHE_ENTRY_BYTES, CorruptProfileError, ProfileConfig, UserProfile
+from ecrec.profile import CorruptProfileError, ProfileConfig, UserProfile
 from ecrec.sentiment import Clause, Sentiment, TextAnalysis
 from ecrec.store import EventStore
 
@@ -79,8 +79,7 @@ class _Cached:
 
     @classmethod
     def of(cls, profile: UserProfile, last_seq: int, since_snapshot: int) -> "_Cached":
-        blob = profile.stored_bytes()
-        return cls(blob, last_seq, since_snapshot, len(blob) + CACHE_ENTRY_BYTES + len(profile.user_id))
+        return cls(profile.stored_bytes(), last_seq, since_snapshot, profile.memory_bytes())
 
 
 class ProfileShard:
