@@ -66,10 +66,12 @@ test-unit: setup
 probe: setup
 	$(BIN)/ecrec -v train-probe --data ../shared/data
 
-bench: setup system-packages  # every table of BENCHMARKS.md (~65 min: 1M-item indexes and rankings, 1M users on SQLite and Redis); each script also runs alone
+bench: setup system-packages  # every table of BENCHMARKS.md (~75 min: 1M-item indexes and rankings, 1M users on SQLite and Redis); each script also runs alone
 	$(BIN)/python bench/engine.py
 	$(BIN)/python bench/profile_scale.py
 	$(BIN)/python bench/serve_latency.py
+	$(BIN)/python bench/text_path.py
+	$(BIN)/python bench/text_http.py
 	$(BIN)/python bench/train_throughput.py
 	$(BIN)/python bench/finetune_results.py
 	$(BIN)/python bench/sequence_cost.py

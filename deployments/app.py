@@ -11,6 +11,7 @@ from ray.serve import Application
 from deployments.config import AppArgs
 from deployments.encoder import Encoder
 from deployments.ingress import Ingress
+from ecrec.encoder import auto_max_replicas, cpu_replica_env
 
 
 def build_app(args: dict | AppArgs) -> Application:
@@ -23,6 +24,12 @@ def build_graph(args: dict | AppArgs, encoder_user_config: dict | None = None) -
     """The graph for ``args``. ``encoder_user_config`` overrides the Encoder's user_config, as a serve
     config's ``deployments: [{name: Encoder, user_config: …}]`` does."""
     args = args if isinstance(args, AppArgs) else AppArgs.model_validate(args)
+    if args.encoder_max_replicas is None:  # the replicas see the number their threads are sized for
+        import os
+
+        args = args.model_copy(update={"encoder_max_replicas": auto_max_replicas(
+            args.encoder_threads, len(os.sched_getaffinity(0)), args.encoder_num_gpus > 0,
+            args.encoder_min_replicas)})
     from deployments.index_build import ensure_artifact
 
     index_dir = ensure_artifact(args)
@@ -47,7 +54,8 @@ def build_graph(args: dict | AppArgs, encoder_user_config: dict | None = None) -
             "target_ongoing_requests": args.encoder_target_ongoing_requests,
             "upscale_delay_s": 5, "downscale_delay_s": 60,
         },
-        ray_actor_options={"num_cpus": args.encoder_num_cpus, "num_gpus": args.encoder_num_gpus},
+        ray_actor_options={"num_cpus": args.encoder_num_cpus, "num_gpus": args.encoder_num_gpus,
+                           "runtime_env": {"env_vars": cpu_replica_env(args.encoder_num_gpus == 0)}},
         max_ongoing_requests=args.max_ongoing_requests,
         max_queued_requests=args.max_queued_requests,
         # The heads also travel in user_config: a redeploy whose config changes only the Encoder's

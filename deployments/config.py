@@ -33,7 +33,9 @@ class AppArgs(BaseModel):
     max_length: int = Field(default=128, ge=8, le=512)
     # encoder deployment
     encoder_min_replicas: int = Field(default=1, ge=0)
-    encoder_max_replicas: int = Field(default=2, ge=1)
+    encoder_max_replicas: int | None = Field(default=None, ge=1, description=(
+        "unset: on CPU, replicas for half this node's cores at encoder_threads each (1 on 2 cores; "
+        "ecrec.encoder.auto_max_replicas); on GPU, 2"))
     encoder_target_ongoing_requests: float = Field(default=8, gt=0)
     encoder_num_cpus: float = Field(default=0.5, ge=0)
     encoder_num_gpus: float = Field(default=0, ge=0, description="a GPU or a fraction on a cluster")
@@ -43,7 +45,8 @@ class AppArgs(BaseModel):
                                   description="int8: dynamic int8 Linear layers on CPU, 1.5-2x the texts/s of fp32 "
                                               "but sentiment labels agree with fp32 on only 92 % (BENCHMARKS.md, "
                                               "text-path): off by default")
-    max_batch_size: int = Field(default=16, ge=1)
+    max_batch_size: int = Field(default=16, ge=1, description="texts per encoder forward pass: single texts "
+                                "batched together, and the chunks a request of several texts is sent in")
     batch_wait_timeout_s: float = Field(default=0.003, ge=0)
     # profiles
     num_shards: int = Field(default=2, ge=1, le=1024)

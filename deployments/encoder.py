@@ -77,6 +77,14 @@ class Encoder:
         async with self._lock:  # one bad text fails itself, not the batch it shared
             return await asyncio.to_thread(analyze_isolated, self.analyzer.analyze, texts)
 
+    async def analyze_many(self, texts: list[str]):
+        """Several texts of one request in one forward pass, length-sorted together as in process.
+        Sent one by one, they would reach ``analyze`` a few at a time as their calls arrive and run
+        as several small batches. The ingress sends at most ``max_batch_size`` texts per call, so
+        single texts waiting for the replica get their turn between the chunks of a long request."""
+        async with self._lock:
+            return await asyncio.to_thread(analyze_isolated, self.analyzer.analyze, texts)
+
     async def embed_passages(self, texts: list[str]):
         async with self._lock:
             return await asyncio.to_thread(self.encoder.encode, texts, "passage")

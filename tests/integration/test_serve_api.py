@@ -141,6 +141,24 @@ def test_sentiment_batch(server):
     assert r["model"].startswith("e5-small")
 
 
+def test_a_request_of_several_texts_comes_back_in_order(server):
+    """The ingress sends a request's texts to the encoder in chunks of max_batch_size (3 here), one
+    forward pass each: the answers come back in the order of the texts, each one its own."""
+    client, _ = server
+    texts = ["质量太差了，退货！", "Love it, works perfectly", "Broke after one day, waste of money",
+             "非常好用，推荐购买", "Terrible, it stopped working", "Great value, very happy", "差评，很失望"]
+    r = client.post("/v1/sentiment", json={"texts": texts})
+    assert r.status_code == 200, r.text
+    got = r.json()["results"]
+    assert [x["text"] for x in got] == [t.replace("，", ",").replace("！", "!") for t in texts]
+    assert [x["sentiment"]["label"] for x in got] == ["negative", "positive", "negative", "positive",
+                                                      "negative", "positive", "negative"]
+    one = [client.post("/v1/sentiment", json={"texts": [t]}).json()["results"][0] for t in texts]
+    for a, b in zip(got, one):  # batched with others or alone: the same analysis
+        assert a["sentiment"]["label"] == b["sentiment"]["label"]
+        assert abs(a["sentiment"]["probs"]["positive"] - b["sentiment"]["probs"]["positive"]) < 1e-3
+
+
 def test_intent_over_http(server):
     client, _ = server
     r = client.post("/v1/intent", json={"texts": ["I forgot my password", "我要投诉"]})
