@@ -25,11 +25,8 @@ def build_graph(args: dict | AppArgs, encoder_user_config: dict | None = None) -
     config's ``deployments: [{name: Encoder, user_config: …}]`` does."""
     args = args if isinstance(args, AppArgs) else AppArgs.model_validate(args)
     if args.encoder_max_replicas is None:  # the replicas see the number their threads are sized for
-        import os
-
         args = args.model_copy(update={"encoder_max_replicas": auto_max_replicas(
-            args.encoder_threads, len(os.sched_getaffinity(0)), args.encoder_num_gpus > 0,
-            args.encoder_min_replicas)})
+            args.encoder_threads, _node_cpus(), args.encoder_num_gpus > 0, args.encoder_min_replicas)})
     from deployments.index_build import ensure_artifact
 
     index_dir = ensure_artifact(args)
@@ -55,7 +52,7 @@ def build_graph(args: dict | AppArgs, encoder_user_config: dict | None = None) -
             "upscale_delay_s": 5, "downscale_delay_s": 60,
         },
         ray_actor_options={"num_cpus": args.encoder_num_cpus, "num_gpus": args.encoder_num_gpus,
-                           "runtime_env": {"env_vars": cpu_replica_env(args.encoder_num_gpus == 0)}},
+                           **_encoder_runtime_env(args.encoder_num_gpus == 0)},
         max_ongoing_requests=args.max_ongoing_requests,
         max_queued_requests=args.max_queued_requests,
         # The heads also travel in user_config: a redeploy whose config changes only the Encoder's
@@ -74,3 +71,31 @@ def build_graph(args: dict | AppArgs, encoder_user_config: dict | None = None) -
         max_queued_requests=args.max_in_flight,
         backpressure_config={"status_code": 503, "retry_after_s": 1},
     ).bind(core, encoder)
+
+
+def _node_cpus() -> int:
+    """Ray's CPU count of the node building the app (it follows cgroup quotas and ``--num-cpus``),
+    or this process's cores without Ray."""
+    import os
+
+    import ray
+
+    if ray.is_initialized():
+        node = ray.get_runtime_context().get_node_id()
+        cpus = next((n["Resources"].get("CPU") for n in ray.nodes() if n["NodeID"] == node), None)
+        if cpus:
+            return int(cpus)
+    return len(os.sched_getaffinity(0))
+
+
+def _encoder_runtime_env(on_cpu: bool) -> dict:
+    """The Encoder's ``runtime_env`` option: the app's own runtime_env (Serve gives a deployment that
+    names one nothing else) with the CPU replica's variables added; an app's own values win."""
+    env = cpu_replica_env(on_cpu)
+    if not env:
+        return {}
+    import ray
+
+    parent = dict(ray.get_runtime_context().runtime_env or {}) if ray.is_initialized() else {}
+    parent["env_vars"] = {**env, **(parent.get("env_vars") or {})}
+    return {"runtime_env": parent}

@@ -45,8 +45,7 @@ class AppArgs(BaseModel):
                                   description="int8: dynamic int8 Linear layers on CPU, 1.5-2x the texts/s of fp32 "
                                               "but sentiment labels agree with fp32 on only 92 % (BENCHMARKS.md, "
                                               "text-path): off by default")
-    max_batch_size: int = Field(default=16, ge=1, description="texts per encoder forward pass: single texts "
-                                "batched together, and the chunks a request of several texts is sent in")
+    max_batch_size: int = Field(default=16, ge=1)
     batch_wait_timeout_s: float = Field(default=0.003, ge=0)
     # profiles
     num_shards: int = Field(default=2, ge=1, le=1024)

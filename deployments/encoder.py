@@ -23,15 +23,19 @@ class Encoder:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         from ecrec.encoder import EncoderConfig, TextEncoder
 
-        from ecrec.encoder import threads_per_replica
+        from ecrec.encoder import auto_max_replicas, threads_per_replica
 
         self.args = args
         threads = args.encoder_threads
+        cores = len(os.sched_getaffinity(0))
+        # build_graph resolves an unset maximum; a replica built some other way sizes it from its own node
+        max_replicas = args.encoder_max_replicas or auto_max_replicas(threads, cores, args.encoder_num_gpus > 0,
+                                                                      args.encoder_min_replicas)
         if args.encoder_num_gpus == 0:  # CPU replicas that may all land on this node share its cores
-            threads = threads_per_replica(threads, args.encoder_max_replicas, len(os.sched_getaffinity(0)))
+            threads = threads_per_replica(threads, max_replicas, cores)
             if threads < args.encoder_threads:
                 log.info("encoder threads %d -> %d: %d replicas may share this node's %d cores", args.encoder_threads,
-                         threads, args.encoder_max_replicas, len(os.sched_getaffinity(0)))
+                         threads, max_replicas, cores)
         self.encoder = TextEncoder(EncoderConfig(model=args.model, max_length=args.max_length, num_threads=threads,
                                                  quantize=args.encoder_quantize), args.home())
         self.analyzer, self.heads = None, None
@@ -75,14 +79,6 @@ class Encoder:
     async def analyze(self, texts: list[str]):
         """Each text: cleaned, split into clauses, embedded (``query`` role) and classified."""
         async with self._lock:  # one bad text fails itself, not the batch it shared
-            return await asyncio.to_thread(analyze_isolated, self.analyzer.analyze, texts)
-
-    async def analyze_many(self, texts: list[str]):
-        """Several texts of one request in one forward pass, length-sorted together as in process.
-        Sent one by one, they would reach ``analyze`` a few at a time as their calls arrive and run
-        as several small batches. The ingress sends at most ``max_batch_size`` texts per call, so
-        single texts waiting for the replica get their turn between the chunks of a long request."""
-        async with self._lock:
             return await asyncio.to_thread(analyze_isolated, self.analyzer.analyze, texts)
 
     async def embed_passages(self, texts: list[str]):

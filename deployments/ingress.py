@@ -254,16 +254,6 @@ class Ingress:
     def _analyze(self, text: str):
         return asyncio.ensure_future(self._encoder_call("analyze", text))
 
-    async def _analyze_many(self, texts: list[str]) -> list:
-        """A request's texts in chunks of ``max_batch_size``, each chunk one encoder call (one
-        forward pass); the chunks go out together, so several replicas share a long request."""
-        if len(texts) == 1:
-            return [await self._analyze(texts[0])]
-        n = self.args.max_batch_size
-        chunks = await asyncio.gather(*(self._encoder_call("analyze_many", texts[i : i + n])
-                                        for i in range(0, len(texts), n)))
-        return [a for chunk in chunks for a in chunk]
-
     @property
     def retriever(self):
         """Round-robin over this replica's retriever pool."""
@@ -400,7 +390,7 @@ class Ingress:
         info = await self.encoder.info.remote()
         if need_intent and not info["intent"]:
             raise ApiError(404, "intents are not served: this app runs with intent_head=none")
-        results = await self._analyze_many(texts)
+        results = await asyncio.gather(*(self._analyze(t) for t in texts))
         results = [_analysis_or_422(f"texts[{i}]", a) for i, a in enumerate(results)]
         for a in results:
             self.m_sentiment.inc(tags={"label": a.sentiment.label, "model_version": self._version(a)})

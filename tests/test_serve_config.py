@@ -39,3 +39,16 @@ def test_the_config_builder_is_what_serve_deploy_can_call():
     from deployments.app import build_app
 
     assert list(inspect.signature(build_app).parameters) == ["args"]
+
+
+def test_the_encoder_runtime_env_adds_to_the_apps(monkeypatch):
+    """A deployment that names a runtime_env gets nothing of the app's from Serve: the CPU replica's
+    OMP_WAIT_POLICY is added to the app's runtime_env, and a GPU replica names none."""
+    import os
+
+    from deployments.app import _encoder_runtime_env, _node_cpus
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    assert _encoder_runtime_env(on_cpu=False) == {}
+    assert _encoder_runtime_env(on_cpu=True) == {"runtime_env": {"env_vars": {"OMP_WAIT_POLICY": "PASSIVE"}}}
+    assert _node_cpus() == len(os.sched_getaffinity(0))  # without Ray: this process's cores

@@ -97,7 +97,7 @@ def server(tmp_path_factory):
                    namespace=f"ecrec-test-{uuid.uuid4().hex[:8]}", explore_share=0.0,
                    encoder_max_replicas=1, num_shards=2, snapshot_every=5, sqlite_synchronous="NORMAL",
                    max_sentiment_texts=8, max_encoder_rows=40,
-                   max_batch_size=3,  # requests of several texts go to the encoder in chunks
+                   max_batch_size=3,  # the texts of one request are spread over several encoder batches
                    # an A/B test of two identical arms: every list carries its arm, rankings match the engine
                    ab_test={"arms": {"control": {}, "twin": {}}, "salt": "tests"},
                    drift_min_recent=20)

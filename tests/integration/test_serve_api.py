@@ -142,8 +142,8 @@ def test_sentiment_batch(server):
 
 
 def test_a_request_of_several_texts_comes_back_in_order(server):
-    """The ingress sends a request's texts to the encoder in chunks of max_batch_size (3 here), one
-    forward pass each: the answers come back in the order of the texts, each one its own."""
+    """A request's texts are batched with each other (max_batch_size 3 here) and with other
+    requests' texts: the answers come back in the order of the texts, each one its own."""
     client, _ = server
     texts = ["质量太差了，退货！", "Love it, works perfectly", "Broke after one day, waste of money",
              "非常好用，推荐购买", "Terrible, it stopped working", "Great value, very happy", "差评，很失望"]
