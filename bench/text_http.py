@@ -129,7 +129,7 @@ def main() -> None:
     body = [
         "## Text path over HTTP vs in process", "",
         f"Machine: {machine()}. Command: `.venv/bin/python bench/text_http.py` (the 32 MARC reviews of the "
-        f"CPU text path below, {inproc['rows']} encoder rows; each app on a fresh local Ray of 2 CPUs with the "
+        f"CPU text path section, {inproc['rows']} encoder rows; each app on a fresh local Ray of 2 CPUs with the "
         f"default `AppArgs` but for what the side names; client in the same process; median of {args.rounds} "
         "rounds after a warm-up).", "",
         *rows, "",

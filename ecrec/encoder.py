@@ -58,7 +58,7 @@ def auto_max_replicas(threads: int, cores: int, on_gpu: bool, min_replicas: int 
     the rest); on GPU, 2. On 2 cores that is one replica of 2 threads. The old default of 2
     replicas made each replica 1 thread so that both fit, and autoscaling starts with one, so at
     low load half the cores sat idle: the 32-review batch over HTTP took 1.8-2.5x its in-process
-    time against 1.4-1.6x with one 2-thread replica (``bench/text_http.py``)."""
+    time against 1.3-1.6x with one 2-thread replica (``bench/text_http.py``)."""
     n = 2 if on_gpu else cores // (2 * max(1, threads))
     return max(1, min_replicas, n)
 
