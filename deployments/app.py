@@ -1,7 +1,8 @@
 """The Serve graph, built in one place: ``serve run deployments.app:build_app key=value``.
 
     HTTP -> Ingress -+-> Encoder (batched e5 + sentiment head, autoscaled, GPU if configured)
-                     +-> ProfileShardActor x N (durable, by stable hash of user id)
+                     +-> ProfileShardActor x N (durable, by stable hash of user id; on a small
+                     |   catalog each also ranks, so GET recommendations is one hop)
                      +-> Retriever x R actors (FAISS + ranking; catalog changes pulled from CatalogBoard)
 """
 from __future__ import annotations
@@ -12,6 +13,7 @@ from deployments.config import AppArgs
 from deployments.encoder import Encoder
 from deployments.ingress import Ingress
 from ecrec.encoder import auto_max_replicas, cpu_replica_env
+from ecrec.index import choose_colocation
 
 
 def build_app(args: dict | AppArgs) -> Application:
@@ -34,14 +36,18 @@ def build_graph(args: dict | AppArgs, encoder_user_config: dict | None = None) -
 
     from deployments.index_build import ensure_content
 
-    ensure_content(args, json.loads((index_dir / "manifest.json").read_text())["dim"])
+    manifest = json.loads((index_dir / "manifest.json").read_text())
+    ensure_content(args, manifest["dim"])
+    if args.colocate_retrieval is None:  # the shards and the ingress see the decision, not "auto"
+        args = args.model_copy(update={"colocate_retrieval": choose_colocation(
+            None, manifest["items"], manifest["dim"])})
 
     import ray
 
     if ray.is_initialized():  # refuse a mismatched state directory here, before any replica starts
         from deployments.profiles import check_layout
 
-        check_layout(args, json.loads((index_dir / "manifest.json").read_text())["dim"])
+        check_layout(args, manifest["dim"])
     core = args.model_copy(update={"sentiment_head": None, "intent_head": None})  # heads: given apart
     encoder = Encoder.options(
         autoscaling_config={

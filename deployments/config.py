@@ -64,8 +64,10 @@ class AppArgs(BaseModel):
     retriever_num_cpus: float = Field(default=0.2, ge=0)
     sync_interval_s: float = Field(default=0.2, gt=0, le=1.0, description="catalog changes reach replicas within this")
     explore_share: float = Field(default=0.1, ge=0, le=0.5)
-    colocate_retrieval: bool = Field(default=False, description="each shard also holds a retriever: "
-                                     "GET recommendations becomes one actor hop (memory: one index per shard)")
+    colocate_retrieval: bool | None = Field(default=None, description=(
+        "each shard also holds a retriever: GET recommendations becomes one actor hop (memory: one index "
+        "per shard). Unset: on while that copy is small, up to ~43k items at dim 384 "
+        "(ecrec.index.choose_colocation)"))
     seed: int = 0
     # ingress and limits
     ingress_replicas: int = Field(default=1, ge=1)

@@ -213,7 +213,7 @@ def get_shards(args: AppArgs, dim: int) -> list:
     differ from ``args``; a different ``state_dir`` or shard count is refused (``StateMismatch``)."""
     check_layout(args, dim)
     state = args.resolved_state_dir()
-    colocate = args if args.colocate_retrieval else None
+    colocate = args if args.colocate_retrieval else None  # None ("auto") is resolved by build_graph
     shards = [
         ProfileShardActor.options(name=shard_name(i), namespace=args.namespace, lifetime="detached",
                                   get_if_exists=True).remote(i, str(state), dim, args.snapshot_every,
@@ -231,7 +231,7 @@ def get_shards(args: AppArgs, dim: int) -> list:
                 "Use another namespace=, or stop the running actors first (`ray stop`, or "
                 "`ecrec serve` after a restart).")
         want = {"snapshot_every": args.snapshot_every, "synchronous": args.sqlite_synchronous,
-                "colocate": args.colocate_retrieval, "max_future_skew_s": args.max_future_skew_s}
+                "colocate": bool(args.colocate_retrieval), "max_future_skew_s": args.max_future_skew_s}
         if any(have[k] != v for k, v in want.items()):
             log.info("shard %d: reconfiguring %s -> %s", i, {k: have[k] for k in want}, want)
             ray.get(sh.reconfigure.remote(args.snapshot_every, args.sqlite_synchronous, colocate,

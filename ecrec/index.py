@@ -6,7 +6,8 @@ rebuilt when tombstones pile up: off the request path, in a thread, with the sam
 swapped in (searches meanwhile use the old structure and skip its tombstones). A float32 copy of
 the live vectors backs exact re-ranking, filtered fallbacks and rebuilds.
 
-``choose_factory`` is the "auto" choice by catalog size, from ``bench/index_scale.py``.
+``choose_factory`` is the "auto" choice by catalog size, from ``bench/index_scale.py``;
+``choose_colocation`` decides by the same size whether each profile shard holds a retriever.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 AUTO_FLAT_MAX = 200_000  # exact search stays under ~15 ms per query up to here (one thread)
 EXACT_FILTER_MAX = 20_000  # a filter passing at most this many items is searched exactly (numpy)
 ALLOWED_CACHE = 32  # filters whose passing ids are kept (per catalog version)
+AUTO_COLOCATE_MAX_BYTES = 128 * 2**20  # one more index per shard is worth a hop up to here
 
 
 def choose_factory(factory: str, n_items: int) -> str:
@@ -34,6 +36,17 @@ def choose_factory(factory: str, n_items: int) -> str:
     if factory != "auto":
         return factory
     return "Flat" if n_items <= AUTO_FLAT_MAX else "HNSW32"
+
+
+def choose_colocation(setting: bool | None, n_items: int, dim: int) -> bool:
+    """``setting`` as given, or for None ("auto"): a retriever inside each profile shard (GET
+    recommendations in one actor hop instead of two: 1.6-1.7x the Serve floor instead of 2.0-2.4x,
+    BENCHMARKS.md, serve) while one more copy of the index per shard stays small: its vectors and
+    the float32 copy behind them, at most ``AUTO_COLOCATE_MAX_BYTES`` (about 43k items at dim 384).
+    Larger catalogs keep the retrievers apart, so memory does not grow with the shard count."""
+    if setting is not None:
+        return setting
+    return 2 * 4 * dim * n_items <= AUTO_COLOCATE_MAX_BYTES
 
 
 @dataclass(frozen=True)

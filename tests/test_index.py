@@ -115,6 +115,17 @@ def test_auto_factory_by_catalog_size():
     assert choose_factory("IVF1024,Flat", 10) == "IVF1024,Flat"  # an explicit choice is kept
 
 
+def test_shards_rank_themselves_only_while_an_index_copy_is_small():
+    """"auto" colocation: one hop for the demo (305 items) and Amazon Scientific (4,385), two hops
+    past 128 MiB of extra vectors per shard (43,690 items at dim 384); an explicit choice is kept."""
+    from ecrec.index import choose_colocation
+
+    assert choose_colocation(None, 305, 384) and choose_colocation(None, 4_385, 384)
+    assert choose_colocation(None, 43_690, 384) and not choose_colocation(None, 43_691, 384)
+    assert not choose_colocation(None, 1_000_000, 384) and choose_colocation(None, 87_381, 192)
+    assert choose_colocation(True, 1_000_000, 384) and not choose_colocation(False, 305, 384)
+
+
 def test_hnsw_rebuild_runs_off_the_request_path_and_swaps(data):
     """Deleting most of an HNSW index used to rebuild it inside the call that crossed the
     threshold (every replica stalled at once); now a thread rebuilds and swaps, and searches

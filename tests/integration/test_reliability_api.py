@@ -123,7 +123,8 @@ def test_redeploy_toggles_colocation_and_refuses_another_state_dir(server, tmp_p
     from ecrec.profile_layout import LayoutMismatch
 
     client, args = server
-    mine = args.model_copy(update={"namespace": args.namespace + "-redeploy", "state_dir": str(tmp_path / "s")})
+    mine = args.model_copy(update={"namespace": args.namespace + "-redeploy", "state_dir": str(tmp_path / "s"),
+                                   "colocate_retrieval": False})
     serve.run(build_app(mine), name="ecrec-redeploy", route_prefix="/re")
     try:
         # two shoppers with the same history, each asked once (a list served counts as impressions)

@@ -222,15 +222,20 @@ def test_megabyte_review_is_truncated_and_flagged(server):
     assert r.status_code == 200 and r.json()["analysis"]["truncated"]
 
 
-def test_colocated_retrieval_gives_the_same_answers(server, tmp_path):
-    """colocate_retrieval=true (retriever inside each shard, one hop) answers like the default graph."""
+def test_one_hop_and_two_hop_retrieval_give_the_same_answers(server, tmp_path):
+    """On the demo catalog the default graph ranks inside the shards (colocate_retrieval unset:
+    "auto", one hop); colocate_retrieval=false (shard, then a retriever actor) answers the same."""
     import httpx
+    import ray
     from ray import serve
 
     from deployments.app import build_app
+    from deployments.profiles import shard_name
 
     client, args = server
-    colo = args.model_copy(update={"colocate_retrieval": True, "namespace": args.namespace + "-colo",
+    assert args.colocate_retrieval is None
+    assert ray.get(ray.get_actor(shard_name(0), namespace=args.namespace).settings.remote())["colocate"]
+    colo = args.model_copy(update={"colocate_retrieval": False, "namespace": args.namespace + "-colo",
                                    "state_dir": str(tmp_path / "state")})
     serve.run(build_app(colo), name="ecrec-colo", route_prefix="/colo")
     try:
