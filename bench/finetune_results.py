@@ -91,8 +91,8 @@ def shaped_branch(encoder, k: int):
 
     from torch import nn
 
-    from ecrec.classifier import Branch
-    from ecrec.sentiment import BranchHead
+    from ecrec.text.classifier import Branch
+    from ecrec.text.sentiment import BranchHead
 
     model = encoder.model
     layers = nn.ModuleList(copy.deepcopy(model.encoder.layer[model.config.num_hidden_layers - k:]))
@@ -103,8 +103,8 @@ def shaped_branch(encoder, k: int):
 def main() -> None:
     import torch
 
-    from ecrec.encoder import EncoderConfig, TextEncoder
-    from ecrec.sentiment import TextAnalyzer, intent_path, load_head, probe_path
+    from ecrec.text.encoder import EncoderConfig, TextEncoder
+    from ecrec.text.sentiment import TextAnalyzer, intent_path, load_head, probe_path
 
     torch.set_num_threads(2)
     reports = [json.loads(p.read_text()) for p in sorted(REPORTS.glob("*.json"))]

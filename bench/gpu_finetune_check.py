@@ -20,8 +20,8 @@ def main() -> None:
     assert torch.cuda.is_available(), "no CUDA device"
     from transformers import AutoModel
 
-    from ecrec.classifier import BranchClassifier
-    from ecrec.encoder import EncoderConfig, TextEncoder, resolve_model_dir
+    from ecrec.text.classifier import BranchClassifier
+    from ecrec.text.encoder import EncoderConfig, TextEncoder, resolve_model_dir
 
     dev = torch.device("cuda")
     print("device:", torch.cuda.get_device_name(0))

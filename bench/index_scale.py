@@ -8,7 +8,7 @@ cosine ~0.9 from their source, like the same product in other sizes and colours)
 fresh perturbations of random source items, the way an interest vector sits near what a shopper
 liked. Reported per index: build time, memory, recall@100 against the exact top 100, and QPS for
 single queries and batches of 64 (one thread per query path: FAISS's OpenMP off, as the served
-retrievers run it). ``ecrec.index.choose_factory`` ("auto") picks from this table.
+retrievers run it). ``ecrec.retrieval.index.choose_factory`` ("auto") picks from this table.
 """
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def base_vectors(data: Path) -> np.ndarray:
-    from ecrec.catalog import load_demo_catalog
-    from ecrec.encoder import default_home, encode_cached
+    from ecrec.retrieval.catalog import load_demo_catalog
+    from ecrec.text.encoder import default_home, encode_cached
     from ecrec.evaluation.data import load_unisrec
     from ecrec.evaluation.harness import item_vectors
     from ecrec.recommender import RecommenderConfig, load_analyzer
@@ -127,7 +127,7 @@ def main() -> None:
     ok = [r for r in rows[1:] if r["recall"] >= 0.95 and r["qps1"] >= 10 * exact1]
     lines += ["", "Target recall@100 ≥ 0.95 at ≥ 10 × the exact QPS (single queries): "
               + (f"met by {', '.join(r['name'] for r in ok)}." if ok else "not met by any index here."),
-              "", "\"auto\" (`index_factory`, `ecrec.index.choose_factory`) serves Flat up to 200,000 items (exact "
+              "", "\"auto\" (`index_factory`, `ecrec.retrieval.index.choose_factory`) serves Flat up to 200,000 items (exact "
               "search took 14 ms per query at 100,000 here: 72 QPS) and HNSW32 with efSearch 256 above (at 100,000 "
               "items efSearch 128 reached only 0.947 recall@100; 256 reached 0.973). IVF-PQ with exact re-ranking "
               "builds faster but keeps the full vectors for the re-rank, so it saves no memory here; it is the choice "

@@ -26,11 +26,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import machine, stats_ms, write_section  # noqa: E402
-from ecrec import profile_codec  # noqa: E402
-from ecrec.events import Event  # noqa: E402
-from ecrec.profile import ProfileConfig, UserProfile  # noqa: E402
-from ecrec.sentiment import Clause, Sentiment, TextAnalysis  # noqa: E402
-from ecrec.shard import ProfileShard, shard_of  # noqa: E402
+from ecrec.profiles import profile_codec  # noqa: E402
+from ecrec.profiles.events import Event  # noqa: E402
+from ecrec.profiles.profile import ProfileConfig, UserProfile  # noqa: E402
+from ecrec.text.sentiment import Clause, Sentiment, TextAnalysis  # noqa: E402
+from ecrec.profiles.shard import ProfileShard, shard_of  # noqa: E402
 
 DIM = 384
 MIX = (("light", 0.70, 8, 0), ("regular", 0.25, 60, 6), ("heavy", 0.05, 300, 40))
@@ -102,10 +102,10 @@ class Stores:
 
     def open(self, i: int, synchronous: str = "FULL"):
         if self.kind == "sqlite":
-            from ecrec.store import SQLiteStore
+            from ecrec.profiles.store import SQLiteStore
 
             return SQLiteStore(self.root / f"profiles-{i:04d}.db", synchronous=synchronous)
-        from ecrec.store_redis import RedisStore
+        from ecrec.profiles.store_redis import RedisStore
 
         return RedisStore(self.url, prefix=f"bench{i}")
 

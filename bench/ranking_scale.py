@@ -39,11 +39,11 @@ def catalog(n: int, seed: int = 0):
 
 def worker(n: int, index_dir: str, out: str) -> None:
     """Runs inside one tree's interpreter."""
-    from ecrec.catalog import Item
-    from ecrec.events import Event
-    from ecrec.index import Filters, ItemMeta, VectorIndex, choose_factory
-    from ecrec.profile import UserProfile
-    from ecrec.ranking import ItemStats, Ranker, RankingConfig
+    from ecrec.retrieval.catalog import Item
+    from ecrec.profiles.events import Event
+    from ecrec.retrieval.index import Filters, ItemMeta, VectorIndex, choose_factory
+    from ecrec.profiles.profile import UserProfile
+    from ecrec.retrieval.ranking import ItemStats, Ranker, RankingConfig
 
     now = 1_790_000_000.0
     x, cat, rating, price, age = catalog(n)

@@ -13,8 +13,8 @@ import sys
 
 import numpy as np
 
-from ecrec.finetune_data import calibrate_bias, evaluate_binary
-from ecrec.metrics import accuracy_macro_f1
+from ecrec.training.finetune_data import calibrate_bias, evaluate_binary
+from ecrec.evaluation.metrics import accuracy_macro_f1
 
 
 def figures(z: dict, offsets: np.ndarray) -> dict:

@@ -23,11 +23,11 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from ecrec.encoder import default_home
+    from ecrec.text.encoder import default_home
     from ecrec.evaluation.data import load_unisrec
     from ecrec.evaluation.harness import item_vectors
     from ecrec.evaluation.methods import Live
-    from ecrec.ranking import RankingConfig
+    from ecrec.retrieval.ranking import RankingConfig
     from ecrec.recommender import Recommender, RecommenderConfig, load_analyzer, load_sequence
 
     torch.set_num_threads(1)

@@ -114,8 +114,8 @@ def main() -> None:
     serve.shutdown()
     ray.shutdown()
 
-    from ecrec.catalog import load_demo_catalog
-    from ecrec.events import Event
+    from ecrec.retrieval.catalog import load_demo_catalog
+    from ecrec.profiles.events import Event
     from ecrec.recommender import Recommender, RecommenderConfig
 
     rec = Recommender.from_catalog(load_demo_catalog(), RecommenderConfig())

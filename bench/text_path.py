@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def reviews(data_dir: str, n_per_lang: int, seed: int = 0) -> list[str]:
-    from ecrec.datasets import load_marc
+    from ecrec.training.datasets import load_marc
 
     out = []
     for lang in ("zh", "en"):
@@ -38,8 +38,8 @@ def reviews(data_dir: str, n_per_lang: int, seed: int = 0) -> list[str]:
 
 
 def analyzer(quantize: str):
-    from ecrec.encoder import EncoderConfig, TextEncoder
-    from ecrec.sentiment import TextAnalyzer, head_path, intent_head_path, load_head
+    from ecrec.text.encoder import EncoderConfig, TextEncoder
+    from ecrec.text.sentiment import TextAnalyzer, head_path, intent_head_path, load_head
 
     kw = {"quantize": quantize} if quantize != "none" else {}
     enc = TextEncoder(EncoderConfig(num_threads=2, **kw))
@@ -49,7 +49,7 @@ def analyzer(quantize: str):
 
 def worker(quantize: str, data_dir: str, rounds: int, out: str) -> None:
     """Runs inside one tree's interpreter: texts/s of ``analyze`` on the 32 reviews."""
-    from ecrec.text import split_clauses
+    from ecrec.text.prepare import split_clauses
 
     texts = reviews(data_dir, 16)
     an = analyzer(quantize)

@@ -12,8 +12,8 @@ from ray.serve import Application
 from deployments.config import AppArgs
 from deployments.encoder import Encoder
 from deployments.ingress import Ingress
-from ecrec.encoder import auto_max_replicas, cpu_replica_env
-from ecrec.index import choose_colocation
+from ecrec.text.encoder import auto_max_replicas, cpu_replica_env
+from ecrec.retrieval.index import choose_colocation
 
 
 def build_app(args: dict | AppArgs) -> Application:

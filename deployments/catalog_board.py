@@ -4,7 +4,7 @@ The ingress writes item upserts/deletes here (acknowledged once in SQLite); ever
 replica pulls ``sync(...)`` every ``sync_interval_s`` (0.2 s by default) and applies what it has
 not seen, so a change reaches all replicas within a second, and a new replica catches up by
 loading the index artifact and replaying the log from 0. The decisions (what is kept, how the
-log is compacted, what a restart means for replicas) live in ``ecrec.catalog_log``.
+log is compacted, what a restart means for replicas) live in ``ecrec.retrieval.catalog_log``.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from deployments.config import AppArgs
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=3, max_concurrency=8)
 class CatalogBoard:
     def __init__(self, path: str, content_path: str | None = None):
-        from ecrec.catalog_log import CatalogLog
+        from ecrec.retrieval.catalog_log import CatalogLog
 
         self.log = CatalogLog(path)
         # Guides and articles: a log of their own (same durability), replayed on the content artifact.

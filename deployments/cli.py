@@ -41,7 +41,7 @@ def _serve(args) -> None:
     from deployments.app import build_app
     from deployments.config import AppArgs
 
-    from ecrec.security import KeyConfigError, bind_check, keys_from_env
+    from ecrec.operations.security import KeyConfigError, bind_check, keys_from_env
 
     app_args = AppArgs.model_validate(dict(kv.split("=", 1) for kv in args.overrides))
     try:  # before Ray starts: a bad key list or an open bind is refused with a clear message

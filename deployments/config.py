@@ -5,9 +5,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ecrec.catalog import DEMO_CATALOG
+from ecrec.retrieval.catalog import DEMO_CATALOG
 from ecrec.content.library import DEMO_CONTENT
-from ecrec.encoder import default_home
+from ecrec.text.encoder import default_home
 
 
 class AppArgs(BaseModel):
@@ -35,7 +35,7 @@ class AppArgs(BaseModel):
     encoder_min_replicas: int = Field(default=1, ge=0)
     encoder_max_replicas: int | None = Field(default=None, ge=1, description=(
         "unset: on CPU, replicas for half this node's cores at encoder_threads each (1 on 2 cores; "
-        "ecrec.encoder.auto_max_replicas); on GPU, 2"))
+        "ecrec.text.encoder.auto_max_replicas); on GPU, 2"))
     encoder_target_ongoing_requests: float = Field(default=8, gt=0)
     encoder_num_cpus: float = Field(default=0.5, ge=0)
     encoder_num_gpus: float = Field(default=0, ge=0, description="a GPU or a fraction on a cluster")
@@ -67,7 +67,7 @@ class AppArgs(BaseModel):
     colocate_retrieval: bool | None = Field(default=None, description=(
         "each shard also holds a retriever: GET recommendations becomes one actor hop (memory: one index "
         "per shard). Unset: on while that copy is small, up to ~43k items at dim 384 "
-        "(ecrec.index.choose_colocation)"))
+        "(ecrec.retrieval.index.choose_colocation)"))
     seed: int = 0
     # ingress and limits
     ingress_replicas: int = Field(default=1, ge=1)

@@ -8,7 +8,7 @@ import os
 from ray import serve
 
 from deployments.config import AppArgs
-from ecrec.sentiment import analyze_isolated
+from ecrec.text.sentiment import analyze_isolated
 
 log = logging.getLogger(__name__)
 
@@ -21,9 +21,9 @@ class Encoder:
         """``heads``: (sentiment, intent) to start with; a ``user_config`` that names heads wins (and
         one that names none, e.g. a serve config's own Encoder user_config, keeps these)."""
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        from ecrec.encoder import EncoderConfig, TextEncoder
+        from ecrec.text.encoder import EncoderConfig, TextEncoder
 
-        from ecrec.encoder import auto_max_replicas, threads_per_replica
+        from ecrec.text.encoder import auto_max_replicas, threads_per_replica
 
         self.args = args
         threads = args.encoder_threads
@@ -46,7 +46,7 @@ class Encoder:
     def _load_heads(self, sentiment_head: str | None, intent_head: str | None) -> None:
         """Load the sentiment and intent heads onto the shared encoder, then swap them in with one
         assignment: a batch already running keeps the analyzer it started with."""
-        from ecrec.sentiment import TextAnalyzer, head_path, intent_head_path, load_head
+        from ecrec.text.sentiment import TextAnalyzer, head_path, intent_head_path, load_head
 
         if (sentiment_head, intent_head) == self.heads:
             return

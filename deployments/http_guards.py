@@ -2,7 +2,7 @@
 
 In order: shed load past ``max_in_flight`` (503 + Retry-After), authorise (401/403), rate-limit
 per caller (429 + Retry-After), cap the body (413), and refuse bodies that are not UTF-8 (400)
-or smuggle lone surrogates in JSON escapes (422). The decisions live in ``ecrec.security``.
+or smuggle lone surrogates in JSON escapes (422). The decisions live in ``ecrec.operations.security``.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import logging
 import re
 import time
 
-from ecrec.security import Gate, RateLimiter, route_class
+from ecrec.operations.security import Gate, RateLimiter, route_class
 
 log = logging.getLogger(__name__)
 _ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")

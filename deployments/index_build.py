@@ -15,7 +15,7 @@ class _EmbedBatch:
     """A Ray Data actor: loads the encoder once, embeds ``passage`` texts batch by batch."""
 
     def __init__(self, model: str, max_length: int, threads: int):
-        from ecrec.encoder import EncoderConfig, TextEncoder
+        from ecrec.text.encoder import EncoderConfig, TextEncoder
 
         self.encoder = TextEncoder(EncoderConfig(model=model, max_length=max_length, num_threads=threads))
 
@@ -42,11 +42,11 @@ def embed_with_ray_data(texts: list[str], model: str, max_length: int = 128, act
 def build(catalog: str | Path, out: str | Path, model: str = "e5-small", factory: str = "auto",
           ray_data_above: int = 20_000, actors: int = 2) -> Path:
     """In-process for small catalogs, Ray Data for catalogs above ``ray_data_above`` items.
-    ``factory``: a FAISS factory string, or "auto" (``ecrec.index.choose_factory``)."""
-    from ecrec.artifact import build_artifact_in_process, write_artifact
-    from ecrec.catalog import load_catalog
-    from ecrec.encoder import EncoderConfig, TextEncoder, default_home
-    from ecrec.index import choose_factory
+    ``factory``: a FAISS factory string, or "auto" (``ecrec.retrieval.index.choose_factory``)."""
+    from ecrec.retrieval.artifact import build_artifact_in_process, write_artifact
+    from ecrec.retrieval.catalog import load_catalog
+    from ecrec.text.encoder import EncoderConfig, TextEncoder, default_home
+    from ecrec.retrieval.index import choose_factory
 
     items = load_catalog(catalog)
     factory = choose_factory(factory, len(items))
@@ -83,7 +83,7 @@ def ensure_artifact(args: AppArgs) -> Path:
 def _ensure_artifact(args: AppArgs) -> Path:
     import json
 
-    from ecrec.artifact import stale_reason
+    from ecrec.retrieval.artifact import stale_reason
 
     d = args.resolved_index_dir()
     if not (d / "manifest.json").exists():
@@ -111,7 +111,7 @@ def ensure_content(args: AppArgs, dim: int) -> Path:
 
 def _ensure_content(args: AppArgs, dim: int) -> Path:
     from ecrec.content.artifact import build_content_artifact, content_stale
-    from ecrec.encoder import EncoderConfig, TextEncoder, default_home
+    from ecrec.text.encoder import EncoderConfig, TextEncoder, default_home
 
     d = args.resolved_content_dir()
     why = content_stale(d, args.model, args.content or None)

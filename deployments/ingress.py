@@ -24,13 +24,13 @@ from deployments.config import AppArgs
 from deployments.http_guards import Guards
 from deployments.profiles import get_shards
 from deployments.retriever import make_retrievers
-from ecrec.events import Event, FutureTimestampError, check_timestamp
-from ecrec.index import Filters
+from ecrec.profiles.events import Event, FutureTimestampError, check_timestamp
+from ecrec.retrieval.index import Filters
 from ecrec.operations.experiments import DEFAULT_ARM
-from ecrec.shard import shard_of
-from ecrec.security import Gate, RateLimiter, keys_from_env
-from ecrec.sentiment import AnalysisFailure
-from ecrec.text import TextError, clean, encoder_rows
+from ecrec.profiles.shard import shard_of
+from ecrec.operations.security import Gate, RateLimiter, keys_from_env
+from ecrec.text.sentiment import AnalysisFailure
+from ecrec.text.prepare import TextError, clean, encoder_rows
 
 log = logging.getLogger(__name__)
 app = FastAPI(title="ecrec", version="1", description="Real-time, text-aware recommendations",
@@ -76,7 +76,7 @@ async def _overloaded(_: Request, e: Exception):
 async def _remote_error(_: Request, e: RayTaskError):
     """A remote call that raised. A store that could not take a write (disk full, Redis down or out
     of memory) is a 503 that says so; the event was not acknowledged, so a retry is safe."""
-    from ecrec.store import is_store_error
+    from ecrec.profiles.store import is_store_error
 
     if is_store_error(e.cause):
         log.error("profile store error: %s: %s", type(e.cause).__name__, e.cause)
@@ -329,7 +329,7 @@ class Ingress:
                 self.m_sentiment.inc(tags={"label": analysis.sentiment.label,
                                            "model_version": self._version(analysis)})
             if event.item_id:
-                from ecrec.profile import ProfileConfig
+                from ecrec.profiles.profile import ProfileConfig
 
                 w = ProfileConfig().item_weight(event.type)
                 self._interactions.append((event.item_id, w, event.type in ("click", "cart", "purchase"),
@@ -501,7 +501,7 @@ class Ingress:
 
     @app.put("/v1/items/{item_id}")
     async def put_item(self, item_id: str, body: s.ItemIn) -> dict:
-        from ecrec.catalog import Item
+        from ecrec.retrieval.catalog import Item
 
         fields = body.model_dump(exclude_none=True)
         item = Item(id=item_id, **fields)

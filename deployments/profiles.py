@@ -23,10 +23,10 @@ class ProfileShardActor:
     def __init__(self, index: int, state_dir: str, dim: int, snapshot_every: int, synchronous: str,
                  colocate: AppArgs | None = None, max_future_skew_s: float = 300.0, store: str = "sqlite",
                  namespace: str = "ecrec", cache_mb: float | None = None):
-        from ecrec.profile import ProfileConfig
-        from ecrec.profile_layout import erasure_key
-        from ecrec.shard import ProfileShard
-        from ecrec.store_redis import open_store
+        from ecrec.profiles.profile import ProfileConfig
+        from ecrec.profiles.profile_layout import erasure_key
+        from ecrec.profiles.shard import ProfileShard
+        from ecrec.profiles.store_redis import open_store
 
         self.index, self.state_dir, self.dim, self.store_spec = index, state_dir, dim, store
         saved = self._saved()  # a restart after a redeploy's reconfigure: those settings, not the first ones
@@ -203,7 +203,7 @@ def check_layout(args: AppArgs, dim: int) -> None:
     """The state directory remembers how many shards and which model wrote it. Another shard
     count would strand users on the wrong shard (and erasure would miss them); another model
     would mix vector spaces: both are refused, with what to do instead."""
-    from ecrec.profile_layout import Layout, check_or_write  # raises LayoutMismatch
+    from ecrec.profiles.profile_layout import Layout, check_or_write  # raises LayoutMismatch
 
     check_or_write(args.resolved_state_dir(), Layout(num_shards=args.num_shards, model=args.model, dim=dim))
 

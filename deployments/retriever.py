@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 def as_profile(profile):
     """A profile as a shard hands it over: its stored bytes (decoded here, once), or already one."""
     if isinstance(profile, (bytes, bytearray, memoryview)):
-        from ecrec.profile import UserProfile
+        from ecrec.profiles.profile import UserProfile
 
         return UserProfile.from_bytes(profile)
     return profile
@@ -56,8 +56,8 @@ class CatalogView:
 
     def _load_artifact(self) -> None:
         """The index artifact as built, before any change from the board."""
-        from ecrec.artifact import read_artifact
-        from ecrec.ranking import ItemStats, Ranker, RankingConfig
+        from ecrec.retrieval.artifact import read_artifact
+        from ecrec.retrieval.ranking import ItemStats, Ranker, RankingConfig
 
         if not (self.args.resolved_index_dir() / "manifest.json").exists():
             # A node the driver never wrote to: build the same artifact here (deterministic, same id)
@@ -126,7 +126,7 @@ class CatalogView:
         return self.seq, self.stats_version, self.covisit_pos, self.epoch, artifact
 
     def apply(self, epoch, rows, stats, covisits) -> None:
-        from ecrec.catalog import Item
+        from ecrec.retrieval.catalog import Item
         from ecrec.recommender import item_meta
 
         with self.lock:

@@ -5,9 +5,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from ecrec.catalog import Item
+from ecrec.retrieval.catalog import Item
 from ecrec.content.library import Content
-from ecrec.events import EventType
+from ecrec.profiles.events import EventType
 
 
 class ValidationItem(BaseModel):

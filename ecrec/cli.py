@@ -7,12 +7,12 @@ import logging
 import sys
 from pathlib import Path
 
-from ecrec.datasets import DEFAULT_DATA
-from ecrec.encoder import MODELS, EncoderConfig, default_home
+from ecrec.training.datasets import DEFAULT_DATA
+from ecrec.text.encoder import MODELS, EncoderConfig, default_home
 
 
 def _prepare(args) -> None:
-    from ecrec.encoder import resolve_model_dir
+    from ecrec.text.encoder import resolve_model_dir
 
     path = resolve_model_dir(EncoderConfig(model=args.model), args.home)
     print(f"{args.model} ready at {path}")
@@ -25,9 +25,9 @@ def _demo(args) -> None:
 
 
 def _train_probe(args) -> None:
-    from ecrec.encoder import TextEncoder
-    from ecrec.probe_training import fit_marc_probe
-    from ecrec.sentiment import probe_path
+    from ecrec.text.encoder import TextEncoder
+    from ecrec.training.probe_training import fit_marc_probe
+    from ecrec.text.sentiment import probe_path
 
     enc = TextEncoder(EncoderConfig(model=args.model, max_length=args.max_length), args.home)
     probe, report = fit_marc_probe(enc, args.data, limit=args.limit, test_limit=args.test_limit,
@@ -41,9 +41,9 @@ def _train_probe(args) -> None:
 def _fit_shift(args) -> None:
     import numpy as np
 
-    from ecrec.datasets import load_marc
-    from ecrec.encoder import TextEncoder, fit_language_shift, language_shift_path
-    from ecrec.text import clean
+    from ecrec.training.datasets import load_marc
+    from ecrec.text.encoder import TextEncoder, fit_language_shift, language_shift_path
+    from ecrec.text.prepare import clean
 
     enc = TextEncoder(EncoderConfig(model=args.model, align_languages=False), args.home)
     rng = np.random.default_rng(0)
@@ -59,7 +59,7 @@ def _fit_shift(args) -> None:
 
 
 def _reshard(args) -> None:
-    from ecrec.reshard import reshard
+    from ecrec.profiles.reshard import reshard
 
     out = reshard(args.state_dir, args.shards)
     print(json.dumps(out, indent=2))
@@ -136,9 +136,9 @@ def _eval_search(args) -> None:
 
 
 def _intent_groups(args) -> None:
-    from ecrec.datasets import load_intents
-    from ecrec.encoder import TextEncoder, encode_cached
-    from ecrec.intent_data import GROUPS, paraphrase_groups, save_groups
+    from ecrec.training.datasets import load_intents
+    from ecrec.text.encoder import TextEncoder, encode_cached
+    from ecrec.training.intent_data import GROUPS, paraphrase_groups, save_groups
 
     texts, names = load_intents(args.data)
     enc = TextEncoder(EncoderConfig(model="e5-small", max_length=64, align_languages=False), args.home)
@@ -149,9 +149,9 @@ def _intent_groups(args) -> None:
 
 
 def _eval_text(args) -> None:
-    from ecrec.encoder import TextEncoder
-    from ecrec.sentiment import head_path, intent_head_path, load_head
-    from ecrec.text_eval import intent_report, sentiment_report
+    from ecrec.text.encoder import TextEncoder
+    from ecrec.text.sentiment import head_path, intent_head_path, load_head
+    from ecrec.evaluation.text_eval import intent_report, sentiment_report
 
     enc = TextEncoder(EncoderConfig(model=args.model), args.home)
     path = (head_path if args.task == "sentiment" else intent_head_path)(args.head, args.model)
@@ -176,7 +176,7 @@ def _eval_text(args) -> None:
 def _drift_reference(args) -> None:
     import random
 
-    from ecrec.datasets import load_marc
+    from ecrec.training.datasets import load_marc
     from ecrec.operations.drift import reference_from_texts
     from ecrec.recommender import RecommenderConfig, load_analyzer
 

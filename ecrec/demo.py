@@ -4,10 +4,10 @@ from __future__ import annotations
 import time
 from typing import TextIO
 
-from ecrec.catalog import load_demo_catalog
-from ecrec.events import Event
+from ecrec.retrieval.catalog import load_demo_catalog
+from ecrec.profiles.events import Event
 from ecrec.recommender import Recommender, RecommenderConfig
-from ecrec.ranking import RankingConfig
+from ecrec.retrieval.ranking import RankingConfig
 
 SCRIPT = [
     ("review", {"item_id": "phones-001", "text": "这款手机拍照效果很好，但电池续航不太理想", "rating": 4}),

@@ -12,14 +12,14 @@ from typing import Iterable
 
 import numpy as np
 
-from ecrec.catalog import Item
-from ecrec.encoder import EncoderConfig, TextEncoder, default_home, encode_cached
-from ecrec.events import Event, check_timestamp
-from ecrec.index import Filters, ItemMeta, VectorIndex
-from ecrec.profile import ProfileConfig, UserProfile
-from ecrec.ranking import ItemStats, Ranker, RankingConfig, Recommendation
-from ecrec.sentiment import TextAnalysis, TextAnalyzer, head_path, intent_head_path, load_head
-from ecrec.text import clean
+from ecrec.retrieval.catalog import Item
+from ecrec.text.encoder import EncoderConfig, TextEncoder, default_home, encode_cached
+from ecrec.profiles.events import Event, check_timestamp
+from ecrec.retrieval.index import Filters, ItemMeta, VectorIndex
+from ecrec.profiles.profile import ProfileConfig, UserProfile
+from ecrec.retrieval.ranking import ItemStats, Ranker, RankingConfig, Recommendation
+from ecrec.text.sentiment import TextAnalysis, TextAnalyzer, head_path, intent_head_path, load_head
+from ecrec.text.prepare import clean
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def item_meta(item: Item) -> ItemMeta:
 
 def load_sequence(choice: Path | str | None, model: str = "e5-small"):
     """The sequence retriever for ``choice`` (see ``RecommenderConfig.sequence_model``), or None."""
-    from ecrec.sequence import load_sequence_model, shipped_sequence_path
+    from ecrec.retrieval.sequence import load_sequence_model, shipped_sequence_path
 
     if choice == "none":
         return None

@@ -32,14 +32,14 @@ def encoder(analyzer):
 @pytest.fixture(scope="session")
 def probe_analyzer(encoder):
     """The shipped linear probe on the same encoder (the default head is the fine-tuned branch)."""
-    from ecrec.sentiment import TextAnalyzer, load_head, probe_path
+    from ecrec.text.sentiment import TextAnalyzer, load_head, probe_path
 
     return TextAnalyzer(encoder, load_head(probe_path(encoder.config.model), encoder))
 
 
 @pytest.fixture(scope="session")
 def demo_items():
-    from ecrec.catalog import load_demo_catalog
+    from ecrec.retrieval.catalog import load_demo_catalog
 
     return load_demo_catalog()
 
@@ -47,8 +47,8 @@ def demo_items():
 @pytest.fixture()
 def demo_rec(analyzer, demo_items):
     """A fresh Recommender on the demo catalog (item vectors cached on disk), exploration off."""
-    from ecrec.encoder import default_home
-    from ecrec.ranking import RankingConfig
+    from ecrec.text.encoder import default_home
+    from ecrec.retrieval.ranking import RankingConfig
     from ecrec.recommender import Recommender, RecommenderConfig
 
     rec = Recommender(analyzer, RecommenderConfig(ranking=RankingConfig(explore_share=0.0)),

@@ -75,9 +75,9 @@ def test_shard_ledger_impressions_and_erasure(tmp_path):
     search list does not; a click naming the list is attributed; erasing the user drops the lists."""
     import numpy as np
 
-    from ecrec.events import Event
-    from ecrec.shard import ProfileShard
-    from ecrec.store import SQLiteStore
+    from ecrec.profiles.events import Event
+    from ecrec.profiles.shard import ProfileShard
+    from ecrec.profiles.store import SQLiteStore
 
     dim = 8
     shard = ProfileShard(SQLiteStore(tmp_path / "s.db"), dim)
@@ -104,7 +104,7 @@ def test_shard_ledger_impressions_and_erasure(tmp_path):
 
 def test_ab_arms_are_stable_balanced_and_validated():
     from ecrec.operations.experiments import Experiment
-    from ecrec.ranking import RankingConfig
+    from ecrec.retrieval.ranking import RankingConfig
 
     e = Experiment.parse('{"arms": {"control": {}, "explore20": {"explore_share": 0.2, "fatigue": 0.05}}, "salt": "s1"}')
     users = [f"user-{j}" for j in range(4000)]

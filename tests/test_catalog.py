@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from ecrec.catalog import Item, load_catalog, load_recbole_item, load_unisrec_text
+from ecrec.retrieval.catalog import Item, load_catalog, load_recbole_item, load_unisrec_text
 
 
 def test_demo_catalog_is_big_and_bilingual(demo_items):

@@ -3,7 +3,7 @@ import json
 
 import numpy as np
 
-from ecrec.catalog_log import CatalogLog
+from ecrec.retrieval.catalog_log import CatalogLog
 
 
 def _item(i, title="t"):

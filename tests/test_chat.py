@@ -9,7 +9,7 @@ from ecrec.chat.dialogue import check_message, respond, understanding
 from ecrec.chat.replies import reply_language
 from ecrec.chat.session import ChatSession, ChatSessions
 from ecrec.chat.upset import UpsetDetector, calm_requests, train_upset_probe, upset_report, upset_rows
-from ecrec.text import TextError
+from ecrec.text.prepare import TextError
 
 T0 = 1_700_000_000.0
 
@@ -117,8 +117,8 @@ def test_a_new_request_with_the_slot_is_not_the_pending_task(analyzer):
 
 
 def test_erasure_during_a_turn_keeps_nothing(tmp_path, analyzer):
-    from ecrec.shard import ProfileShard
-    from ecrec.store import SQLiteStore
+    from ecrec.profiles.shard import ProfileShard
+    from ecrec.profiles.store import SQLiteStore
 
     store = SQLiteStore(tmp_path / "p.db")
     shard = ProfileShard(store, 384)
@@ -177,8 +177,8 @@ def test_only_emoji_or_symbols_is_refused(message):
 
 
 def test_sessions_are_durable_expire_and_are_erased(tmp_path, analyzer):
-    from ecrec.shard import ProfileShard
-    from ecrec.store import SQLiteStore
+    from ecrec.profiles.shard import ProfileShard
+    from ecrec.profiles.store import SQLiteStore
 
     store = SQLiteStore(tmp_path / "p.db")
     shard = ProfileShard(store, 384)
@@ -202,9 +202,9 @@ def test_sessions_are_durable_expire_and_are_erased(tmp_path, analyzer):
 
 
 def test_a_product_answer_is_a_question_event_for_the_profile(tmp_path, analyzer):
-    from ecrec.events import Event
-    from ecrec.shard import ProfileShard
-    from ecrec.store import SQLiteStore
+    from ecrec.profiles.events import Event
+    from ecrec.profiles.shard import ProfileShard
+    from ecrec.profiles.store import SQLiteStore
 
     shard = ProfileShard(SQLiteStore(tmp_path / "p.db"), 384)
     bot = Bot(analyzer, user="carol")

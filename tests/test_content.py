@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from ecrec.content.library import DEMO_CONTENT, Content, ContentLibrary, load_content
-from ecrec.events import Event
+from ecrec.profiles.events import Event
 
 
 @pytest.fixture(scope="module")
 def library(encoder):
-    from ecrec.encoder import default_home, encode_cached
+    from ecrec.text.encoder import default_home, encode_cached
 
     docs = load_content(DEMO_CONTENT)
     x = encode_cached(encoder, [d.embedding_text() for d in docs], "passage", default_home() / "cache")

@@ -5,14 +5,14 @@ import numpy as np
 import pytest
 
 from ecrec.operations.drift import DriftConfig, DriftMonitor, Reference, psi, top_share
-from ecrec.text import detect_language
+from ecrec.text.prepare import detect_language
 
 N = 300
 
 
 @pytest.fixture(scope="module")
 def streams(encoder, data_dir):
-    from ecrec.datasets import load_marc, load_online_shopping_categories
+    from ecrec.training.datasets import load_marc, load_online_shopping_categories
 
     rng = random.Random(0)
     zh_train, _ = load_marc(data_dir, "zh", "train")

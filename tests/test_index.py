@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from ecrec.index import Filters, ItemMeta, VectorIndex
+from ecrec.retrieval.index import Filters, ItemMeta, VectorIndex
 
 
 def _unit(x):
@@ -108,7 +108,7 @@ def test_bad_input(data):
 
 
 def test_auto_factory_by_catalog_size():
-    from ecrec.index import AUTO_FLAT_MAX, choose_factory
+    from ecrec.retrieval.index import AUTO_FLAT_MAX, choose_factory
 
     assert choose_factory("auto", 305) == "Flat" and choose_factory("auto", AUTO_FLAT_MAX) == "Flat"
     assert choose_factory("auto", 1_000_000) == "HNSW32"
@@ -118,7 +118,7 @@ def test_auto_factory_by_catalog_size():
 def test_shards_rank_themselves_only_while_an_index_copy_is_small():
     """"auto" colocation: one hop for the demo (305 items) and Amazon Scientific (4,385), two hops
     past 128 MiB of extra vectors per shard (43,690 items at dim 384); an explicit choice is kept."""
-    from ecrec.index import choose_colocation
+    from ecrec.retrieval.index import choose_colocation
 
     assert choose_colocation(None, 305, 384) and choose_colocation(None, 4_385, 384)
     assert choose_colocation(None, 43_690, 384) and not choose_colocation(None, 43_691, 384)

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from ecrec import metrics as m
+from ecrec.evaluation import metrics as m
 
 
 def test_ndcg_wikipedia_example():

@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from ecrec.events import Event
-from ecrec.profile import ProfileConfig, UserProfile
-from ecrec.sentiment import Clause, Sentiment, TextAnalysis
+from ecrec.profiles.events import Event
+from ecrec.profiles.profile import ProfileConfig, UserProfile
+from ecrec.text.sentiment import Clause, Sentiment, TextAnalysis
 
 DIM = 8
 E = np.eye(DIM, dtype=np.float32)
@@ -135,7 +135,7 @@ def test_serialisation_is_exact_and_within_budget():
     np.testing.assert_array_equal(back.interests, p.interests)
     np.testing.assert_array_equal(back.session, p.session)
     assert [(r.kind, r.label) for r in back.reasons] == [(r.kind, r.label) for r in p.reasons]
-    from ecrec import profile_codec
+    from ecrec.profiles import profile_codec
 
     assert profile_codec.size(p) == len(data)  # what the budget counts is what is written
     print(f"bytes per profile at the bounds: {len(data)}, memory {p.memory_bytes()}")
@@ -185,8 +185,8 @@ def test_a_cached_profile_holds_at_most_4_kb(tmp_path):
     import dataclasses
     import tracemalloc
 
-    from ecrec.shard import ProfileShard
-    from ecrec.store import SQLiteStore
+    from ecrec.profiles.shard import ProfileShard
+    from ecrec.profiles.store import SQLiteStore
 
     p = _heavy()
     store = SQLiteStore(tmp_path / "s.db")

@@ -2,13 +2,13 @@
 import numpy as np
 import pytest
 
-from ecrec.catalog import Item
-from ecrec.events import Event
-from ecrec.index import Filters
-from ecrec.profile import ProfileConfig
-from ecrec.ranking import RankingConfig
+from ecrec.retrieval.catalog import Item
+from ecrec.profiles.events import Event
+from ecrec.retrieval.index import Filters
+from ecrec.profiles.profile import ProfileConfig
+from ecrec.retrieval.ranking import RankingConfig
 from ecrec.recommender import Recommender, RecommenderConfig, UnknownItemError
-from ecrec.text import TextError
+from ecrec.text.prepare import TextError
 
 NOW = 1_790_000_000.0
 SEED_REVIEW = "这款手机拍照效果很好，但电池续航不太理想"
@@ -145,7 +145,7 @@ def test_huge_review_is_truncated_not_rejected(demo_rec):
 
 
 def test_exploration_survives_clicks_without_impressions(analyzer, demo_items):
-    from ecrec.encoder import default_home
+    from ecrec.text.encoder import default_home
 
     rec = Recommender(analyzer, RecommenderConfig(ranking=RankingConfig(explore_share=0.3)),
                       cache_dir=default_home() / "cache")

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ecrec.events import Event
-from ecrec.profile import UserProfile
-from ecrec.shard import ProfileShard
-from ecrec.store import SQLiteStore
-from ecrec.text import TextError, clean, split_clauses
+from ecrec.profiles.events import Event
+from ecrec.profiles.profile import UserProfile
+from ecrec.profiles.shard import ProfileShard
+from ecrec.profiles.store import SQLiteStore
+from ecrec.text.prepare import TextError, clean, split_clauses
 
 # Names that the fixes introduced are imported inside each test, so that on the code before the
 # fixes every test fails on its own (not the whole module at collection).
@@ -29,7 +29,7 @@ def _click(user, item, ts, event_id=None):
 
 # 1. a future timestamp froze the profile for good -------------------------------------------
 def test_future_timestamp_is_refused_and_cannot_freeze_a_profile(tmp_path):
-    from ecrec.events import FutureTimestampError, check_timestamp
+    from ecrec.profiles.events import FutureTimestampError, check_timestamp
 
     now = time.time()
     shard = ProfileShard(SQLiteStore(tmp_path / "s.db"), DIM)
@@ -56,7 +56,7 @@ def test_events_in_any_order_decay_by_their_age():
 
 # 2. unbounded clause fan-out ----------------------------------------------------------------
 def test_long_review_is_capped_in_clauses_and_encoder_rows():
-    from ecrec.text import MAX_CLAUSES, encoder_rows
+    from ecrec.text.prepare import MAX_CLAUSES, encoder_rows
 
     review = "质量不错。" * 400  # 2,000 characters, 400 sentences
     clauses = split_clauses(clean(review).text)
@@ -170,7 +170,7 @@ def test_legacy_snapshots_still_load():
 
 # corrupt snapshot: refused loudly, with a fall-back -----------------------------------------
 def test_corrupt_snapshot_is_refused_and_the_log_rebuilds_the_profile(tmp_path, caplog):
-    from ecrec.profile import CorruptProfileError
+    from ecrec.profiles.profile import CorruptProfileError
 
     path = tmp_path / "s.db"
     live = ProfileShard(SQLiteStore(path), DIM, snapshot_every=5)
@@ -206,7 +206,7 @@ def test_corrupt_snapshot_is_refused_and_the_log_rebuilds_the_profile(tmp_path, 
 
 # 10. one bad text failed a whole encoder batch ------------------------------------------------
 def test_one_bad_text_fails_only_itself():
-    from ecrec.sentiment import AnalysisFailure, analyze_isolated
+    from ecrec.text.sentiment import AnalysisFailure, analyze_isolated
 
     calls = []
 
@@ -265,7 +265,7 @@ def test_checkpoints_load_weights_only(tmp_path):
 
 # 6. a redeploy with other sharding silently stranded users ------------------------------------
 def test_state_layout_refuses_another_shard_count_or_model(tmp_path):
-    from ecrec.profile_layout import Layout, LayoutMismatch, check_or_write
+    from ecrec.profiles.profile_layout import Layout, LayoutMismatch, check_or_write
 
     check_or_write(tmp_path, Layout(2, "e5-small", 384))
     check_or_write(tmp_path, Layout(2, "e5-small", 384))  # the same deploy again: fine
@@ -309,9 +309,9 @@ def test_stale_artifact_is_rebuilt_or_refused(tmp_path, monkeypatch):
 
 
 def test_reshard_moves_every_profile_and_keeps_idempotency_and_erasure(tmp_path):
-    from ecrec.profile_layout import Layout, check_or_write, erasure_key
-    from ecrec.reshard import reshard
-    from ecrec.shard import shard_of
+    from ecrec.profiles.profile_layout import Layout, check_or_write, erasure_key
+    from ecrec.profiles.reshard import reshard
+    from ecrec.profiles.shard import shard_of
 
     state = tmp_path / "state"
     check_or_write(state, Layout(2, "e5-small", DIM))
@@ -325,7 +325,7 @@ def test_reshard_moves_every_profile_and_keeps_idempotency_and_erasure(tmp_path)
         shards[shard_of(u, 2)].apply(_click(u, f"i{n % 17}", t0 + n, f"ev-{n}"), V[n % 50], None)
     shards[shard_of("user-3", 2)].delete("user-3")
     before = {u: shards[shard_of(u, 2)].get(u) for u in users if u != "user-3"}
-    from ecrec.catalog_log import CatalogLog
+    from ecrec.retrieval.catalog_log import CatalogLog
 
     for name in ("catalog.db", "content.db"):  # the item and guide edit logs move with the directory
         CatalogLog(state / name).delete(f"edited-in-{name}")

@@ -7,12 +7,12 @@ import json
 import numpy as np
 import pytest
 
-from ecrec.encoder import encode_cached
+from ecrec.text.encoder import encode_cached
 from ecrec.evaluation import replay as replay_mod
 from ecrec.evaluation.replay import (NEUTRALISED, REVIEWS, AblationConfig, build_catalog, load_reviews,
                                      run_ablation)
-from ecrec.events import Event
-from ecrec.ranking import RankingConfig
+from ecrec.profiles.events import Event
+from ecrec.retrieval.ranking import RankingConfig
 from ecrec.recommender import Recommender, RecommenderConfig
 
 # 8 users with texts cut to 300 chars: ~390 encoder rows (texts, their clauses, item summaries)

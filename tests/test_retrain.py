@@ -2,11 +2,11 @@
 import numpy as np
 import pytest
 
-from ecrec.events import Event
+from ecrec.profiles.events import Event
 from ecrec.operations.retrain import labelled_reviews, should_promote
-from ecrec.sentiment import Clause, Sentiment, TextAnalysis
-from ecrec.shard import ProfileShard
-from ecrec.store import SQLiteStore
+from ecrec.text.sentiment import Clause, Sentiment, TextAnalysis
+from ecrec.profiles.shard import ProfileShard
+from ecrec.profiles.store import SQLiteStore
 
 DIM = 8
 
@@ -49,8 +49,8 @@ def test_promotion_rule():
 def test_labelled_files_name_the_bad_line(tmp_path, data_dir):
     """``read_labelled`` for both tasks: labels become the task's class ids; an unknown label or a
     line that is not JSON is refused with its line number, before any training starts."""
-    from ecrec.finetune_data import read_labelled
-    from ecrec.intent_data import intent_labels
+    from ecrec.training.finetune_data import read_labelled
+    from ecrec.training.intent_data import intent_labels
 
     intents = intent_labels(str(data_dir))
     assert len(intents) == 28 and intents[-1] == "none" and "cancel_order" in intents
@@ -71,7 +71,7 @@ def test_click_sequences_are_what_the_retriever_reads_and_split_leave_last_out(t
     """The export is each profile's recent positive items (a re-click moves an item to the end, a
     view is not a click, a dislike takes it out), items outside the catalog dropped, shoppers
     with fewer than 3 left out; as RecBole files it reads back leave-last-out."""
-    from ecrec.catalog import Item
+    from ecrec.retrieval.catalog import Item
     from ecrec.evaluation.data import load_dataset
     from ecrec.operations.retrain import click_sequences, write_recbole
 
@@ -109,7 +109,7 @@ def test_click_sequences_are_what_the_retriever_reads_and_split_leave_last_out(t
 def _tiny_model(id_items: int, vocab: list[str], seed: int):
     import torch
 
-    from ecrec.sequence import SequenceConfig, SequenceModel
+    from ecrec.retrieval.sequence import SequenceConfig, SequenceModel
 
     torch.manual_seed(seed)
     m = SequenceModel(SequenceConfig(dim=16, hidden=16, layers=1, heads=2, max_len=8, id_items=id_items))
@@ -123,7 +123,7 @@ def _tiny_model(id_items: int, vocab: list[str], seed: int):
 def test_catalog_scores_rank_like_serving_for_a_model_of_another_catalog():
     """Batched holdout scores equal serving's one-at-a-time ``query`` + ``item_scores``, for a model
     whose id vocabulary covers part of the catalog in another order."""
-    from ecrec.sequence import catalog_scores
+    from ecrec.retrieval.sequence import catalog_scores
 
     rng = np.random.default_rng(0)
     catalog = [f"i{j}" for j in range(9)]
@@ -142,7 +142,7 @@ def test_catalog_scores_rank_like_serving_for_a_model_of_another_catalog():
 def test_warm_state_keeps_the_serving_weights_and_the_id_rows_it_knows():
     import torch
 
-    from ecrec.sequence import warm_state
+    from ecrec.retrieval.sequence import warm_state
 
     serving = _tiny_model(4, ["a", "b", "c", "d"], seed=2)
     fresh = _tiny_model(3, [], seed=3)
@@ -167,7 +167,7 @@ def test_sequence_version_names_what_serves():
 def test_sequence_settings_are_typed_and_checked():
     """``--set lr=3e-3`` is a float (YAML alone reads it as a string, and training then failed)."""
     pytest.importorskip("ray")
-    from ecrec.sequence_training import SequenceTrainConfig
+    from ecrec.training.sequence_training import SequenceTrainConfig
     from training.cli import _settings
     from training.sequence import typed_settings
 

@@ -44,7 +44,7 @@ def test_cross_language_query_finds_chinese_listings(search, analyzer):
 
 
 def test_filters_hold_in_both_halves(search, analyzer):
-    from ecrec.index import Filters
+    from ecrec.retrieval.index import Filters
 
     q = "耳机 headphones"
     vec = analyzer.encoder.encode([q], "query")[0]
@@ -53,8 +53,8 @@ def test_filters_hold_in_both_halves(search, analyzer):
 
 
 def test_the_profile_reranks_and_bought_items_sink(search, analyzer, demo_rec):
-    from ecrec.events import Event
-    from ecrec.profile import UserProfile
+    from ecrec.profiles.events import Event
+    from ecrec.profiles.profile import UserProfile
 
     q = "noise cancelling headphones"
     vec = analyzer.encoder.encode([q], "query")[0]
@@ -73,7 +73,7 @@ def test_the_profile_reranks_and_bought_items_sink(search, analyzer, demo_rec):
 
 
 def test_lexical_index_follows_item_changes(demo_items):
-    from ecrec.catalog import Item
+    from ecrec.retrieval.catalog import Item
 
     lex = LexicalIndex(demo_items)
     assert not lex.search("卫星通话", 5)
@@ -85,8 +85,8 @@ def test_lexical_index_follows_item_changes(demo_items):
 
 def test_fusion_is_reciprocal_rank():
     """An item ranked r by one half scores w / (c + r); both halves add."""
-    from ecrec.catalog import Item
-    from ecrec.index import ItemMeta, VectorIndex
+    from ecrec.retrieval.catalog import Item
+    from ecrec.retrieval.index import ItemMeta, VectorIndex
 
     items = [Item(id=f"i{n}", title=t, created_at=0) for n, t in enumerate(["red apple", "green apple", "blue pear"])]
     index = VectorIndex(2, "Flat")
@@ -113,7 +113,7 @@ def test_search_quality_on_scientific(analyzer, data_dir):
     (NDCG@10, test): exact queries lexical 0.888, semantic 0.773, hybrid 0.888; queries with one
     typo lexical 0.807, semantic 0.722, hybrid 0.836; personalized 0.802 vs 0.794 (1,500 users).
     Floors 3 points under; hybrid must beat both halves on the noisy and the mixed sets."""
-    from ecrec.encoder import default_home
+    from ecrec.text.encoder import default_home
     from ecrec.search.evaluation import run_search_eval
 
     r = run_search_eval(data_dir, analyzer, cache_dir=default_home() / "cache", n_users=300)

@@ -7,7 +7,7 @@ import pytest
 from fastapi import FastAPI
 
 from deployments.http_guards import Guards
-from ecrec.security import Gate, KeyConfigError, RateLimiter, bind_check, keys_from_env, route_class
+from ecrec.operations.security import Gate, KeyConfigError, RateLimiter, bind_check, keys_from_env, route_class
 
 WRITER = "w" * 24
 READER = "r" * 24

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from ecrec.datasets import load_marc
-from ecrec.metrics import accuracy_macro_f1
-from ecrec.sentiment import LinearProbe, train_probe
+from ecrec.training.datasets import load_marc
+from ecrec.evaluation.metrics import accuracy_macro_f1
+from ecrec.text.sentiment import LinearProbe, train_probe
 
 
 @pytest.mark.parametrize("text,label", [
@@ -18,7 +18,7 @@ def test_shipped_heads_on_clear_cases(analyzer, probe_analyzer, head, text, labe
 
 
 def test_default_head_is_the_shipped_fine_tuned_branch(analyzer, probe_analyzer):
-    from ecrec.sentiment import BranchHead
+    from ecrec.text.sentiment import BranchHead
 
     assert isinstance(analyzer.head, BranchHead) and analyzer.head.info["name"].startswith("sentiment-ft")
     assert probe_analyzer.head.info["name"].startswith("sentiment_probe")
@@ -123,9 +123,9 @@ def test_int8_encoder_stays_close_to_fp32_on_marc(analyzer, data_dir):
 
     import torch
 
-    from ecrec.datasets import load_marc
-    from ecrec.encoder import EncoderConfig, TextEncoder
-    from ecrec.sentiment import TextAnalyzer, head_path, intent_head_path, load_head
+    from ecrec.training.datasets import load_marc
+    from ecrec.text.encoder import EncoderConfig, TextEncoder
+    from ecrec.text.sentiment import TextAnalyzer, head_path, intent_head_path, load_head
 
     enc = TextEncoder(EncoderConfig(quantize="int8"))
     int8 = TextAnalyzer(enc, load_head(head_path(None, "e5-small"), enc), load_head(intent_head_path(None, "e5-small"), enc))

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from ecrec.evaluation.methods import ZeroShot
-from ecrec.sequence import SequenceConfig, SequenceModel, load_sequence_model, save_sequence_model, shipped_sequence_path
-from ecrec.sequence_training import exclude_history, top_k
+from ecrec.retrieval.sequence import SequenceConfig, SequenceModel, load_sequence_model, save_sequence_model, shipped_sequence_path
+from ecrec.training.sequence_training import exclude_history, top_k
 
 DIM = 16
 
@@ -100,11 +100,11 @@ def test_an_item_the_model_knows_by_its_id_reaches_the_list():
     """Regression: the ranker took the sequence retriever's candidates from FAISS alone, which
     holds text vectors, so an item a retrained model puts first for what shoppers clicked next
     (its id row), not for its text, never reached the list (3 of 12 live walks found it, 11 after)."""
-    from ecrec.catalog import Item
-    from ecrec.events import Event
-    from ecrec.index import VectorIndex
-    from ecrec.profile import UserProfile
-    from ecrec.ranking import ItemStats, Ranker, RankingConfig
+    from ecrec.retrieval.catalog import Item
+    from ecrec.profiles.events import Event
+    from ecrec.retrieval.index import VectorIndex
+    from ecrec.profiles.profile import UserProfile
+    from ecrec.retrieval.ranking import ItemStats, Ranker, RankingConfig
     from ecrec.recommender import item_meta
 
     X = _items()

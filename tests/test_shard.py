@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-from ecrec.events import Event
-from ecrec.shard import ProfileShard, shard_of
-from ecrec.sentiment import Clause, Sentiment, TextAnalysis
-from ecrec.store import SQLiteStore
+from ecrec.profiles.events import Event
+from ecrec.profiles.shard import ProfileShard, shard_of
+from ecrec.text.sentiment import Clause, Sentiment, TextAnalysis
+from ecrec.profiles.store import SQLiteStore
 
 DIM = 16
 rng = np.random.default_rng(0)

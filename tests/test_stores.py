@@ -8,9 +8,9 @@ import uuid
 import numpy as np
 import pytest
 
-from ecrec.events import Event
-from ecrec.shard import ProfileShard
-from ecrec.store import SQLiteStore
+from ecrec.profiles.events import Event
+from ecrec.profiles.shard import ProfileShard
+from ecrec.profiles.store import SQLiteStore
 
 DIM = 16
 rng = np.random.default_rng(0)
@@ -24,7 +24,7 @@ def make_store(request, tmp_path):
     if request.param == "sqlite":
         return lambda: SQLiteStore(tmp_path / "s.db")
     url = request.getfixturevalue("redis_url")
-    from ecrec.store_redis import RedisStore
+    from ecrec.profiles.store_redis import RedisStore
 
     prefix = f"t-{uuid.uuid4().hex[:8]}"  # one server for the session, a key space per test
     return lambda: RedisStore(url, prefix=prefix)
@@ -167,7 +167,7 @@ def test_a_failed_commit_leaves_no_open_transaction(tmp_path):
     import sqlite3
     import threading
 
-    from ecrec.store import transaction
+    from ecrec.profiles.store import transaction
 
     db = sqlite3.connect(tmp_path / "t.db", isolation_level=None)
     db.execute("PRAGMA foreign_keys = ON")
@@ -187,7 +187,7 @@ def test_store_errors_are_recognised():
 
     import redis
 
-    from ecrec.store import is_store_error
+    from ecrec.profiles.store import is_store_error
 
     assert is_store_error(sqlite3.OperationalError("database or disk is full"))
     assert is_store_error(redis.exceptions.ResponseError("OOM command not allowed"))

@@ -1,6 +1,6 @@
 import pytest
 
-from ecrec.text import TextError, clean, detect_language, split_clauses
+from ecrec.text.prepare import TextError, clean, detect_language, split_clauses
 
 
 def test_seed_review_splits_into_two_clauses():

@@ -6,7 +6,7 @@ full-set figures are in BENCHMARKS.md): a broken or swapped model fails them.
 import numpy as np
 import pytest
 
-from ecrec.metrics import accuracy_macro_f1
+from ecrec.evaluation.metrics import accuracy_macro_f1
 
 MEASURED = {  # on these slices, shipped branches (`ecrec eval-text` gives the full-set figures)
     "marc_zh": 0.667, "marc_zh_f1": 0.588, "marc_en": 0.770, "marc_en_f1": 0.696,
@@ -22,20 +22,20 @@ def _slice(texts, y, n, seed=0):
 
 @pytest.fixture(scope="module")
 def sentiment_data(data_dir):
-    from ecrec.finetune_data import FinetuneConfig, load_task
+    from ecrec.training.finetune_data import FinetuneConfig, load_task
 
     return load_task(FinetuneConfig(task="sentiment", data_dir=str(data_dir), eval_test=True))
 
 
 @pytest.fixture(scope="module")
 def intent_data(data_dir):
-    from ecrec.finetune_data import FinetuneConfig, load_task
+    from ecrec.training.finetune_data import FinetuneConfig, load_task
 
     return load_task(FinetuneConfig(task="intent", data_dir=str(data_dir), eval_test=True))
 
 
 def _sentiment_logits(analyzer, texts):
-    from ecrec.text_eval import head_logits
+    from ecrec.evaluation.text_eval import head_logits
 
     return head_logits(analyzer.encoder, analyzer.head, texts)
 
@@ -54,7 +54,7 @@ def test_sentiment_branch_on_a_marc_test_slice(analyzer, sentiment_data, lang):
 def test_sentiment_branch_on_held_out_categories(analyzer, sentiment_data):
     """酒店, 水果 and 蒙牛 reviews: categories the branch never trained on. Binary data: the served
     label must not call a clear review neutral, and the polarity must be right."""
-    from ecrec.finetune_data import evaluate_binary
+    from ecrec.training.finetune_data import evaluate_binary
 
     texts, ys = [], []
     for name, split in sentiment_data.tests.items():

@@ -8,7 +8,7 @@ CONFIGS = Path(__file__).parent / "configs"
 
 
 def _train(args) -> None:
-    from ecrec.finetune_data import FinetuneConfig
+    from ecrec.training.finetune_data import FinetuneConfig
     from training.finetune import run
 
     overrides = {"task": args.task, "data_dir": str(args.data) if args.data else None, "workers": args.workers,

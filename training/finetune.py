@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ecrec.finetune_data import FinetuneConfig
+from ecrec.training.finetune_data import FinetuneConfig
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def load_state(path) -> dict:
 def _base_model(cfg: FinetuneConfig, home: str | None):
     from transformers import AutoModel, AutoTokenizer
 
-    from ecrec.encoder import EncoderConfig, resolve_model_dir
+    from ecrec.text.encoder import EncoderConfig, resolve_model_dir
 
     path = resolve_model_dir(EncoderConfig(model=cfg.model), Path(home) if home else None)
     tok = AutoTokenizer.from_pretrained(str(path))
@@ -40,7 +40,7 @@ def _base_model(cfg: FinetuneConfig, home: str | None):
 
 
 def _prefix(cfg: FinetuneConfig, texts: list[str]) -> list[str]:
-    from ecrec.text import clean
+    from ecrec.text.prepare import clean
 
     pre = "query: " if cfg.model == "e5-small" else ""
     return [pre + clean(t).text for t in texts]
@@ -48,7 +48,7 @@ def _prefix(cfg: FinetuneConfig, texts: list[str]) -> list[str]:
 
 def _loader(tok, texts, labels, binary, cfg, rank: int, world: int):
     """Length-bucketed batches of this rank's fixed share: (index, ids, mask, label, binary)."""
-    from ecrec.batching import LengthBuckets
+    from ecrec.training.batching import LengthBuckets
 
     enc = tok(texts, truncation=True, max_length=cfg.max_length)["input_ids"]
     ys = labels.tolist()
@@ -104,9 +104,9 @@ def train_loop_per_worker(config: dict) -> None:
     import ray.train.torch
     from transformers import get_linear_schedule_with_warmup
 
-    from ecrec.classifier import BranchClassifier
-    from ecrec.batching import TrunkCache
-    from ecrec.finetune_data import balanced_weights, binary_masked, calibrate_bias, evaluate, load_task
+    from ecrec.text.classifier import BranchClassifier
+    from ecrec.training.batching import TrunkCache
+    from ecrec.training.finetune_data import balanced_weights, binary_masked, calibrate_bias, evaluate, load_task
 
     cfg = FinetuneConfig(**config["cfg"])
     torch.manual_seed(cfg.seed)
@@ -259,8 +259,8 @@ def run(cfg: FinetuneConfig, out_dir: str | Path, storage: str | Path, name: str
 
 def export(cfg: FinetuneConfig, result, out_dir: Path, wall_s: float, home: str | None) -> dict:
     """Best branch -> ``branch.safetensors`` (shippable) + an HF folder + metrics and reports."""
-    from ecrec.classifier import BranchClassifier, export_hf_folder, save_branch
-    from ecrec.finetune_data import (calibrate_bias, classification_report, evaluate, evaluate_binary, load_task,
+    from ecrec.text.classifier import BranchClassifier, export_hf_folder, save_branch
+    from ecrec.training.finetune_data import (calibrate_bias, classification_report, evaluate, evaluate_binary, load_task,
                                      plot_confusion, plot_training_curve)
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -305,7 +305,7 @@ def export(cfg: FinetuneConfig, result, out_dir: Path, wall_s: float, home: str 
     info = {"name": f"{cfg.task}-ft-k{cfg.branch_layers}", "base": cfg.model, "task": cfg.task,
             "dev": metrics["dev"], **{k: metrics[k] for k in data.tests}}
     if cfg.task == "intent":
-        from ecrec.intent_metrics import confidence_report
+        from ecrec.evaluation.intent_metrics import confidence_report
 
         metrics["confidence"] = confidence_report(all_logits, {k: v.labels for k, v in sets.items()}, data.labels,
                                                   fit_rows=data.clarify_rows)

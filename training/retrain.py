@@ -38,8 +38,8 @@ import yaml
 
 def _stores(args, state_dir: Path | None = None):
     """The serving store: Redis by URL, or the SQLite shards of ``--state-dir`` (else the app's)."""
-    from ecrec.store import SQLiteStore
-    from ecrec.store_redis import open_store
+    from ecrec.profiles.store import SQLiteStore
+    from ecrec.profiles.store_redis import open_store
 
     if args.store and args.store != "sqlite":
         return [open_store(args.store, "", "FULL", prefix=args.namespace)]
@@ -53,9 +53,9 @@ def _stores(args, state_dir: Path | None = None):
 def _holdout(task: str, encoder, head, data_dir: str, n: int) -> dict:
     """The fixed holdout both heads are scored on: a seeded slice of ``n`` texts of each test set
     (sentiment: MARC test zh and en; intent: every held-out intent set)."""
-    from ecrec.datasets import load_marc
-    from ecrec.finetune_data import FinetuneConfig, evaluate, load_task
-    from ecrec.text_eval import head_logits
+    from ecrec.training.datasets import load_marc
+    from ecrec.training.finetune_data import FinetuneConfig, evaluate, load_task
+    from ecrec.evaluation.text_eval import head_logits
 
     if task == "sentiment":
         labels = ["negative", "neutral", "positive"]
@@ -78,14 +78,14 @@ def _export(args, out: Path) -> int:
     """The task's labelled examples into ``<out>/labelled.jsonl``: rated reviews from the event
     store (sentiment), or the operator's labelled utterances (intent: the store keeps only the
     intents the model itself predicted, and training on those would only repeat its mistakes)."""
-    from ecrec.finetune_data import read_labelled
+    from ecrec.training.finetune_data import read_labelled
     from ecrec.operations.retrain import labelled_reviews
 
     if args.task == "sentiment":
         since = time.time() - args.since_days * 86400 if args.since_days else 0.0
         rows = [{"text": r["text"], "label": r["label"]} for r in labelled_reviews(_stores(args), since)]
     else:
-        from ecrec.intent_data import intent_labels
+        from ecrec.training.intent_data import intent_labels
 
         names = intent_labels(str(args.data))
         texts, ids = read_labelled(args.labelled, names)  # refuses unknown intents, naming the line
@@ -111,7 +111,7 @@ def _train(args, cfg_overrides: dict, out: Path) -> Path:
         if status != JobStatus.SUCCEEDED:
             raise SystemExit(f"training job {job} {status}:\n{client.get_job_logs(job)[-3000:]}")
     else:
-        from ecrec.finetune_data import FinetuneConfig
+        from ecrec.training.finetune_data import FinetuneConfig
         from training.cli import _settings
         from training.finetune import run
 
@@ -136,7 +136,7 @@ HEAD_KEY = {"sentiment": "sentiment_head", "intent": "intent_head"}  # AppArgs /
 
 def _serving_head(task: str, serve_cfg: dict, model: str) -> Path | None:
     """The head the serve config serves for ``task``: the Encoder's user_config wins over the args."""
-    from ecrec.sentiment import head_path, intent_head_path
+    from ecrec.text.sentiment import head_path, intent_head_path
 
     app = serve_cfg["applications"][0]
     encoder_cfg = [d.get("user_config") or {} for d in app.get("deployments", []) if d.get("name") == "Encoder"]
@@ -147,9 +147,9 @@ def _serving_head(task: str, serve_cfg: dict, model: str) -> Path | None:
 def _retrain(args) -> None:
     if args.task == "sequence":
         return _retrain_sequence(args)
-    from ecrec.encoder import EncoderConfig, TextEncoder
+    from ecrec.text.encoder import EncoderConfig, TextEncoder
     from ecrec.operations.retrain import should_promote
-    from ecrec.sentiment import load_head
+    from ecrec.text.sentiment import load_head
     from training.cli import CONFIGS, _settings
 
     if args.task == "sentiment" and args.labelled:
@@ -200,11 +200,11 @@ def _retrain(args) -> None:
 
 def _retrain_sequence(args) -> None:
     from deployments.config import AppArgs
-    from ecrec.artifact import read_artifact
+    from ecrec.retrieval.artifact import read_artifact
     from ecrec.cli import main
     from ecrec.evaluation.data import load_dataset
     from ecrec.operations.retrain import click_sequences, sequence_holdout, should_promote, write_recbole
-    from ecrec.sequence import load_sequence_model, shipped_sequence_path
+    from ecrec.retrieval.sequence import load_sequence_model, shipped_sequence_path
 
     if args.labelled:
         raise SystemExit("--labelled is for intent: sequences come from the store's click logs")

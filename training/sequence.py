@@ -1,7 +1,7 @@
 """Ray Train for the sequence retriever (``ecrec train sequence``, and ``ecrec eval`` when a
 dataset has no checkpoint yet).
 
-``TorchTrainer`` runs ``ecrec.sequence_training.train_sequence`` on N workers (DDP over gloo on
+``TorchTrainer`` runs ``ecrec.training.sequence_training.train_sequence`` on N workers (DDP over gloo on
 CPU, NCCL on GPU); each takes every N-th length bucket. Rank 0 reports a checkpoint whenever
 valid NDCG@10 improves; re-running the same run name and storage path resumes from it.
 """
@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ecrec.sequence import SequenceConfig
-from ecrec.sequence_training import SequenceTrainConfig
+from ecrec.retrieval.sequence import SequenceConfig
+from ecrec.training.sequence_training import SequenceTrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def train_loop_per_worker(config: dict) -> None:
     import ray.train.torch
 
     from ecrec.evaluation.data import load_dataset
-    from ecrec.sequence_training import train_sequence
+    from ecrec.training.sequence_training import train_sequence
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -70,7 +70,7 @@ def fit(X: np.ndarray, ds, cfg: SequenceTrainConfig, data_dir: str | Path | None
     from ray.train import CheckpointConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from ecrec.sequence import SequenceModel
+    from ecrec.retrieval.sequence import SequenceModel
 
     data_dir = Path(data_dir or ds.source).resolve()
     storage = Path(storage).resolve()
@@ -81,7 +81,7 @@ def fit(X: np.ndarray, ds, cfg: SequenceTrainConfig, data_dir: str | Path | None
         x_path = Path(tmp) / "items.npy"
         np.save(x_path, np.asarray(X, np.float32))
         if init_from is not None:
-            from ecrec.sequence import load_sequence_model, warm_state
+            from ecrec.retrieval.sequence import load_sequence_model, warm_state
 
             init_path = Path(tmp) / "init.pt"
             torch.save(warm_state(SequenceModel(cfg.model), load_sequence_model(init_from)[0],
@@ -131,10 +131,10 @@ def typed_settings(cls, settings: dict) -> dict:
 
 
 def _train(args) -> None:
-    from ecrec.encoder import TextEncoder, EncoderConfig
+    from ecrec.text.encoder import TextEncoder, EncoderConfig
     from ecrec.evaluation.data import load_dataset
     from ecrec.evaluation.harness import item_vectors
-    from ecrec.sequence import load_sequence_model, save_sequence_model
+    from ecrec.retrieval.sequence import load_sequence_model, save_sequence_model
     from training.cli import _settings
 
     ds = load_dataset(args.data, args.format)

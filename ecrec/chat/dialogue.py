@@ -17,7 +17,7 @@ from ecrec.chat import replies
 from ecrec.chat.session import TREND, ChatSession
 from ecrec.chat.slots import PriceRange, categories, extract, price_range
 from ecrec.chat.upset import UpsetDetector
-from ecrec.text import TextError
+from ecrec.text.prepare import TextError
 
 # What each service intent needs before it is done ("contact": an email or a phone number).
 NEEDS = {

@@ -7,7 +7,7 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-from ecrec.text import detect_language
+from ecrec.text.prepare import detect_language
 
 REPLIES_FILE = Path(__file__).parent.parent / "data" / "chat_replies.json"
 LANGUAGES = ("zh", "en")

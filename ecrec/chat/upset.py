@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ecrec.sentiment import ARTIFACTS, LinearProbe, train_probe
+from ecrec.text.sentiment import ARTIFACTS, LinearProbe, train_probe
 
 UPSET_FILE = Path(__file__).parent.parent / "data" / "chat_upset.jsonl"
 FALLBACK_AT = 0.80  # p(negative), fitted for 5 % false alarms on the fitting half
@@ -68,8 +68,8 @@ class UpsetDetector:
 def calm_requests(data_dir: str | Path, every: int = 40) -> list[dict]:
     """Service requests as calm examples: the project's Chinese intent training utterances and every
     ``every``-th Bitext utterance (complaints left out: some are angry)."""
-    from ecrec.datasets import load_intents
-    from ecrec.intent_data import ZH_TRAIN, read_jsonl
+    from ecrec.training.datasets import load_intents
+    from ecrec.training.intent_data import ZH_TRAIN, read_jsonl
 
     zh = [r for r in read_jsonl(ZH_TRAIN) if r["intent"] != "complaint"][::3]
     texts, intents = load_intents(data_dir)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ecrec.artifact import catalog_digest
+from ecrec.retrieval.artifact import catalog_digest
 from ecrec.content.library import Content, load_content
 
 
@@ -68,7 +68,7 @@ def content_stale(directory: str | Path, model: str, source: str | Path | None) 
 def build_content_artifact(source: str | Path | None, out_dir: str | Path, encoder, dim: int,
                            cache_dir: Path | None = None) -> Path:
     """Embed the seed documents (``passage`` role, like items) and write the artifact; no seed: empty."""
-    from ecrec.encoder import encode_cached
+    from ecrec.text.encoder import encode_cached
 
     docs = load_content(source) if source else []
     x = (encode_cached(encoder, [d.embedding_text() for d in docs], "passage", cache_dir) if docs

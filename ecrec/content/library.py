@@ -27,7 +27,7 @@ from typing import Annotated, Iterable, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ecrec.index import Filters, ItemMeta, VectorIndex
+from ecrec.retrieval.index import Filters, ItemMeta, VectorIndex
 
 DEMO_CONTENT = Path(__file__).resolve().parents[1] / "data" / "demo_content.jsonl"
 Kind = Literal["guide", "article", "review"]

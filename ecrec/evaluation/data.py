@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ecrec.catalog import Item
+from ecrec.retrieval.catalog import Item
 
 MAX_HISTORY = 50  # the UniSRec files cap histories at 50; RecBole splits are capped the same way
 

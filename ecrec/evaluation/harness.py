@@ -1,7 +1,7 @@
 """``ecrec eval``: every method on one split of one dataset, full ranking, one table.
 
 RecBole's shape without its string-keyed config: the dataset (``data``), methods behind one
-interface (``methods``), metrics as pure functions (``ecrec.metrics``). Writes JSON and a PNG of
+interface (``methods``), metrics as pure functions (``ecrec.evaluation.metrics``). Writes JSON and a PNG of
 Recall@K for K = 1..50.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 
 from ecrec.evaluation.data import SeqDataset, Split, load_dataset
 from ecrec.evaluation.methods import ItemKNN, Live, Popularity, Sequence, ZeroShot
-from ecrec.metrics import intra_list_diversity, ranking_report, recall_curve
+from ecrec.evaluation.metrics import intra_list_diversity, ranking_report, recall_curve
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class EvalOptions:
 
 def item_vectors(ds: SeqDataset, encoder, cache_dir: Path | None) -> np.ndarray:
     """The encoder's ``passage`` vectors of every item, as the served index holds them: (n, dim)."""
-    from ecrec.encoder import encode_cached
+    from ecrec.text.encoder import encode_cached
 
     return encode_cached(encoder, [it.embedding_text() for it in ds.items], "passage", cache_dir)
 
@@ -57,8 +57,8 @@ def default_checkpoint(ds: SeqDataset) -> Path:
 def sequence_model(ds: SeqDataset, X: np.ndarray, opts: EvalOptions):
     """Load the checkpoint for this dataset; the shipped one if it was trained on it; else train
     (Ray Train when installed, in-process otherwise) under the time cap and save it."""
-    from ecrec.sequence import SequenceConfig, load_sequence_model, save_sequence_model, shipped_sequence_path
-    from ecrec.sequence_training import SequenceTrainConfig, train_sequence
+    from ecrec.retrieval.sequence import SequenceConfig, load_sequence_model, save_sequence_model, shipped_sequence_path
+    from ecrec.training.sequence_training import SequenceTrainConfig, train_sequence
 
     path = opts.checkpoint or default_checkpoint(ds)
     if path.exists():
@@ -90,7 +90,7 @@ def sequence_model(ds: SeqDataset, X: np.ndarray, opts: EvalOptions):
 
 
 def live_method(ds: SeqDataset, X: np.ndarray, analyzer, seq_model, opts: EvalOptions):
-    from ecrec.ranking import RankingConfig
+    from ecrec.retrieval.ranking import RankingConfig
     from ecrec.recommender import Recommender, RecommenderConfig
 
     rec = Recommender(analyzer, RecommenderConfig(ranking=RankingConfig(explore_share=0.0), sequence_model="none"))
@@ -114,7 +114,7 @@ def run_eval(opts: EvalOptions, analyzer=None) -> dict:
     ds = load_dataset(opts.data, opts.fmt)
     split = ds.split(opts.split).head(opts.limit)
     # every method needs the item vectors: ILD is measured on them
-    from ecrec.encoder import default_home
+    from ecrec.text.encoder import default_home
 
     if analyzer is None:
         from ecrec.recommender import RecommenderConfig, load_analyzer

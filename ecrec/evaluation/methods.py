@@ -11,7 +11,7 @@ import logging
 import numpy as np
 
 from ecrec.evaluation.data import SeqDataset, Split
-from ecrec.sequence_training import exclude_history, top_k
+from ecrec.training.sequence_training import exclude_history, top_k
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ class Live:
         self.index_of = {it.id: i for i, it in enumerate(ds.items)}
 
     def replay(self, user: str, history: list[int], t0: float = 1.6e9) -> float:
-        from ecrec.events import Event
+        from ecrec.profiles.events import Event
 
         uid = f"eval-{user}"
         self.rec.forget_user(uid)

@@ -34,15 +34,15 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ecrec.catalog import Item
-from ecrec.datasets import DEFAULT_DATA
-from ecrec.encoder import encode_cached
-from ecrec.events import Event
-from ecrec.metrics import hit_rate_at_k, ndcg_at_k
-from ecrec.ranking import RankingConfig
+from ecrec.retrieval.catalog import Item
+from ecrec.training.datasets import DEFAULT_DATA
+from ecrec.text.encoder import encode_cached
+from ecrec.profiles.events import Event
+from ecrec.evaluation.metrics import hit_rate_at_k, ndcg_at_k
+from ecrec.retrieval.ranking import RankingConfig
 from ecrec.recommender import Recommender, RecommenderConfig
-from ecrec.sentiment import Sentiment, TextAnalysis, TextAnalyzer
-from ecrec.text import TextError, clean
+from ecrec.text.sentiment import Sentiment, TextAnalysis, TextAnalyzer
+from ecrec.text.prepare import TextError, clean
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from ecrec.ranking import RankingConfig
+from ecrec.retrieval.ranking import RankingConfig
 
 DEFAULT_ARM = "default"  # the arm name of every list when no experiment runs
 MAX_ARMS = 8

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ecrec.datasets import SENTIMENT_LABELS, stars_to_label
-from ecrec.shard import decode_payload
+from ecrec.training.datasets import SENTIMENT_LABELS, stars_to_label
+from ecrec.profiles.shard import decode_payload
 
 
 def labelled_reviews(stores: Iterable, since: float = 0.0) -> Iterator[dict]:
@@ -58,7 +58,7 @@ def click_sequences(stores: Iterable, catalog: set[str], dim: int = 384, min_len
     """``(user_id, items)`` for every user in the stores: the profile's recent positive items, oldest
     first, as the serving retriever reads them, keeping only items in ``catalog``; users with fewer
     than ``min_len`` (leave-last-out needs a train, a valid and a test item) are left out."""
-    from ecrec.shard import ProfileShard
+    from ecrec.profiles.shard import ProfileShard
 
     for store in stores:
         shard = ProfileShard(store, dim)  # only to read: ``peek`` caches nothing and writes nothing
@@ -104,9 +104,9 @@ def sequence_holdout(model, X: np.ndarray, item_ids: list[str], split, k: int = 
     """NDCG@k and Recall@k of ``model`` on ``split`` (each row's history, then its one target):
     the retriever alone ranks the whole catalog as it scores items when serving, the history's own
     items excluded. Metric names keep k=10 (the catalog may hold fewer items)."""
-    from ecrec.metrics import ranking_report
-    from ecrec.sequence import catalog_scores
-    from ecrec.sequence_training import exclude_history, top_k
+    from ecrec.evaluation.metrics import ranking_report
+    from ecrec.retrieval.sequence import catalog_scores
+    from ecrec.training.sequence_training import exclude_history, top_k
 
     k = min(k, len(item_ids))
     tops = []

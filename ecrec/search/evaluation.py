@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ecrec.catalog import Item
+from ecrec.retrieval.catalog import Item
 from ecrec.search.lexical import STOPWORDS
 
 _ALPHA = re.compile(r"^[A-Za-z][A-Za-z-]*[A-Za-z]$")
@@ -154,8 +154,8 @@ def _score(search, queries: list[Query], qvecs: np.ndarray, pos: dict[str, int],
 
 
 def _profiles(queries: list[Query], ids: list[str], X: np.ndarray):
-    from ecrec.events import Event
-    from ecrec.profile import ProfileConfig, UserProfile
+    from ecrec.profiles.events import Event
+    from ecrec.profiles.profile import ProfileConfig, UserProfile
 
     cfg = ProfileConfig(max_future_skew_s=1e12)
     out = []
@@ -173,10 +173,10 @@ def run_search_eval(data_dir, analyzer, cache_dir=None, n_users: int = 1500) -> 
     import dataclasses
     from pathlib import Path
 
-    from ecrec.encoder import encode_cached
+    from ecrec.text.encoder import encode_cached
     from ecrec.evaluation.data import load_unisrec
     from ecrec.evaluation.harness import item_vectors
-    from ecrec.index import ItemMeta, VectorIndex
+    from ecrec.retrieval.index import ItemMeta, VectorIndex
     from ecrec.search.hybrid import HybridSearch, SearchConfig
     from ecrec.search.lexical import LexicalIndex
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ecrec.index import Filters, VectorIndex
+from ecrec.retrieval.index import Filters, VectorIndex
 from ecrec.search.lexical import LexicalIndex
 
 

@@ -22,8 +22,8 @@ def main(redis_url: str, state_dir: str) -> dict:
     from ray.cluster_utils import Cluster
 
     from deployments.profiles import ProfileShardActor
-    from ecrec.events import Event
-    from ecrec.shard import shard_of
+    from ecrec.profiles.events import Event
+    from ecrec.profiles.shard import shard_of
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     node_a = cluster.add_node(num_cpus=1, resources={"profiles": 4})
@@ -68,9 +68,9 @@ def main(redis_url: str, state_dir: str) -> dict:
     stats = [ray.get(s.stats.remote()) for s in shards]
     node_ids = {n["NodeID"]: n["Alive"] for n in ray.nodes()}
     # recommendations from the restored profiles: the ranker over a small catalog
-    from ecrec.catalog import Item
-    from ecrec.index import VectorIndex
-    from ecrec.ranking import ItemStats, Ranker, RankingConfig
+    from ecrec.retrieval.catalog import Item
+    from ecrec.retrieval.index import VectorIndex
+    from ecrec.retrieval.ranking import ItemStats, Ranker, RankingConfig
     from ecrec.recommender import item_meta
 
     items = {f"i{j}": Item(id=f"i{j}", title=f"item {j}", category=["c"]) for j in range(40)}

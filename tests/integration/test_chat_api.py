@@ -120,7 +120,7 @@ def test_a_conversation_survives_a_killed_shard(server):
     import ray
 
     from deployments.profiles import shard_name
-    from ecrec.shard import shard_of
+    from ecrec.profiles.shard import shard_of
 
     client, args = server
     user = "chat-durable"
@@ -156,8 +156,8 @@ def test_erasure_removes_the_conversation(server):
 
 def test_expired_and_foreign_sessions_are_404(server):
     from ecrec.chat.session import ChatSession
-    from ecrec.shard import shard_of
-    from ecrec.store import SQLiteStore
+    from ecrec.profiles.shard import shard_of
+    from ecrec.profiles.store import SQLiteStore
 
     client, args = server
     a = chat(client, "chat-owner", "where is my order?")

@@ -37,9 +37,9 @@ def test_graph_returns_the_live_top_k(server, scientific_slice, analyzer, tmp_pa
     from deployments.app import build_app
     from deployments.config import AppArgs
     from ecrec.evaluation.methods import Live
-    from ecrec.ranking import RankingConfig
+    from ecrec.retrieval.ranking import RankingConfig
     from ecrec.recommender import Recommender, RecommenderConfig
-    from ecrec.sequence import shipped_sequence_path
+    from ecrec.retrieval.sequence import shipped_sequence_path
 
     client, _ = server
     ds = scientific_slice

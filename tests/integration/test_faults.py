@@ -37,7 +37,7 @@ def test_sigkill_of_a_shard_mid_stream_loses_no_acknowledged_event(server):
     import ray
 
     from deployments.profiles import shard_name
-    from ecrec.shard import shard_of
+    from ecrec.profiles.shard import shard_of
 
     client, args = server
     users = [f"k9-user-{i}" for i in range(50)]
@@ -147,7 +147,7 @@ def test_full_ray_restart_brings_every_profile_back(server, restart_graph):
 
     from deployments.catalog_board import get_board
     from deployments.profiles import shard_name
-    from ecrec.shard import shard_of
+    from ecrec.profiles.shard import shard_of
 
     client, args = server
     users = [f"k9-user-{i}" for i in range(50)] + ["seed-user", "durable-user", "emoji-user"]
@@ -175,7 +175,7 @@ def test_the_graph_on_redis_keeps_profiles_through_a_killed_shard_and_a_full_res
     import ray
 
     from deployments.profiles import shard_name
-    from ecrec.shard import shard_of
+    from ecrec.profiles.shard import shard_of
 
     client, args = server
     on_redis = args.model_copy(update={"store": redis_url, "namespace": args.namespace + "-redis"})
@@ -205,7 +205,7 @@ def test_the_graph_on_redis_keeps_profiles_through_a_killed_shard_and_a_full_res
         assert client.post("/v1/events", json={"user_id": users[1], "type": "click", "event_id": "rd-1",
                                                "item_id": "phones-002"}).json()["applied"] is False  # idempotent
         assert client.delete(f"/v1/users/{users[2]}").json()["deleted"]
-        from ecrec.store_redis import RedisStore
+        from ecrec.profiles.store_redis import RedisStore
 
         assert RedisStore(redis_url, prefix=on_redis.namespace).count_rows(users[2]) == 0
         # Redis refusing writes (out of memory) is a 503 that says so, never a 500; nothing is applied

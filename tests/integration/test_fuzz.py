@@ -109,7 +109,7 @@ def _readyz_items(client, headers) -> int:
 def test_fuzz_live_schema(server, api_key):
     import torch
 
-    # The encoder turns on flush-to-zero for speed (ecrec/encoder.py), process-wide; Hypothesis
+    # The encoder turns on flush-to-zero for speed (ecrec/text/encoder.py), process-wide; Hypothesis
     # refuses to generate floats in that mode. This process only generates requests from here on.
     torch.set_flush_denormal(False)
     client, args = server

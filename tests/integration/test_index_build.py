@@ -7,7 +7,7 @@ pytestmark = pytest.mark.integration
 
 def test_ray_data_embedding_equals_in_process(server, demo_items, encoder, tmp_path):
     from deployments.index_build import embed_with_ray_data
-    from ecrec.artifact import read_artifact, write_artifact
+    from ecrec.retrieval.artifact import read_artifact, write_artifact
 
     items = demo_items[:40]
     texts = [it.embedding_text() for it in items]

@@ -98,10 +98,10 @@ def test_retrain_exports_trains_promotes_and_rolls_out(server, data_dir, tmp_pat
     import yaml
 
     from ecrec.cli import main
-    from ecrec.events import Event
-    from ecrec.sentiment import Clause, Sentiment, TextAnalysis
-    from ecrec.shard import ProfileShard
-    from ecrec.store import SQLiteStore
+    from ecrec.profiles.events import Event
+    from ecrec.text.sentiment import Clause, Sentiment, TextAnalysis
+    from ecrec.profiles.shard import ProfileShard
+    from ecrec.profiles.store import SQLiteStore
 
     client, args = server
     state = tmp_path / "state"
@@ -193,11 +193,11 @@ def test_retrain_sequence_learns_what_shoppers_click_next_and_rolls_out(server, 
     import numpy as np
     import yaml
 
-    from ecrec.artifact import read_artifact
+    from ecrec.retrieval.artifact import read_artifact
     from ecrec.cli import main
-    from ecrec.events import Event
-    from ecrec.shard import ProfileShard
-    from ecrec.store import SQLiteStore
+    from ecrec.profiles.events import Event
+    from ecrec.profiles.shard import ProfileShard
+    from ecrec.profiles.store import SQLiteStore
 
     client, args = server
     items, index, _ = read_artifact(args.resolved_index_dir())

@@ -120,7 +120,7 @@ def test_redeploy_toggles_colocation_and_refuses_another_state_dir(server, tmp_p
 
     from deployments.app import build_app
     from deployments.profiles import StateMismatch, get_shards
-    from ecrec.profile_layout import LayoutMismatch
+    from ecrec.profiles.profile_layout import LayoutMismatch
 
     client, args = server
     mine = args.model_copy(update={"namespace": args.namespace + "-redeploy", "state_dir": str(tmp_path / "s"),
@@ -145,7 +145,7 @@ def test_redeploy_toggles_colocation_and_refuses_another_state_dir(server, tmp_p
         import ray
 
         from deployments.profiles import shard_name
-        from ecrec.shard import shard_of
+        from ecrec.profiles.shard import shard_of
 
         victim = ray.get_actor(shard_name(shard_of("re-user-2", mine.num_shards)), namespace=mine.namespace)
         os.kill(ray.get(victim.pid.remote()), signal.SIGKILL)

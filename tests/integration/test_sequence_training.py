@@ -10,13 +10,13 @@ USERS = 400
 
 
 def test_short_ray_train_run_beats_popularity(server, data_dir, tmp_path):
-    from ecrec.encoder import EncoderConfig, TextEncoder
+    from ecrec.text.encoder import EncoderConfig, TextEncoder
     from ecrec.evaluation.data import load_unisrec
     from ecrec.evaluation.harness import item_vectors
     from ecrec.evaluation.methods import Popularity, Sequence
-    from ecrec.metrics import ranking_report
-    from ecrec.sequence import SequenceConfig
-    from ecrec.sequence_training import SequenceTrainConfig
+    from ecrec.evaluation.metrics import ranking_report
+    from ecrec.retrieval.sequence import SequenceConfig
+    from ecrec.training.sequence_training import SequenceTrainConfig
     from training.sequence import fit
 
     ds = load_unisrec(data_dir / "recsys" / "amazon_scientific").user_slice(USERS)

@@ -107,7 +107,7 @@ def test_killed_shard_restores_and_loses_nothing(server):
     import ray
 
     from deployments.profiles import shard_name
-    from ecrec.shard import shard_of
+    from ecrec.profiles.shard import shard_of
 
     client, args = server
     user = "durable-user"

@@ -13,7 +13,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def smoke(data_dir, tmp_path_factory, server):
     """Runs inside the session's Ray (the `server` fixture started it)."""
-    from ecrec.finetune_data import FinetuneConfig
+    from ecrec.training.finetune_data import FinetuneConfig
     from training.cli import CONFIGS
     from training.finetune import run
 
@@ -45,8 +45,8 @@ def test_resume_continues_the_step_count(smoke):
 
 
 def test_exported_folder_predicts_like_the_in_memory_model(smoke):
-    from ecrec.classifier import BranchClassifier, HFFolderClassifier, load_branch
-    from ecrec.finetune_data import load_task
+    from ecrec.text.classifier import BranchClassifier, HFFolderClassifier, load_branch
+    from ecrec.training.finetune_data import load_task
     from training.finetune import _base_model, predict
 
     cfg, _, _, tmp = smoke
@@ -66,8 +66,8 @@ def test_exported_folder_predicts_like_the_in_memory_model(smoke):
 
 
 def test_serving_uses_the_fine_tuned_branch(smoke):
-    from ecrec.encoder import EncoderConfig, TextEncoder
-    from ecrec.sentiment import BranchHead, TextAnalyzer, load_head
+    from ecrec.text.encoder import EncoderConfig, TextEncoder
+    from ecrec.text.sentiment import BranchHead, TextAnalyzer, load_head
 
     _, _, _, tmp = smoke
     enc = TextEncoder(EncoderConfig())

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ecrec.intent_data import NONE, clarify_threshold
-from ecrec.sentiment import _softmax as softmax
+from ecrec.training.intent_data import NONE, clarify_threshold
+from ecrec.text.sentiment import _softmax as softmax
 
 
 def confidence_report(logits: dict[str, np.ndarray], labels: dict[str, np.ndarray], names: list[str],

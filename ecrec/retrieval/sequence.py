@@ -199,7 +199,7 @@ def load_sequence_model(path: str | Path) -> tuple[SequenceModel, dict]:
 
 
 def shipped_sequence_path(model: str = "e5-small") -> Path:
-    return Path(__file__).parent / "artifacts" / f"sequence_{model}.safetensors"
+    return Path(__file__).parents[1] / "artifacts" / f"sequence_{model}.safetensors"
 
 
 def warm_state(model: SequenceModel, source: SequenceModel, vocab: list[str]) -> dict:

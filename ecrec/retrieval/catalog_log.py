@@ -24,7 +24,7 @@ import uuid
 
 import numpy as np
 
-from ecrec.store import transaction
+from ecrec.profiles.store import transaction
 
 log = logging.getLogger(__name__)
 

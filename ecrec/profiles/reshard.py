@@ -17,9 +17,9 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from ecrec.profile_layout import FILE, KEY_FILE, Layout, erasure_key, existing_shards
-from ecrec.shard import ProfileShard, shard_of
-from ecrec.store import SQLiteStore
+from ecrec.profiles.profile_layout import FILE, KEY_FILE, Layout, erasure_key, existing_shards
+from ecrec.profiles.shard import ProfileShard, shard_of
+from ecrec.profiles.store import SQLiteStore
 
 log = logging.getLogger(__name__)
 

@@ -14,13 +14,13 @@ from typing import Sequence
 
 import numpy as np
 
-from ecrec.datasets import SENTIMENT_LABELS
-from ecrec.index import check_vectors
-from ecrec.text import clean, detect_language, split_clauses
+from ecrec.training.datasets import SENTIMENT_LABELS
+from ecrec.retrieval.index import check_vectors
+from ecrec.text.prepare import clean, detect_language, split_clauses
 
 log = logging.getLogger(__name__)
 
-ARTIFACTS = Path(__file__).parent / "artifacts"
+ARTIFACTS = Path(__file__).parents[1] / "artifacts"
 
 
 def probe_path(model: str) -> Path:
@@ -151,7 +151,7 @@ class TextAnalysis:
 
 
 class BranchHead:
-    """A fine-tuned branch (top-K layer copies + head, see ``ecrec.classifier``)."""
+    """A fine-tuned branch (top-K layer copies + head, see ``ecrec.text.classifier``)."""
 
     def __init__(self, branch, meta: dict):
         self.branch, self.info = branch, meta
@@ -167,7 +167,7 @@ def load_head(path: str | Path, encoder) -> LinearProbe | BranchHead:
         probe = LinearProbe.load(path)
         probe.info.setdefault("name", path.stem)
         return probe
-    from ecrec.classifier import load_branch
+    from ecrec.text.classifier import load_branch
 
     branch, meta = load_branch(path, encoder.model, getattr(encoder, "float_layers", None))
     branch = branch.to(encoder.device, encoder.dtype)

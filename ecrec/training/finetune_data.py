@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from ecrec.datasets import (SENTIMENT_LABELS, load_marc, load_online_shopping_categories,
+from ecrec.training.datasets import (SENTIMENT_LABELS, load_marc, load_online_shopping_categories,
                             stratified_split)
-from ecrec.metrics import accuracy_macro_f1
+from ecrec.evaluation.metrics import accuracy_macro_f1
 
 
 
@@ -146,7 +146,7 @@ def load_task(cfg: FinetuneConfig) -> TaskData:
                           np.concatenate([train.binary, np.zeros(len(texts_x), dtype=bool)]))
         return TaskData(list(SENTIMENT_LABELS), train, _take(texts, y, dev), tests, binary_dev)
     if cfg.task == "intent":
-        from ecrec.intent_data import intent_splits
+        from ecrec.training.intent_data import intent_splits
 
         d = intent_splits(cfg.data_dir, cfg.seed, zh_variants=cfg.zh_variants, train_limit=cfg.train_limit)
         split = lambda t: Split(list(t[0]), np.asarray(t[1]))  # noqa: E731

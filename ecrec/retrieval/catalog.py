@@ -9,7 +9,7 @@ from typing import Annotated, Iterable
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-DEMO_CATALOG = Path(__file__).parent / "data" / "demo_catalog.jsonl"
+DEMO_CATALOG = Path(__file__).parents[1] / "data" / "demo_catalog.jsonl"
 
 
 class Item(BaseModel):

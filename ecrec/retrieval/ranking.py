@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ecrec.catalog import Item
-from ecrec.covisit import CoVisits
-from ecrec.index import Filters, VectorIndex
-from ecrec.profile import ProfileConfig, UserProfile
-from ecrec.profile_codec import item_key
+from ecrec.retrieval.catalog import Item
+from ecrec.retrieval.covisit import CoVisits
+from ecrec.retrieval.index import Filters, VectorIndex
+from ecrec.profiles.profile import ProfileConfig, UserProfile
+from ecrec.profiles.profile_codec import item_key
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,7 @@ class Ranker:
                  sequence=None):
         self.index, self.items, self.stats = index, items, stats
         self.config, self.profile_config = config, profile_config
-        self.sequence = sequence  # ecrec.sequence.SequenceModel or None
+        self.sequence = sequence  # ecrec.retrieval.sequence.SequenceModel or None
         self._orders: _CatalogOrders | None = None
         self._trending: _Trending | None = None
         self._now = 0.0

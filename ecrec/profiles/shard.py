@@ -24,11 +24,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from ecrec.chat.session import ChatSession, ChatSessions
-from ecrec.events import Event, check_timestamp
+from ecrec.profiles.events import Event, check_timestamp
 from ecrec.operations.attribution import Attribution
-from ecrec.profile import CorruptProfileError, ProfileConfig, UserProfile
-from ecrec.sentiment import Clause, Sentiment, TextAnalysis
-from ecrec.store import EventStore
+from ecrec.profiles.profile import CorruptProfileError, ProfileConfig, UserProfile
+from ecrec.text.sentiment import Clause, Sentiment, TextAnalysis
+from ecrec.profiles.store import EventStore
 
 log = logging.getLogger(__name__)
 

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ecrec.augment import variants
-from ecrec.datasets import load_intents, load_marc, stratified_split
+from ecrec.training.augment import variants
+from ecrec.training.datasets import load_intents, load_marc, stratified_split
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 ZH_TRAIN = DATA / "intents_zh_train.jsonl"
 ZH_TEST = DATA / "intents_zh_test.jsonl"
 NONE_TEXTS = DATA / "none_texts.jsonl"

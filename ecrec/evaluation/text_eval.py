@@ -2,7 +2,7 @@
 (``TextEncoder.encode_with_branches``, the same cleaning, prefix and truncation as production).
 
 ``ecrec eval-text sentiment|intent [--head PATH]`` writes the report as JSON; the test sets are the
-training task's (``ecrec.finetune_data.load_task``): MARC test per language, the held-out
+training task's (``ecrec.training.finetune_data.load_task``): MARC test per language, the held-out
 online_shopping categories, the Bitext paraphrase groups never trained on, the project's Chinese
 test set and the out-of-scope sets.
 """
@@ -12,8 +12,8 @@ import time
 
 import numpy as np
 
-from ecrec.finetune_data import FinetuneConfig, evaluate, evaluate_binary, load_task
-from ecrec.text import clean
+from ecrec.training.finetune_data import FinetuneConfig, evaluate, evaluate_binary, load_task
+from ecrec.text.prepare import clean
 
 
 def head_logits(encoder, head, texts: list[str]) -> np.ndarray:
@@ -62,7 +62,7 @@ def sentiment_report(encoder, head, data_dir: str, limit: int | None = None, log
 def intent_report(encoder, head, data_dir: str) -> dict:
     """Accuracy and macro-F1 per test set, the share called ``none``, and the clarify threshold's
     effect (fitted on dev, stored in the branch)."""
-    from ecrec.intent_metrics import confidence_report
+    from ecrec.evaluation.intent_metrics import confidence_report
 
     data = load_task(FinetuneConfig(task="intent", data_dir=str(data_dir), eval_test=True))
     if list(head.labels) != data.labels:

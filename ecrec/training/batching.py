@@ -63,7 +63,7 @@ class TrunkCache:
     @torch.no_grad()
     def batch(self, index: list[int], ids: torch.Tensor, mask: torch.Tensor):
         """(hidden, 4-d mask) for a padded batch, computing only the examples not seen before."""
-        from ecrec.classifier import layer_mask, trunk_forward
+        from ecrec.text.classifier import layer_mask, trunk_forward
 
         lengths = mask.sum(1).tolist()
         missing = [i for i, k in enumerate(index) if k not in self.states]
