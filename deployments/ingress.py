@@ -1,4 +1,6 @@
-"""The HTTP ingress (FastAPI): validates, routes to encoder / profile shards / retriever, answers."""
+"""The HTTP ingress (FastAPI on Serve): validates, routes to encoder / profile shards / retriever,
+answers. Events, recommendations and text analysis live here; search and chat, the catalog and
+storefront, and the operator routes are mixins (``routes_*``) on the same app."""
 from __future__ import annotations
 
 import asyncio
@@ -6,150 +8,47 @@ import json
 import logging
 import time
 import uuid
-from typing import Literal
 
 import numpy as np
-from fastapi import FastAPI, Query, Request
-from fastapi.exceptions import RequestValidationError
+import ray.cloudpickle
+from fastapi import Query
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
 from ray import serve
-from ray.exceptions import RayActorError, RayTaskError
-from ray.serve.exceptions import BackPressureError
+from ray.exceptions import RayActorError
 
 from deployments import schemas as s
 from deployments.catalog_board import get_board
-from deployments.drift import get_drift
 from deployments.config import AppArgs
-from deployments.http_guards import Guards
+from deployments.drift import get_drift
+from deployments.http_app import _GUARD_SETTINGS, ApiError, _analysis_or_422, _out_analysis, _text, app
 from deployments.profiles import get_shards
 from deployments.retriever import make_retrievers
-from ecrec.profiles.events import Event, FutureTimestampError, check_timestamp
-from ecrec.retrieval.index import Filters
+from deployments import routes_admin, routes_catalog, routes_chat
+from deployments.routes_admin import AdminRoutes
+from deployments.routes_catalog import CatalogRoutes
+from deployments.routes_chat import ChatRoutes
 from ecrec.operations.experiments import DEFAULT_ARM
-from ecrec.profiles.shard import shard_of
 from ecrec.operations.security import Gate, RateLimiter, keys_from_env
-from ecrec.text.sentiment import AnalysisFailure
-from ecrec.text.prepare import TextError, clean, encoder_rows
+from ecrec.profiles.events import Event, check_timestamp
+from ecrec.profiles.shard import shard_of
+from ecrec.retrieval.index import Filters
+from ecrec.text.prepare import encoder_rows
 
 log = logging.getLogger(__name__)
-app = FastAPI(title="ecrec", version="1", description="Real-time, text-aware recommendations",
-              responses=s.ERROR_RESPONSES)
 
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, headers: dict | None = None):
-        self.status, self.message, self.headers = status, message, headers
-
-
-@app.exception_handler(ApiError)
-async def _api_error(_: Request, e: ApiError):
-    return JSONResponse({"detail": e.message}, status_code=e.status, headers=e.headers)
-
-
-@app.exception_handler(ValidationError)
-@app.exception_handler(RequestValidationError)
-async def _validation_error(_: Request, e: ValidationError | RequestValidationError):
-    # never echo the input: it may be NaN or Infinity, which JSON cannot carry (that was a 500)
-    return JSONResponse({"detail": [{"loc": list(err["loc"]), "msg": err["msg"], "type": err["type"]}
-                                     for err in e.errors()]}, status_code=422)
-
-
-@app.exception_handler(FutureTimestampError)
-async def _future_ts(_: Request, e: FutureTimestampError):
-    return JSONResponse({"detail": f"ts: {e}"}, status_code=422)
-
-
-@app.exception_handler(TextError)
-async def _text_error(_: Request, e: TextError):
-    return JSONResponse({"detail": f"text: {e}"}, status_code=422)
-
-
-@app.exception_handler(BackPressureError)
-@app.exception_handler(RayActorError)
-async def _overloaded(_: Request, e: Exception):
-    return JSONResponse({"detail": "overloaded or restarting, retry shortly"}, status_code=503,
-                        headers={"Retry-After": "1"})
-
-
-@app.exception_handler(RayTaskError)
-async def _remote_error(_: Request, e: RayTaskError):
-    """A remote call that raised. A store that could not take a write (disk full, Redis down or out
-    of memory) is a 503 that says so; the event was not acknowledged, so a retry is safe."""
-    from ecrec.profiles.store import is_store_error
-
-    if is_store_error(e.cause):
-        log.error("profile store error: %s: %s", type(e.cause).__name__, e.cause)
-        return JSONResponse({"detail": f"the profile store could not take this request ({type(e.cause).__name__}: "
-                                       f"{str(e.cause)[:200]}); nothing was applied, retry shortly"},
-                            status_code=503, headers={"Retry-After": "1"})
-    raise e
-
-
-# Filled in by the ingress at start-up (the middleware is built before the replica exists).
-_GUARD_SETTINGS: dict = {"max_body_bytes": 2 * 1024 * 1024, "max_in_flight": 64}
-app.add_middleware(Guards, settings=_GUARD_SETTINGS)
-
-
-def _text(field: str, value: str | None) -> None:
-    """Reject empty/whitespace text up front (422), before it reaches a batch."""
-    if value is not None:
-        try:
-            clean(value)
-        except TextError as e:
-            raise ApiError(422, f"{field}: {e}") from e
-
-
-def _analysis_or_422(field: str, a):
-    """The encoder isolates a text that fails inside a batch; that text alone gets the error:
-    422 when the text was refused, 503 (retry) when the model failed on it."""
-    if isinstance(a, AnalysisFailure):
-        if a.client_error:
-            raise ApiError(422, f"{field}: could not be analysed ({a.message})")
-        log.error("the encoder failed on %s: %s", field, a.message)
-        raise ApiError(503, f"{field}: the encoder failed on this text; retry shortly", {"Retry-After": "1"})
-    return a
-
-
-def _out_analysis(a) -> dict:
-    sent = lambda x: {"label": x.label, "probs": x.probs}  # noqa: E731
-    intent = None if a.intent is None else {"label": a.intent.label, "confidence": a.intent.confidence,
-                                            "top": a.intent.top, "clarify": a.intent.clarify}
-    return {"text": a.text, "language": a.language, "truncated": a.truncated, "sentiment": sent(a.sentiment),
-            "clauses": [{"text": c.text, "sentiment": sent(c.sentiment)} for c in a.clauses], "intent": intent}
-
-
-_STATIC_TYPES = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
-                 "style.css": "text/css; charset=utf-8"}
-# The page loads only its own files and calls only this origin.
-_PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; "
-                                            "script-src 'self'; connect-src 'self'; frame-ancestors 'none'",
-                 "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "Cache-Control": "no-cache"}
-
-
-def _static(name: str):
-    """The storefront's files (``ecrec/storefront``), by an allow-list of names."""
-    from pathlib import Path
-
-    from fastapi.responses import Response
-
-    if name not in _STATIC_TYPES:
-        raise ApiError(404, f"no static file {name!r}")
-    path = Path(__file__).resolve().parents[1] / "ecrec" / "storefront" / name
-    return Response(path.read_bytes(), media_type=_STATIC_TYPES[name], headers=_PAGE_HEADERS)
-
-
-def _chat_slots(slots: dict) -> dict:
-    """Slots as the API shows them: a resolved product as {item_id, title}."""
-    out = dict(slots)
-    if out.get("product"):
-        out["product"] = {"item_id": out["product"]["item_id"], "title": out["product"]["title"]}
-    return out
+# Serve turns each route's ``self`` into an injected dependency by rewriting the method's signature
+# in this process, then ships the app to the replica. Methods of a class that is importable by name
+# (the route mixins) would travel by reference and arrive unrewritten (``self`` became a required
+# query parameter: 422 on every mixin route), so their modules travel by value, like this one's.
+# (They also keep their annotations as objects, without ``from __future__ import annotations``:
+# a function that travels by value takes only the globals its body names.)
+for _module in (routes_admin, routes_catalog, routes_chat):
+    ray.cloudpickle.register_pickle_by_value(_module)
 
 
 @serve.deployment(name="Ingress")
 @serve.ingress(app)
-class Ingress:
+class Ingress(ChatRoutes, CatalogRoutes, AdminRoutes):
     def __init__(self, args: AppArgs, encoder):
         import itertools
 
@@ -398,273 +297,7 @@ class Ingress:
         return {"model": ",".join(sorted({a.model for a in results})) or info["model"],
                 "results": [_out_analysis(a) for a in results]}
 
-    @app.post("/v1/search", response_model=s.SearchOut, response_model_exclude_none=True)
-    async def post_search(self, body: s.SearchIn) -> dict:
-        """Hybrid search (BM25 with Chinese segmentation + the encoder), re-ranked by the profile."""
-        t0 = time.perf_counter()
-        _text("query", body.query)
-        filters = self._filters(body.category, body.min_price, body.max_price, body.in_stock)
-        analysis = _analysis_or_422("query", await self._analyze(body.query))
-        profile_ref = self._shard(body.user_id).get_blob.remote(body.user_id) if body.user_id else None
-        search = self.retriever.search.remote(profile_ref, analysis.text, analysis.vector, body.k, filters)
-        if body.user_id:  # the query is also a search event of the profile (after this ranking)
-            event = Event(user_id=body.user_id, type="search", text=analysis.text, ts=time.time(),
-                          event_id=uuid.uuid4().hex)
-            items, _ = await asyncio.gather(search, self._shard(body.user_id).apply.remote(event, None, analysis))
-            self._observe(analysis)
-            self.m_events.inc(tags={"type": "search", "model_version": self._version(analysis)})
-        else:
-            items = await search
-        for pos, i in enumerate(items, start=1):
-            i["position"] = pos
-            if not body.explain:
-                del i["parts"]
-        request_id = self._served_list(body.user_id, [(i["item_id"], "search") for i in items], False)
-        return {"query": body.query, "user_id": body.user_id, "request_id": request_id, "items": items,
-                "took_ms": round((time.perf_counter() - t0) * 1000, 2)}
-
-    async def _intents_served(self) -> bool:
-        if getattr(self, "_intent_model", None) is None:
-            self._intent_model = (await self.encoder.info.remote())["intent"] or ""
-        return bool(self._intent_model)
-
-    async def _chat_session(self, user_id: str, session_id: str):
-        from ecrec.chat.session import SESSION_ID
-
-        if not SESSION_ID.match(session_id):
-            raise ApiError(422, "session_id: 1-64 letters, digits, '_', '.', ':' or '-'")
-        state, status = await self._shard(user_id).chat_get.remote(user_id, session_id, self.args.chat_idle_s)
-        if state is None:  # another user's session is unknown to this user: the same 404, nothing leaked
-            raise ApiError(404, f"chat session {session_id!r} is {'expired' if status == 'expired' else 'unknown'} "
-                                f"for user {user_id!r}; start a new one by omitting session_id")
-        return state
-
-    @app.post("/v1/chat", response_model=s.ChatOut, response_model_exclude_none=True)
-    async def post_chat(self, body: s.ChatIn) -> dict:
-        """One turn of a customer-service conversation (intents, slots, escalation, product answers)."""
-        from ecrec.chat.dialogue import check_message, product_reply, respond, understanding
-        from ecrec.chat.replies import reply_language
-        from ecrec.chat.session import ChatSession
-
-        _text("message", body.message)
-        try:
-            check_message(body.message)
-        except TextError as e:
-            raise ApiError(422, f"message: {e}") from e
-        if not await self._intents_served():
-            raise ApiError(404, "chat needs intents, and this app runs with intent_head=none")
-        now = time.time()
-        text_ref = self._analyze(body.message)
-        state = (await self._chat_session(body.user_id, body.session_id) if body.session_id
-                 else ChatSession.new(body.user_id, now))
-        analysis = _analysis_or_422("message", await text_ref)
-        product, known = await self.retriever.chat_lookup.remote(analysis.text, analysis.vector)
-        lang = reply_language(analysis.text, body.language, state.language if state.turns else None)
-        new, turn = respond(state, analysis.text, understanding(analysis, self.upset), lang, now, product, known)
-        recs, event, recs_id = None, None, None
-        if turn.product_query:
-            filters = self._filters(turn.categories or None, turn.price.min_price, turn.price.max_price, False)
-            _, recs, recs_id = await self._recommend(body.user_id, self.args.chat_recommendations, filters,
-                                                     analysis.vector, analysis.text, source="chat")
-            relaxed = not recs and bool(turn.price)
-            if relaxed:  # nothing within the stated price: the nearest items without it, said so
-                _, recs, recs_id = await self._recommend(body.user_id, self.args.chat_recommendations,
-                                                         self._filters(turn.categories or None, None, None, False),
-                                                         analysis.vector, analysis.text, source="chat")
-            turn.reply = new.last_reply = product_reply(lang, (new.session_id, new.turns), len(recs), relaxed)
-            event = Event(user_id=body.user_id, type="question", text=analysis.text, ts=now,
-                          event_id=f"chat:{new.session_id}:{new.turns}")
-        stored, _ = await self._shard(body.user_id).chat_commit.remote(new, state.turns, event,
-                                                                      analysis if event else None)
-        if not stored:
-            raise ApiError(409, f"another message of session {new.session_id!r} was answered meanwhile; "
-                                "send this one again")
-        self._observe(analysis)
-        self.m_chat.inc(tags={"route": turn.route, "model_version": self._version(analysis)})
-        self.m_sentiment.inc(tags={"label": analysis.sentiment.label, "model_version": self._version(analysis)})
-        i = analysis.intent
-        out = {"session_id": new.session_id, "turn": new.turns, "language": lang,
-               "intent": {"label": i.label, "confidence": i.confidence, "top": i.top},
-               "sentiment": {"label": analysis.sentiment.label, "probs": analysis.sentiment.probs},
-               "slots": _chat_slots(new.slots), "reply": turn.reply, "route": turn.route, "actions": turn.actions,
-               "escalate": turn.escalate, "recommendations": recs, "request_id": recs_id}
-        return out
-
-    @app.get("/v1/chat/{session_id}", response_model=s.ChatSummaryOut)
-    async def get_chat(self, session_id: str,
-                       user_id: str = Query(min_length=1, max_length=128, pattern=r"^[\w.@:+-]+$")) -> dict:
-        """A session's summary: turns, pending intent, slots, sentiment trend, escalation."""
-        state = await self._chat_session(user_id, session_id)
-        out = state.summary()
-        out["slots"] = _chat_slots(out["slots"])
-        return out
-
-    @app.put("/v1/items/{item_id}")
-    async def put_item(self, item_id: str, body: s.ItemIn) -> dict:
-        from ecrec.retrieval.catalog import Item
-
-        fields = body.model_dump(exclude_none=True)
-        item = Item(id=item_id, **fields)
-        [vec] = await self._encoder_call("embed_passages", [item.embedding_text()])
-        seq = await self.board.put.remote(item.model_dump_json(), vec)
-        return {"item": json.loads(item.model_dump_json()), "seq": seq,
-                "propagation": f"all replicas within {self.args.sync_interval_s:.1f}s"}
-
-    @app.get("/v1/items/{item_id}")
-    async def get_item(self, item_id: str) -> dict:
-        item = await self.retriever.get_item.remote(item_id)
-        if item is None:
-            raise ApiError(404, f"unknown item id {item_id!r}")
-        return json.loads(item.model_dump_json())
-
-    @app.delete("/v1/items/{item_id}")
-    async def delete_item(self, item_id: str) -> dict:
-        if await self.retriever.get_item.remote(item_id) is None:
-            raise ApiError(404, f"unknown item id {item_id!r}")
-        seq = await self.board.delete.remote(item_id)
-        return {"item_id": item_id, "deleted": True, "seq": seq}
-
     @app.delete("/v1/users/{user_id}")
     async def delete_user(self, user_id: str) -> dict:
         existed = await self._shard(user_id).delete.remote(user_id)
         return {"user_id": user_id, "deleted": existed}
-
-    @app.post("/v1/admin/reload")
-    async def admin_reload(self) -> dict:
-        """Swap the models and index artifact the long-lived actors hold (retrievers, and the
-        retrievers inside shards with ``colocate_retrieval``), without recreating them."""
-        import ray
-
-        colocate = self.args if self.args.colocate_retrieval else None
-        # every ingress replica's pool, found by name, not only this replica's
-        names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-                 if a["namespace"] == self.args.namespace and a["name"].startswith("ecrec-retriever-")]
-        pool = [ray.get_actor(n, namespace=self.args.namespace) for n in names] or self.retrievers
-        views = await asyncio.gather(*(r.reload.remote() for r in pool))
-        await asyncio.gather(*(sh.reload.remote(colocate) for sh in self.shards))
-        return {"retrievers": len(views), "shards": len(self.shards),
-                "artifact_id": views[0]["artifact_id"] if views else None}
-
-    @app.get("/v1/admin/metrics/summary")
-    async def metrics_summary(self, window_s: float = Query(3600.0, gt=0, le=86400)) -> dict:
-        """Online metrics over the last ``window_s`` seconds, summed over every shard: CTR and CVR
-        by source, position bucket and arm, coverage, cold-start share, sentiment mix
-        (``ecrec.operations.attribution``; the same counts are in Prometheus)."""
-        from ecrec.operations.attribution import merge, report
-
-        now = time.time()
-        windows = await asyncio.gather(*(sh.metrics_window.remote(window_s, now) for sh in self.shards))
-        catalog = (await self.retriever.info.remote())["items"]
-        return {**report(merge(windows), catalog, window_s), "model_version": self._version()}
-
-    @app.get("/v1/admin/drift")
-    async def drift_scores(self) -> dict:
-        """Drift of recent texts and events against the reference (``ecrec.operations.drift``):
-        scores, the alarms raised and why; ``ready`` is false until enough texts arrived."""
-        return await self.drift.scores.remote()
-
-    @app.get("/v1/admin/drift/history")
-    async def drift_history(self) -> dict:
-        """Drift scores over the last day: a point a minute and one at every alarm change
-        (``ecrec.operations.drift_history``; ``ecrec drift-plot`` draws them)."""
-        return {"points": await self.drift.history_points.remote()}
-
-    @app.post("/v1/admin/drift/reference")
-    async def drift_refit(self) -> dict:
-        """Make the recent window the drift reference (after a deliberate change: a new market,
-        a retrained model)."""
-        try:
-            return await self.drift.refit.remote()
-        except RayTaskError as e:
-            if isinstance(e.cause, ValueError):
-                raise ApiError(409, str(e.cause)) from e
-            raise
-
-    # ---- content, product pages and the storefront ------------------------------------------
-    @app.get("/v1/items", response_model=s.ItemPageOut)
-    async def list_items(self, category: str | None = Query(None, max_length=100),
-                         k: int = Query(24, ge=1, le=100), offset: int = Query(0, ge=0)) -> dict:
-        """A page of the catalog (a storefront's grid), optionally one top category."""
-        total, items = await self.retriever.list_items.remote(category, k, offset)
-        return JSONResponse({"total": total, "items": items})
-
-    @app.get("/v1/items/{item_id}/related", response_model=s.RelatedOut, response_model_exclude_none=True)
-    async def related(self, item_id: str, kind: Literal["content", "product"] = "content",
-                      k: int = Query(4, ge=1, le=50), language: str | None = Query(None, pattern=r"^[a-z]{2}$"),
-                      explain: bool = False) -> dict:
-        """For a product page: guides about the item (or its nearest), or similar products."""
-        items = await self.retriever.related.remote(item_id, kind, k, language, explain)
-        if items is None:
-            raise ApiError(404, f"unknown item id {item_id!r}")
-        return JSONResponse({"item_id": item_id, "kind": kind, "items": items})
-
-    @app.get("/v1/users/{user_id}/content", response_model=s.ContentListOut, response_model_exclude_none=True)
-    async def user_content(self, user_id: str, k: int = Query(5, ge=1, le=50),
-                           language: str | None = Query(None, pattern=r"^[a-z]{2}$"), explain: bool = False) -> dict:
-        """Guides and articles ranked by the same profile as the products."""
-        s.RecommendIn(user_id=user_id)  # same id rules as everywhere
-        profile_ref = self._shard(user_id).get_blob.remote(user_id)
-        cold, items = await self.retriever.content_for.remote(profile_ref, k, language, explain)
-        return JSONResponse({"user_id": user_id, "cold_start": cold, "items": items})
-
-    @app.put("/v1/content/{content_id}")
-    async def put_content(self, content_id: str, body: s.ContentIn) -> dict:
-        from ecrec.content.library import Content
-
-        doc = Content(id=content_id, **body.model_dump(exclude_none=True))
-        unknown = [i for i, it in zip(doc.item_ids, await asyncio.gather(
-            *(self.retriever.get_item.remote(i) for i in doc.item_ids))) if it is None]
-        if unknown:
-            raise ApiError(422, f"item_ids: unknown item ids {unknown[:5]}")
-        [vec] = await self._encoder_call("embed_passages", [doc.embedding_text()])
-        seq = await self.board.put_content.remote(doc.model_dump_json(), vec)
-        return {"content": json.loads(doc.model_dump_json()), "seq": seq,
-                "propagation": f"all replicas within {self.args.sync_interval_s:.1f}s"}
-
-    @app.get("/v1/content/{content_id}")
-    async def get_content(self, content_id: str) -> dict:
-        doc = await self.retriever.get_content.remote(content_id)
-        if doc is None:
-            raise ApiError(404, f"unknown content id {content_id!r}")
-        return json.loads(doc.model_dump_json())
-
-    @app.delete("/v1/content/{content_id}")
-    async def delete_content(self, content_id: str) -> dict:
-        if await self.retriever.get_content.remote(content_id) is None:
-            raise ApiError(404, f"unknown content id {content_id!r}")
-        seq = await self.board.delete_content.remote(content_id)
-        return {"content_id": content_id, "deleted": True, "seq": seq}
-
-    @app.get("/v1/storefront", response_model=s.StorefrontOut)
-    async def storefront_config(self) -> dict:
-        """What the storefront page needs to know before its first call."""
-        gate = _GUARD_SETTINGS.get("gate")
-        return {"auth_required": gate is not None, "read_requires_key": gate is not None and gate.read_requires_key,
-                "chat": await self._intents_served(), "languages": ["zh", "en"]}
-
-    @app.get("/", include_in_schema=False)
-    async def storefront(self):
-        return _static("index.html")
-
-    @app.get("/static/{name}", include_in_schema=False)
-    async def static(self, name: str):
-        return _static(name)
-
-    @app.get("/healthz")
-    async def healthz(self) -> dict:
-        return {"status": "ok"}
-
-    @app.get("/readyz")
-    async def readyz(self):
-        try:
-            enc, ret, *_ = await asyncio.wait_for(asyncio.gather(
-                self.encoder.info.remote(), *(r.info.remote() for r in self.retrievers),
-                self.board.last_seq.remote(), *(sh.ping.remote() for sh in self.shards)), timeout=5)
-        except Exception as e:  # anything not answering means not ready
-            return JSONResponse({"ready": False, "error": f"{type(e).__name__}: {e}"[:300]},
-                                status_code=503, headers={"Retry-After": "1"})
-        return {"ready": True, "model": enc["model"], "intent_model": enc["intent"], "device": enc["device"],
-                "model_version": f"{enc['model']}@{self.index_version}",
-                "sequence_model": self.sequence_version or "shipped",
-                "items": ret["items"],
-                "shards": len(self.shards)}

@@ -1,0 +1,122 @@
+"""Search and customer-service chat routes of the ingress (a mixin of ``Ingress``)."""
+import asyncio
+import time
+import uuid
+
+from fastapi import Query
+
+from deployments import schemas as s
+from deployments.http_app import ApiError, _analysis_or_422, _text, app
+from ecrec.profiles.events import Event
+from ecrec.text.prepare import TextError
+
+
+def _chat_slots(slots: dict) -> dict:
+    """Slots as the API shows them: a resolved product as {item_id, title}."""
+    out = dict(slots)
+    if out.get("product"):
+        out["product"] = {"item_id": out["product"]["item_id"], "title": out["product"]["title"]}
+    return out
+
+
+class ChatRoutes:
+    @app.post("/v1/search", response_model=s.SearchOut, response_model_exclude_none=True)
+    async def post_search(self, body: s.SearchIn) -> dict:
+        """Hybrid search (BM25 with Chinese segmentation + the encoder), re-ranked by the profile."""
+        t0 = time.perf_counter()
+        _text("query", body.query)
+        filters = self._filters(body.category, body.min_price, body.max_price, body.in_stock)
+        analysis = _analysis_or_422("query", await self._analyze(body.query))
+        profile_ref = self._shard(body.user_id).get_blob.remote(body.user_id) if body.user_id else None
+        search = self.retriever.search.remote(profile_ref, analysis.text, analysis.vector, body.k, filters)
+        if body.user_id:  # the query is also a search event of the profile (after this ranking)
+            event = Event(user_id=body.user_id, type="search", text=analysis.text, ts=time.time(),
+                          event_id=uuid.uuid4().hex)
+            items, _ = await asyncio.gather(search, self._shard(body.user_id).apply.remote(event, None, analysis))
+            self._observe(analysis)
+            self.m_events.inc(tags={"type": "search", "model_version": self._version(analysis)})
+        else:
+            items = await search
+        for pos, i in enumerate(items, start=1):
+            i["position"] = pos
+            if not body.explain:
+                del i["parts"]
+        request_id = self._served_list(body.user_id, [(i["item_id"], "search") for i in items], False)
+        return {"query": body.query, "user_id": body.user_id, "request_id": request_id, "items": items,
+                "took_ms": round((time.perf_counter() - t0) * 1000, 2)}
+
+    async def _intents_served(self) -> bool:
+        if getattr(self, "_intent_model", None) is None:
+            self._intent_model = (await self.encoder.info.remote())["intent"] or ""
+        return bool(self._intent_model)
+
+    async def _chat_session(self, user_id: str, session_id: str):
+        from ecrec.chat.session import SESSION_ID
+
+        if not SESSION_ID.match(session_id):
+            raise ApiError(422, "session_id: 1-64 letters, digits, '_', '.', ':' or '-'")
+        state, status = await self._shard(user_id).chat_get.remote(user_id, session_id, self.args.chat_idle_s)
+        if state is None:  # another user's session is unknown to this user: the same 404, nothing leaked
+            raise ApiError(404, f"chat session {session_id!r} is {'expired' if status == 'expired' else 'unknown'} "
+                                f"for user {user_id!r}; start a new one by omitting session_id")
+        return state
+
+    @app.post("/v1/chat", response_model=s.ChatOut, response_model_exclude_none=True)
+    async def post_chat(self, body: s.ChatIn) -> dict:
+        """One turn of a customer-service conversation (intents, slots, escalation, product answers)."""
+        from ecrec.chat.dialogue import check_message, product_reply, respond, understanding
+        from ecrec.chat.replies import reply_language
+        from ecrec.chat.session import ChatSession
+
+        _text("message", body.message)
+        try:
+            check_message(body.message)
+        except TextError as e:
+            raise ApiError(422, f"message: {e}") from e
+        if not await self._intents_served():
+            raise ApiError(404, "chat needs intents, and this app runs with intent_head=none")
+        now = time.time()
+        text_ref = self._analyze(body.message)
+        state = (await self._chat_session(body.user_id, body.session_id) if body.session_id
+                 else ChatSession.new(body.user_id, now))
+        analysis = _analysis_or_422("message", await text_ref)
+        product, known = await self.retriever.chat_lookup.remote(analysis.text, analysis.vector)
+        lang = reply_language(analysis.text, body.language, state.language if state.turns else None)
+        new, turn = respond(state, analysis.text, understanding(analysis, self.upset), lang, now, product, known)
+        recs, event, recs_id = None, None, None
+        if turn.product_query:
+            filters = self._filters(turn.categories or None, turn.price.min_price, turn.price.max_price, False)
+            _, recs, recs_id = await self._recommend(body.user_id, self.args.chat_recommendations, filters,
+                                                     analysis.vector, analysis.text, source="chat")
+            relaxed = not recs and bool(turn.price)
+            if relaxed:  # nothing within the stated price: the nearest items without it, said so
+                _, recs, recs_id = await self._recommend(body.user_id, self.args.chat_recommendations,
+                                                         self._filters(turn.categories or None, None, None, False),
+                                                         analysis.vector, analysis.text, source="chat")
+            turn.reply = new.last_reply = product_reply(lang, (new.session_id, new.turns), len(recs), relaxed)
+            event = Event(user_id=body.user_id, type="question", text=analysis.text, ts=now,
+                          event_id=f"chat:{new.session_id}:{new.turns}")
+        stored, _ = await self._shard(body.user_id).chat_commit.remote(new, state.turns, event,
+                                                                      analysis if event else None)
+        if not stored:
+            raise ApiError(409, f"another message of session {new.session_id!r} was answered meanwhile; "
+                                "send this one again")
+        self._observe(analysis)
+        self.m_chat.inc(tags={"route": turn.route, "model_version": self._version(analysis)})
+        self.m_sentiment.inc(tags={"label": analysis.sentiment.label, "model_version": self._version(analysis)})
+        i = analysis.intent
+        out = {"session_id": new.session_id, "turn": new.turns, "language": lang,
+               "intent": {"label": i.label, "confidence": i.confidence, "top": i.top},
+               "sentiment": {"label": analysis.sentiment.label, "probs": analysis.sentiment.probs},
+               "slots": _chat_slots(new.slots), "reply": turn.reply, "route": turn.route, "actions": turn.actions,
+               "escalate": turn.escalate, "recommendations": recs, "request_id": recs_id}
+        return out
+
+    @app.get("/v1/chat/{session_id}", response_model=s.ChatSummaryOut)
+    async def get_chat(self, session_id: str,
+                       user_id: str = Query(min_length=1, max_length=128, pattern=r"^[\w.@:+-]+$")) -> dict:
+        """A session's summary: turns, pending intent, slots, sentiment trend, escalation."""
+        state = await self._chat_session(user_id, session_id)
+        out = state.summary()
+        out["slots"] = _chat_slots(out["slots"])
+        return out
