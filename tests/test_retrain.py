@@ -207,6 +207,17 @@ def test_retrain_sequence_refuses_what_it_cannot_do_well(tmp_path):
         main(["retrain", "sequence", "--min-users", "0", "--out", str(tmp_path / "x")])
 
 
+def test_since_days_is_refused_where_it_cannot_apply(tmp_path):
+    """``--since-days`` used to be ignored by ``retrain sequence`` and ``retrain intent``: they
+    trained on everything while the operator asked for the last days. Refused before anything runs."""
+    from ecrec.cli import main
+
+    for task in ("sequence", "intent"):
+        with pytest.raises(SystemExit, match=f"--since-days is for sentiment.*{task}"):
+            main(["retrain", task, "--since-days", "7", "--out", str(tmp_path / task)])
+        assert not (tmp_path / task).exists()
+
+
 def test_the_export_writes_nothing_even_for_a_corrupt_snapshot(tmp_path):
     """Regression: the export loaded profiles through the live path, which drops a corrupt snapshot
     from the store (and snapshots what it evicts): a read beside the live shard wrote into it."""

@@ -145,6 +145,11 @@ def _serving_head(task: str, serve_cfg: dict, model: str) -> Path | None:
 
 
 def _retrain(args) -> None:
+    if args.since_days is not None and args.task != "sentiment":
+        # it used to be ignored: a retrain on "the last 7 days" trained on everything kept
+        raise SystemExit(f"--since-days is for sentiment (rated reviews carry their time): {args.task} trains "
+                         + ("on the --labelled file as given" if args.task == "intent"
+                            else "on each shopper's recent clicks, which the profile keeps without times"))
     if args.task == "sequence":
         return _retrain_sequence(args)
     from ecrec.text.encoder import EncoderConfig, TextEncoder
@@ -320,7 +325,7 @@ def register(sub) -> None:
                    help="the serving state_dir (SQLite shards; default: the serve config's)")
     p.add_argument("--store", default="sqlite", help="sqlite (read --state-dir) or redis://host:port/db")
     p.add_argument("--namespace", default="ecrec", help="the app's namespace (Redis key prefix)")
-    p.add_argument("--since-days", type=float, default=None, help="only reviews this recent (default: all kept)")
+    p.add_argument("--since-days", type=float, default=None, help="sentiment: only reviews this recent (default: all kept)")
     p.add_argument("--config", type=Path, default=None, help="default training/configs/cpu.yaml (cpu-intent.yaml)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a training setting (sequence: lr=1e-3, epochs=20, ...)")
     p.add_argument("--data", type=Path, default=Path("../shared/data"))
