@@ -42,7 +42,7 @@ class ProfileShardActor:
         self.shard = ProfileShard(self.store, dim, ProfileConfig(max_future_skew_s=max_future_skew_s),
                                   snapshot_every=snapshot_every, secret=secret,
                                   max_bytes=int(cache_mb * 2**20) if cache_mb else None)
-        self.view = None
+        self.view, self.view_key = None, None
         from ray.util import metrics
 
         tags = ("model_version",)  # "<encoder+heads>@<index artifact>" of the list, as the ingress tags it
@@ -81,19 +81,29 @@ class ProfileShardActor:
                                    "colocate": colocate.model_dump_json() if colocate is not None else None}))
         tmp.rename(f)
 
-    def _colocate(self, args: AppArgs | None) -> None:
+    def _colocate(self, args: AppArgs | None, rebuild: bool = False) -> None:
+        """Hold a retriever for ``args`` (GET recommendations in one hop), or none. A view built
+        for other args (a redeploy naming another sequence model, A/B test or index) is replaced:
+        the new one is built before the old one stops serving (one call at a time here)."""
+        key = view_key(args)
+        if key == self.view_key and not rebuild:
+            return
+        old = self.view
         if args is None:
             self.view = None
-        elif self.view is None:  # a retriever inside the shard: GET recommendations is one hop
+        else:
             from deployments.retriever import CatalogView
 
             self.view = CatalogView(args)
             self.view.sync_in_thread()
+        self.view_key = key
+        if old is not None:
+            old.stop()
 
     def settings(self) -> dict:
         return {"state_dir": self.state_dir, "dim": self.dim, "store": self.store_spec,
                 "snapshot_every": self.shard.snapshot_every,
-                "synchronous": self.synchronous, "colocate": self.view is not None,
+                "synchronous": self.synchronous, "colocate": self.view is not None, "view": self.view_key,
                 "max_future_skew_s": self.shard.config.max_future_skew_s}
 
     def reconfigure(self, snapshot_every: int, synchronous: str, colocate: AppArgs | None,
@@ -111,10 +121,7 @@ class ProfileShardActor:
 
     def reload(self, colocate: AppArgs | None) -> dict:
         """Swap the models and index this shard's retriever holds (the profiles stay)."""
-        old, self.view = self.view, None
-        self._colocate(colocate)  # built before the old one stops serving (one call at a time here)
-        if old is not None:
-            old.stop()
+        self._colocate(colocate, rebuild=True)
         self._save(colocate)
         return self.settings()
 
@@ -208,6 +215,13 @@ def check_layout(args: AppArgs, dim: int) -> None:
     check_or_write(args.resolved_state_dir(), Layout(num_shards=args.num_shards, model=args.model, dim=dim))
 
 
+def view_key(args: AppArgs | None) -> str | None:
+    """Which args a shard's retriever was built for (None: no retriever in the shard)."""
+    import hashlib
+
+    return None if args is None else hashlib.sha256(args.model_dump_json().encode()).hexdigest()[:16]
+
+
 def get_shards(args: AppArgs, dim: int) -> list:
     """Handles to every shard actor: created if missing, reconfigured if their live settings
     differ from ``args``; a different ``state_dir`` or shard count is refused (``StateMismatch``)."""
@@ -231,9 +245,10 @@ def get_shards(args: AppArgs, dim: int) -> list:
                 "Use another namespace=, or stop the running actors first (`ray stop`, or "
                 "`ecrec serve` after a restart).")
         want = {"snapshot_every": args.snapshot_every, "synchronous": args.sqlite_synchronous,
-                "colocate": bool(args.colocate_retrieval), "max_future_skew_s": args.max_future_skew_s}
-        if any(have[k] != v for k, v in want.items()):
-            log.info("shard %d: reconfiguring %s -> %s", i, {k: have[k] for k in want}, want)
+                "colocate": bool(args.colocate_retrieval), "max_future_skew_s": args.max_future_skew_s,
+                "view": view_key(colocate)}
+        if any(have.get(k) != v for k, v in want.items()):
+            log.info("shard %d: reconfiguring %s -> %s", i, {k: have.get(k) for k in want}, want)
             ray.get(sh.reconfigure.remote(args.snapshot_every, args.sqlite_synchronous, colocate,
                                           args.max_future_skew_s))
     return shards

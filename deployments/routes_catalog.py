@@ -23,9 +23,12 @@ def _static(name: str):
 
     from fastapi.responses import Response
 
+    import ecrec
+
     if name not in _STATIC_TYPES:
         raise ApiError(404, f"no static file {name!r}")
-    path = Path(__file__).resolve().parents[1] / "ecrec" / "storefront" / name
+    # the replica's own installed package (this module travels by value: its __file__ is the driver's)
+    path = Path(ecrec.__file__).resolve().parent / "storefront" / name
     return Response(path.read_bytes(), media_type=_STATIC_TYPES[name], headers=_PAGE_HEADERS)
 
 

@@ -189,6 +189,17 @@ def test_training_joins_the_cluster_of_a_ray_job():
     assert local["num_cpus"] == 4 and local["_node_ip_address"] == "127.0.0.1" and not local["include_dashboard"]
 
 
+def test_training_says_what_the_cluster_lacks():
+    """Ray Train waits until every worker fits, which on a local Ray without them is forever (the
+    GPUs of gpu-cluster.yaml on a CPU machine): what is missing is said, in numbers."""
+    from training.cluster import shortfall
+
+    assert shortfall(2, 1, 0, {"CPU": 2.0}) is None
+    assert shortfall(2, 0.25, 0, {"CPU": 0.5}) is None  # the smoke config beside a Serve app
+    assert shortfall(4, 2, 1, {"CPU": 2.0}) == "8 CPU (4 workers x 2), 2 there; 4 GPU (4 workers x 1), 0 there"
+    assert shortfall(2, 1, 1, {"CPU": 16.0, "GPU": 1.0}) == "2 GPU (2 workers x 1), 1 there"
+
+
 def test_retrain_sequence_refuses_what_it_cannot_do_well(tmp_path):
     """An earlier run's folder (its checkpoint would resume on other data) and a serve config that
     turns the retriever off are refused before anything is read or trained."""

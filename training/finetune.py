@@ -239,15 +239,17 @@ def run(cfg: FinetuneConfig, out_dir: str | Path, storage: str | Path, name: str
     # workers run in their own directories: hand them absolute paths
     cfg = dataclasses.replace(cfg, data_dir=str(Path(cfg.data_dir).resolve()))
     name = name or f"{cfg.task}-{cfg.model}"
-    from training.cluster import connect
+    from training.cluster import check_resources, connect
 
-    connect(max(2, cfg.workers * cfg.threads_per_worker), 512 * 1024**2)
+    cpus = cfg.cpus_per_worker or cfg.threads_per_worker
+    local = connect(max(2, cfg.workers * cfg.threads_per_worker), 512 * 1024**2)
+    check_resources(cfg.workers, cpus, cfg.use_gpu, local)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"cfg": cfg.to_dict(), "home": home or os.environ.get("ECREC_HOME"),
                            "progress": _show_progress()},
         scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=cfg.use_gpu,
-                                     resources_per_worker={"CPU": cfg.cpus_per_worker or cfg.threads_per_worker}),
+                                     resources_per_worker={"CPU": cpus}),
         run_config=RunConfig(name=name, storage_path=str(storage),
                              checkpoint_config=CheckpointConfig(num_to_keep=2)),
     )

@@ -74,9 +74,11 @@ def fit(X: np.ndarray, ds, cfg: SequenceTrainConfig, data_dir: str | Path | None
 
     data_dir = Path(data_dir or ds.source).resolve()
     storage = Path(storage).resolve()
-    from training.cluster import connect
+    from training.cluster import check_resources, connect
 
-    connect(max(2, cfg.workers * cfg.threads), 256 * 1024**2)
+    cpus = cfg.cpus_per_worker or cfg.threads
+    local = connect(max(2, cfg.workers * cfg.threads), 256 * 1024**2)
+    check_resources(cfg.workers, cpus, False, local)
     with tempfile.TemporaryDirectory() as tmp:
         x_path = Path(tmp) / "items.npy"
         np.save(x_path, np.asarray(X, np.float32))
@@ -92,7 +94,7 @@ def fit(X: np.ndarray, ds, cfg: SequenceTrainConfig, data_dir: str | Path | None
             train_loop_config={"cfg": dataclasses.asdict(cfg), "data": str(data_dir), "fmt": fmt,
                                "x_path": str(x_path), "users": users},
             scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=False,
-                                         resources_per_worker={"CPU": cfg.cpus_per_worker or cfg.threads}),
+                                         resources_per_worker={"CPU": cpus}),
             run_config=RunConfig(name=name or f"sequence-{ds.name}", storage_path=str(storage),
                                  checkpoint_config=CheckpointConfig(num_to_keep=1)),
         )

@@ -72,7 +72,8 @@ def test_sigkill_of_a_shard_mid_stream_loses_no_acknowledged_event(server):
 
 def test_killed_retriever_and_encoder_replica_under_load(server):
     """Ray restarts the retriever, Serve replaces the encoder replica; < 1 % of requests fail,
-    each with a 503."""
+    each with a 503. Readers alternate GET recommendations (ranked inside the shards on the demo
+    catalog) with item pages, which the retrievers answer, so the killed retriever is under load."""
     import ray
 
     client, args = server
@@ -92,8 +93,10 @@ def test_killed_retriever_and_encoder_replica_under_load(server):
                         if events:
                             r = await c.post("/v1/events", json={"user_id": f"chaos-{w}", "type": "search",
                                                                  "text": f"降噪耳机 {n}"})
-                        else:
+                        elif n % 2:
                             r = await c.get(f"/v1/users/chaos-{w % 2}/recommendations", params={"k": 5})
+                        else:
+                            r = await c.get(f"/v1/items/phones-00{n % 9 + 1}")
                         statuses[r.status_code] += 1
                         if r.status_code == 503:
                             assert r.headers.get("retry-after"), r.text

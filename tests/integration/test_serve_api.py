@@ -235,9 +235,9 @@ def test_one_hop_and_two_hop_retrieval_give_the_same_answers(server, tmp_path):
     client, args = server
     assert args.colocate_retrieval is None
     assert ray.get(ray.get_actor(shard_name(0), namespace=args.namespace).settings.remote())["colocate"]
-    colo = args.model_copy(update={"colocate_retrieval": False, "namespace": args.namespace + "-colo",
-                                   "state_dir": str(tmp_path / "state")})
-    serve.run(build_app(colo), name="ecrec-colo", route_prefix="/colo")
+    two_hop = args.model_copy(update={"colocate_retrieval": False, "namespace": args.namespace + "-2hop",
+                                      "state_dir": str(tmp_path / "state")})
+    serve.run(build_app(two_hop), name="ecrec-2hop", route_prefix="/2hop")
     try:
         with httpx.Client(base_url=client.base_url, timeout=60, headers=client.headers) as c:
             t0 = time.time() - 5
@@ -248,23 +248,30 @@ def test_one_hop_and_two_hop_retrieval_give_the_same_answers(server, tmp_path):
                       {"user_id": "colo-user", "type": "click", "item_id": "headphones-009", "ts": t0 + 1}]
             for e in events:
                 assert client.post("/v1/events", json=e).status_code == 200
-                assert c.post("/colo/v1/events", json=e).status_code == 200
+                assert c.post("/2hop/v1/events", json=e).status_code == 200
             time.sleep(0.8)
             q = {"k": 8}
             a = client.get("/v1/users/colo-user/recommendations", params=q).json()["items"]
-            b = c.get("/colo/v1/users/colo-user/recommendations", params=q).json()["items"]
+            b = c.get("/2hop/v1/users/colo-user/recommendations", params=q).json()["items"]
             assert [x["item_id"] for x in a] == [x["item_id"] for x in b]
             assert [round(x["score"], 4) for x in a] == [round(x["score"], 4) for x in b]
-            r = c.put("/colo/v1/items/colo-new", json={"title": "北斗卫星通话三防手机", "category": ["phones", "rugged"],
+            # a catalog change reaches the retriever inside each shard of the main (one-hop) app
+            r = client.put("/v1/items/colo-new", json={"title": "北斗卫星通话三防手机", "category": ["phones", "rugged"],
                                                       "description": "支持卫星通话", "language": "zh"})
             assert r.status_code == 200
+
+            def shown() -> list[str]:
+                return [x["item_id"] for x in client.post("/v1/recommendations", json={
+                    "user_id": "colo-user", "text": "卫星通话三防手机", "k": 8}).json()["items"]]
+
             deadline = time.time() + 5
-            while time.time() < deadline:
-                recs = c.post("/colo/v1/recommendations", json={"user_id": "colo-user", "text": "卫星通话三防手机",
-                                                               "k": 8}).json()["items"]
-                if "colo-new" in [x["item_id"] for x in recs]:
-                    break
+            while "colo-new" not in (ids := shown()) and time.time() < deadline:
                 time.sleep(0.1)
-            assert "colo-new" in [x["item_id"] for x in recs]  # reached the shard-hosted retriever
+            assert "colo-new" in ids
+            assert client.delete("/v1/items/colo-new").status_code == 200  # the main catalog as it was
+            deadline = time.time() + 5
+            while "colo-new" in (ids := shown()) and time.time() < deadline:
+                time.sleep(0.1)
+            assert "colo-new" not in ids
     finally:
-        serve.delete("ecrec-colo")
+        serve.delete("ecrec-2hop")
