@@ -38,9 +38,9 @@ def build_graph(args: dict | AppArgs, encoder_user_config: dict | None = None) -
 
     manifest = json.loads((index_dir / "manifest.json").read_text())
     ensure_content(args, manifest["dim"])
-    if args.colocate_retrieval is None:  # the shards and the ingress see the decision, not "auto"
-        args = args.model_copy(update={"colocate_retrieval": choose_colocation(
-            None, manifest["items"], manifest["dim"])})
+    # the shards and the ingress see the decision, not "auto"
+    args = args.model_copy(update={"colocate_retrieval": choose_colocation(
+        args.colocate_retrieval, manifest["items"], manifest["dim"])})
 
     import ray
 

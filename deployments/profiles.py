@@ -244,9 +244,9 @@ def get_shards(args: AppArgs, dim: int) -> list:
                 f"{state} (dim {dim}, store {args.store}). "
                 "Use another namespace=, or stop the running actors first (`ray stop`, or "
                 "`ecrec serve` after a restart).")
+        # "view" names the args of the shard's own retriever (None: none), so colocation is in it
         want = {"snapshot_every": args.snapshot_every, "synchronous": args.sqlite_synchronous,
-                "colocate": bool(args.colocate_retrieval), "max_future_skew_s": args.max_future_skew_s,
-                "view": view_key(colocate)}
+                "max_future_skew_s": args.max_future_skew_s, "view": view_key(colocate)}
         if any(have.get(k) != v for k, v in want.items()):
             log.info("shard %d: reconfiguring %s -> %s", i, {k: have.get(k) for k in want}, want)
             ray.get(sh.reconfigure.remote(args.snapshot_every, args.sqlite_synchronous, colocate,

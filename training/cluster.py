@@ -17,15 +17,17 @@ def init_kwargs(num_cpus: int, object_store_bytes: int, env=None) -> dict:
             "_node_ip_address": "127.0.0.1"}
 
 
-def connect(num_cpus: int, object_store_bytes: int) -> bool:
-    """Join or start Ray; True when this started a local Ray (nothing will add resources to it)."""
+def connect(num_cpus: int, object_store_bytes: int, workers: int, cpus_per_worker: float, use_gpu: bool) -> None:
+    """Join the Ray a driver already has or a Ray Job runs in, or start a local one; then check that
+    ``workers`` Ray Train workers can fit (``check_resources``)."""
     import ray
 
-    if ray.is_initialized():
-        return False
-    kwargs = init_kwargs(num_cpus, object_store_bytes)
-    ray.init(**kwargs)
-    return bool(kwargs)
+    started = False
+    if not ray.is_initialized():
+        kwargs = init_kwargs(num_cpus, object_store_bytes)
+        ray.init(**kwargs)
+        started = bool(kwargs)  # a local Ray: nothing will add resources to it
+    check_resources(workers, cpus_per_worker, use_gpu, local=started)
 
 
 def shortfall(workers: int, cpus_per_worker: float, gpus_per_worker: float, resources: dict) -> str | None:
@@ -51,5 +53,5 @@ def check_resources(workers: int, cpus_per_worker: float, use_gpu: bool, local: 
                          "`cpus_per_worker`, set `use_gpu: false`, or submit it to a cluster (RAY_ADDRESS)")
     free = shortfall(workers, cpus_per_worker, gpus, ray.available_resources())
     if total or free:
-        log.warning("Ray Train waits until the cluster has %s free (or an autoscaler adds it): needs %s",
-                    "them", total or free)
+        log.warning("Ray Train waits until the cluster has what it needs free (or an autoscaler adds it): "
+                    "%s", total or free)

@@ -239,11 +239,10 @@ def run(cfg: FinetuneConfig, out_dir: str | Path, storage: str | Path, name: str
     # workers run in their own directories: hand them absolute paths
     cfg = dataclasses.replace(cfg, data_dir=str(Path(cfg.data_dir).resolve()))
     name = name or f"{cfg.task}-{cfg.model}"
-    from training.cluster import check_resources, connect
+    from training.cluster import connect
 
     cpus = cfg.cpus_per_worker or cfg.threads_per_worker
-    local = connect(max(2, cfg.workers * cfg.threads_per_worker), 512 * 1024**2)
-    check_resources(cfg.workers, cpus, cfg.use_gpu, local)
+    connect(max(2, cfg.workers * cfg.threads_per_worker), 512 * 1024**2, cfg.workers, cpus, cfg.use_gpu)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"cfg": cfg.to_dict(), "home": home or os.environ.get("ECREC_HOME"),

@@ -74,11 +74,10 @@ def fit(X: np.ndarray, ds, cfg: SequenceTrainConfig, data_dir: str | Path | None
 
     data_dir = Path(data_dir or ds.source).resolve()
     storage = Path(storage).resolve()
-    from training.cluster import check_resources, connect
+    from training.cluster import connect
 
     cpus = cfg.cpus_per_worker or cfg.threads
-    local = connect(max(2, cfg.workers * cfg.threads), 256 * 1024**2)
-    check_resources(cfg.workers, cpus, False, local)
+    connect(max(2, cfg.workers * cfg.threads), 256 * 1024**2, cfg.workers, cpus, use_gpu=False)
     with tempfile.TemporaryDirectory() as tmp:
         x_path = Path(tmp) / "items.npy"
         np.save(x_path, np.asarray(X, np.float32))
