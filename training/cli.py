@@ -9,15 +9,18 @@ CONFIGS = Path(__file__).parent / "configs"
 
 def _train(args) -> None:
     from ecrec.training.finetune_data import FinetuneConfig
-    from training.finetune import run
 
     overrides = {"task": args.task, "data_dir": str(args.data) if args.data else None, "workers": args.workers,
                  "epochs": args.epochs}
     overrides.update(_settings(args.set))  # --set wins
     cfg = FinetuneConfig.from_yaml(args.config, **overrides)
     out = args.out or Path("runs") / f"{cfg.task}-{Path(args.config).stem}"
-    metrics = run(cfg, out, args.storage, name=args.name or f"{cfg.task}-{Path(args.config).stem}",
-                  home=str(args.home))
+    if args.local:
+        from training.local import run_local as run
+    else:
+        from training.finetune import run
+    home = str(args.home) if args.home else None
+    metrics = run(cfg, out, args.storage, name=args.name or f"{cfg.task}-{Path(args.config).stem}", home=home)
     print(json.dumps({k: v for k, v in metrics.items() if k != "config"}, indent=2, default=float))
     print(f"outputs in {out}: branch.safetensors (serve it with sentiment_head=...), model/, metrics.json, "
           f"classification_report.txt, confusion_*.png")
@@ -51,4 +54,7 @@ def register(sub) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
     p.add_argument("--storage", type=Path, default=Path("runs/ray"), help="Ray Train storage (checkpoints)")
     p.add_argument("--name", default=None, help="run name; re-running it resumes from its last checkpoint")
+    p.add_argument("--local", action="store_true",
+                   help="train in this process without Ray (one GPU with use_gpu: true, else the CPU); "
+                        "the same loop, workers forced to 1")
     p.set_defaults(fn=_train)

@@ -7,6 +7,7 @@ storage path resumes from the latest checkpoint. The model, data and metrics liv
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -99,9 +100,54 @@ def _binary_dev(model, tok, data, cfg: FinetuneConfig, device) -> dict:
             "binary_y": data.binary_dev.labels}
 
 
+class RaySession:
+    """What the loop needs from Ray Train, on a ``TorchTrainer`` worker: rank, device, DDP wrapping,
+    the checkpoint to resume from and ``report``. ``training/local.py`` is the one-process twin."""
+
+    def __init__(self):
+        import ray.train
+        import ray.train.torch
+
+        self._train, self._torch = ray.train, ray.train.torch
+        ctx = ray.train.get_context()
+        self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
+        self.device = ray.train.torch.get_device()
+
+    def prepare_model(self, model):
+        return self._torch.prepare_model(model)
+
+    def prepare_loader(self, loader):
+        # each rank keeps a fixed share of the examples (its trunk cache): no distributed sampler
+        return self._torch.prepare_data_loader(loader, add_dist_sampler=False)
+
+    @contextlib.contextmanager
+    def checkpoint(self):
+        ckpt = self._train.get_checkpoint()
+        if ckpt is None:
+            yield None
+            return
+        with ckpt.as_directory() as d:
+            yield Path(d)
+
+    def report(self, metrics: dict, directory: Path | None) -> None:
+        ckpt = self._train.Checkpoint.from_directory(str(directory)) if directory is not None else None
+        self._train.report(metrics, checkpoint=ckpt)
+
+    def progress_bar(self, total: int, desc: str):
+        """Rank 0's progress over one epoch's steps, drawn by the driver (``tqdm_ray``)."""
+        from ray.experimental.tqdm_ray import tqdm
+
+        return tqdm(total=total, desc=desc)
+
+
 def train_loop_per_worker(config: dict) -> None:
-    import ray.train
-    import ray.train.torch
+    """The Ray Train entry point."""
+    train_loop(config, RaySession())
+
+
+def train_loop(config: dict, session) -> None:
+    """Fit the branch: epochs of length-bucketed batches, dev evaluation, a checkpoint per epoch.
+    ``session`` is a ``RaySession`` (DDP workers) or ``training.local.LocalSession`` (one process)."""
     from transformers import get_linear_schedule_with_warmup
 
     from ecrec.text.classifier import BranchClassifier
@@ -112,18 +158,14 @@ def train_loop_per_worker(config: dict) -> None:
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads_per_worker)
     torch.set_flush_denormal(True)
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    rank, world, device = session.rank, session.world, session.device
     data = load_task(cfg)
     tok, base = _base_model(cfg, config.get("home"))
     model = BranchClassifier(base, len(data.labels), cfg.branch_layers, cfg.dropout)
-    device = ray.train.torch.get_device()
-    model = ray.train.torch.prepare_model(model)
+    model = session.prepare_model(model)
     inner = model.module if hasattr(model, "module") else model
-    # each rank keeps a fixed share of the examples (its trunk cache); batches are length-bucketed
-    loader = ray.train.torch.prepare_data_loader(
-        _loader(tok, _prefix(cfg, data.train.texts), data.train.labels, data.train.binary, cfg, rank, world),
-        add_dist_sampler=False)
+    loader = session.prepare_loader(
+        _loader(tok, _prefix(cfg, data.train.texts), data.train.labels, data.train.binary, cfg, rank, world))
     cache = TrunkCache(inner.base, inner.split) if cfg.cache_trunk else None
     weight = None
     if cfg.class_weights == "balanced":
@@ -138,24 +180,24 @@ def train_loop_per_worker(config: dict) -> None:
     ], weight_decay=cfg.weight_decay)
     sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * total), total)
     start_epoch, step, best_f1, bad, best_state, rates, curve = 0, 0, -1.0, 0, None, [], []
-    ckpt = ray.train.get_checkpoint()
-    if ckpt:
-        with ckpt.as_directory() as d:
-            state = load_state(Path(d) / "state.pt")
-            best_state = load_state(Path(d) / "best_branch.pt")
-        inner.branch.load_state_dict(state["branch"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        start_epoch, step, best_f1, bad = state["epoch"] + 1, state["step"], state["best_f1"], state["bad"]
-        rates, curve = state.get("rates", []), state.get("curve", [])
+    with session.checkpoint() as d:
+        if d is not None:
+            state = load_state(d / "state.pt")
+            best_state = load_state(d / "best_branch.pt")
+            inner.branch.load_state_dict(state["branch"])
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            start_epoch, step, best_f1, bad = state["epoch"] + 1, state["step"], state["best_f1"], state["bad"]
+            rates, curve = state.get("rates", []), state.get("curve", [])
     use_amp = device.type == "cuda"
     for epoch in range(start_epoch, cfg.epochs):
         loader.batch_sampler.set_epoch(epoch)
         model.train()
         t0, seen, loss_sum = time.perf_counter(), 0, 0.0
-        bar = _progress_bar(steps_per_epoch, f"{cfg.task} epoch {epoch + 1}/{cfg.epochs}") \
+        bar = session.progress_bar(steps_per_epoch, f"{cfg.task} epoch {epoch + 1}/{cfg.epochs}") \
             if rank == 0 and config.get("progress") else None
         for index, ids, mask, y, binary in loader:
+            ids, mask, y, binary = (t.to(device, non_blocking=True) for t in (ids, mask, y, binary))
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 if cache is not None:
                     h, mask4 = cache.batch(index.tolist(), ids, mask)
@@ -197,7 +239,7 @@ def train_loop_per_worker(config: dict) -> None:
                    "dev_macro_f1": dev["macro_f1"], "best_dev_macro_f1": best_f1}
         stop = bad > cfg.patience - 1 if cfg.patience > 0 else False
         with tempfile.TemporaryDirectory() as d:
-            checkpoint = None
+            directory = None
             if rank == 0:
                 torch.save({"branch": inner.branch.state_dict(), "optimizer": opt.state_dict(),
                             "scheduler": sched.state_dict(), "epoch": epoch, "step": step,
@@ -205,8 +247,8 @@ def train_loop_per_worker(config: dict) -> None:
                             "rates": [float(r) for r in rates], "curve": curve,
                             "config": cfg.to_dict()}, Path(d) / "state.pt")
                 torch.save(best_state, Path(d) / "best_branch.pt")
-                checkpoint = ray.train.Checkpoint.from_directory(d)
-            ray.train.report(metrics, checkpoint=checkpoint)
+                directory = Path(d)
+            session.report(metrics, directory)
         if stop:
             break
 
@@ -218,13 +260,6 @@ def _show_progress() -> bool:
 
     show = os.environ.get("ECREC_PROGRESS")
     return sys.stderr.isatty() if show is None else show == "1"
-
-
-def _progress_bar(total: int, desc: str):
-    """Rank 0's progress over one epoch's steps, drawn by the driver (``tqdm_ray``)."""
-    from ray.experimental.tqdm_ray import tqdm
-
-    return tqdm(total=total, desc=desc)
 
 
 def run(cfg: FinetuneConfig, out_dir: str | Path, storage: str | Path, name: str | None = None,
@@ -255,42 +290,44 @@ def run(cfg: FinetuneConfig, out_dir: str | Path, storage: str | Path, name: str
     t0 = time.perf_counter()
     result = trainer.fit()
     wall = time.perf_counter() - t0
-    return export(cfg, result, out_dir, wall, home)
+    with result.checkpoint.as_directory() as d:
+        return export(cfg, Path(d), result.metrics, out_dir, wall, home)
 
 
-def export(cfg: FinetuneConfig, result, out_dir: Path, wall_s: float, home: str | None) -> dict:
-    """Best branch -> ``branch.safetensors`` (shippable) + an HF folder + metrics and reports."""
+def export(cfg: FinetuneConfig, checkpoint: Path, last_metrics: dict, out_dir: Path, wall_s: float,
+           home: str | None, device="cpu") -> dict:
+    """Best branch of the checkpoint folder -> ``branch.safetensors`` (shippable) + an HF folder +
+    metrics and reports; the test sets are scored on ``device``."""
     from ecrec.text.classifier import BranchClassifier, export_hf_folder, save_branch
     from ecrec.training.finetune_data import (calibrate_bias, classification_report, evaluate, evaluate_binary, load_task,
                                      plot_confusion, plot_training_curve)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    with result.checkpoint.as_directory() as d:
-        state = load_state(Path(d) / "state.pt")
-        best = load_state(Path(d) / "best_branch.pt")
+    state = load_state(checkpoint / "state.pt")
+    best = load_state(checkpoint / "best_branch.pt")
     data = load_task(cfg)
     tok, base = _base_model(cfg, home)
     model = BranchClassifier(base, len(data.labels), cfg.branch_layers, cfg.dropout)
     model.branch.load_state_dict(best)
-    model.eval()
+    model.to(device).eval()
     metrics = {"task": cfg.task, "config": cfg.to_dict(), "epochs_run": state["epoch"] + 1, "steps": state["step"],
-               "fit_wall_s": wall_s, "last_epoch": result.metrics, "curve": state.get("curve", [])}
+               "fit_wall_s": wall_s, "last_epoch": last_metrics, "curve": state.get("curve", [])}
     if metrics["curve"]:
         plot_training_curve(metrics["curve"], out_dir / "training_curve.png", f"{cfg.task} / {cfg.model} "
                             f"K={cfg.branch_layers}, {cfg.workers} worker(s)")
-    dev_logits = predict_logits(model, tok, data.dev.texts, cfg)
+    dev_logits = predict_logits(model, tok, data.dev.texts, cfg, device)
     if cfg.calibrate:  # per-class logit offsets tuned on dev, folded into the head (serving unchanged)
         metrics["dev_uncalibrated"] = evaluate(dev_logits.argmax(1), data.dev.labels, data.labels)
         offsets, _ = calibrate_bias(dev_logits, data.dev.labels, len(data.labels),
-                                    **_binary_dev(model, tok, data, cfg, "cpu"))
+                                    **_binary_dev(model, tok, data, cfg, device))
         with torch.no_grad():
-            model.branch.head.bias += torch.from_numpy(offsets)
+            model.branch.head.bias += torch.from_numpy(offsets).to(model.branch.head.bias)
         dev_logits = dev_logits + offsets  # what the folded head now gives, without a second pass
         metrics["calibration_offsets"] = dict(zip(data.labels, offsets.tolist()))
     sets = {"dev": data.dev, **data.tests}
     report_lines, all_logits = [], {}
     for set_name, split in sets.items():
-        logits = dev_logits if set_name == "dev" else predict_logits(model, tok, split.texts, cfg)
+        logits = dev_logits if set_name == "dev" else predict_logits(model, tok, split.texts, cfg, device)
         all_logits[set_name] = logits
         pred = logits.argmax(1)
         metrics[set_name] = evaluate(pred, split.labels, data.labels)
@@ -311,6 +348,7 @@ def export(cfg: FinetuneConfig, result, out_dir: Path, wall_s: float, home: str 
         metrics["confidence"] = confidence_report(all_logits, {k: v.labels for k, v in sets.items()}, data.labels,
                                                   fit_rows=data.clarify_rows)
         info["clarify_below"] = metrics["confidence"]["clarify_below"]
+    model.to("cpu")
     save_branch(model.branch, out_dir / "branch.safetensors", data.labels, info)
     export_hf_folder(model, tok, data.labels, out_dir / "model")
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))

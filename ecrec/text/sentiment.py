@@ -15,7 +15,6 @@ from typing import Sequence
 import numpy as np
 
 from ecrec.training.datasets import SENTIMENT_LABELS
-from ecrec.retrieval.index import check_vectors
 from ecrec.text.prepare import clean, detect_language, split_clauses
 
 log = logging.getLogger(__name__)
@@ -70,6 +69,8 @@ class LinearProbe:
     info: dict = field(default_factory=dict)
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        from ecrec.retrieval.index import check_vectors  # lazily: the text path runs without FAISS
+
         x = check_vectors(x, self.W.shape[0], "embeddings")
         return _softmax(x @ self.W + self.b)
 
@@ -87,6 +88,8 @@ def train_probe(x: np.ndarray, y: np.ndarray, n_classes: int = 3, weight_decay: 
                 epochs: int = 300, seed: int = 0) -> LinearProbe:
     """Full-batch L-BFGS on class-balanced cross-entropy; deterministic under ``seed``."""
     import torch
+
+    from ecrec.retrieval.index import check_vectors
 
     torch.manual_seed(seed)
     X = torch.from_numpy(check_vectors(x, x.shape[1], "embeddings"))
