@@ -33,6 +33,8 @@ class EncoderConfig:
     align_languages: bool = field(default=True, metadata={"help": "centre zh/en vectors (shipped shift)"})
     quantize: str = field(default="none", metadata={
         "help": "none, or int8: dynamic int8 Linear layers on CPU (trunk and fine-tuned branches; see BENCHMARKS.md)"})
+    cuda_graphs: bool = field(default=True, metadata={
+        "help": "capture static-shape CUDA graphs of the forward pass on GPU (ecrec.text.cuda_graphs); ignored on CPU"})
 
     def __post_init__(self) -> None:
         if self.quantize not in ("none", "int8"):
@@ -142,6 +144,13 @@ class TextEncoder:
         self.uses_prefixes = config.model == "e5-small"
         self.name = config.model
         self.language_shift = load_language_shift(config.model) if config.align_languages else None
+        # on CUDA, batches replay captured graphs padded to a few shapes (kernel launches dominate small batches)
+        self.graphs = None
+        if config.cuda_graphs and self.device.type == "cuda":
+            from ecrec.text.cuda_graphs import GraphRunner, batch_buckets, length_buckets
+
+            self.graphs = GraphRunner(self.model, self.tokenizer.pad_token_id or 0, batch_buckets(config.batch_size),
+                                      length_buckets(config.max_length))
         log.info("encoder %s on %s (%s), dim %d", self.name, self.device, self.dtype, self.dim)
 
     @property
@@ -231,7 +240,17 @@ class TextEncoder:
                 enc = self.tokenizer(
                     [prepared[i] for i in idx], padding=True, truncation=True,
                     max_length=self.config.max_length, return_tensors="pt",
-                ).to(self.device)
+                )
+                if self.graphs is not None:  # every branch on every row, in one replay; keep the rows asked for
+                    res = self.graphs(enc["input_ids"], enc["attention_mask"], branches).numpy()
+                    out[idx] = res[:, : self.dim]
+                    col = self.dim
+                    for j, b in enumerate(branches):
+                        keep, width = idx < limits[j], b.head.out_features
+                        logits[j][idx[keep]] = res[keep, col : col + width]
+                        col += width
+                    continue
+                enc = enc.to(self.device)
                 attn = enc["attention_mask"]
                 if not branches:
                     hidden = self.model(input_ids=enc["input_ids"], attention_mask=attn).last_hidden_state
