@@ -23,7 +23,7 @@ class Encoder:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         from ecrec.text.encoder import EncoderConfig, TextEncoder
 
-        from ecrec.text.encoder import auto_max_replicas, threads_per_replica
+        from ecrec.text.encoder import auto_max_replicas, batch_sizes, threads_per_replica
 
         self.args = args
         threads = args.encoder_threads
@@ -36,8 +36,9 @@ class Encoder:
             if threads < args.encoder_threads:
                 log.info("encoder threads %d -> %d: %d replicas may share this node's %d cores", args.encoder_threads,
                          threads, max_replicas, cores)
+        self.default_batch, rows = batch_sizes(args.encoder_num_gpus > 0)
         self.encoder = TextEncoder(EncoderConfig(model=args.model, max_length=args.max_length, num_threads=threads,
-                                                 quantize=args.encoder_quantize), args.home())
+                                                 quantize=args.encoder_quantize, batch_size=rows), args.home())
         self.analyzer, self.heads = None, None
         self.initial_heads = heads or (args.sentiment_head, args.intent_head)
         self._load_heads(*self.initial_heads)
@@ -67,8 +68,9 @@ class Encoder:
         and intent heads, loaded beside the serving ones and swapped in without dropping a request.
         A head left null keeps the constructor's (the app's args); "branch"/"probe"/"none" or a path
         name one explicitly."""
-        if "max_batch_size" in user_config:
-            self.analyze.set_max_batch_size(int(user_config["max_batch_size"]))
+        # null or absent: the app's (resolved by build_graph), else this replica's default for its device
+        self.analyze.set_max_batch_size(int(user_config.get("max_batch_size") or self.args.max_batch_size
+                                            or self.default_batch))
         if "batch_wait_timeout_s" in user_config:
             self.analyze.set_batch_wait_timeout_s(float(user_config["batch_wait_timeout_s"]))
         # a head the user_config leaves unset (or null) is the one the replica was built with

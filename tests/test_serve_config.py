@@ -52,3 +52,24 @@ def test_the_encoder_runtime_env_adds_to_the_apps(monkeypatch):
     assert _encoder_runtime_env(on_cpu=False) == {}
     assert _encoder_runtime_env(on_cpu=True) == {"runtime_env": {"env_vars": {"OMP_WAIT_POLICY": "PASSIVE"}}}
     assert _node_cpus() == len(os.sched_getaffinity(0))  # without Ray: this process's cores
+
+
+def test_encoder_batch_sizes_follow_the_device():
+    """Unset, the Encoder batches 16 texts (32 rows a forward pass) on CPU and 64 (256 rows) on a
+    GPU, where CUDA graphs make big batches pay; a null in the serve config's user_config keeps
+    that default (it was ``int(None)`` before)."""
+    pytest.importorskip("ray.serve")
+    from deployments.config import AppArgs
+    from deployments.encoder import Encoder
+
+    cpu = Encoder.func_or_class(AppArgs())
+    cpu.reconfigure({"max_batch_size": None})
+    assert (cpu.analyze._get_max_batch_size(), cpu.encoder.config.batch_size) == (16, 32)
+    cpu.reconfigure({"max_batch_size": 5})
+    assert cpu.analyze._get_max_batch_size() == 5
+    gpu = Encoder.func_or_class(AppArgs(encoder_num_gpus=1))  # asked for a GPU: sized for one
+    gpu.reconfigure({})
+    assert (gpu.analyze._get_max_batch_size(), gpu.encoder.config.batch_size) == (64, 256)
+    told = Encoder.func_or_class(AppArgs(max_batch_size=7, encoder_num_gpus=1))
+    told.reconfigure({"max_batch_size": None})
+    assert told.analyze._get_max_batch_size() == 7

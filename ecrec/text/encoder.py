@@ -78,6 +78,14 @@ def cpu_replica_env(cores_shared: bool = True) -> dict[str, str]:
     return {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
 
 
+def batch_sizes(on_gpu: bool) -> tuple[int, int]:
+    """(texts per Serve batch, encoder rows per forward pass) when the operator does not say.
+    On CPU, 16 and 32. On a GPU, which replays CUDA graphs (``ecrec.text.cuda_graphs``), 64 and
+    256: on an H200 ``analyze`` ran 366 reviews/s one at a time, 1,685 at batch 8, 3,011 at 64 and
+    3,789 at 256 (BENCHMARKS.md, "The encoder on a GPU"); 64 keeps a batch near 20 ms."""
+    return (64, 256) if on_gpu else (16, 32)
+
+
 def language_shift_path(model: str) -> Path:
     return Path(__file__).parents[1] / "artifacts" / f"language_shift_{model}.npz"
 
