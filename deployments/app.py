@@ -12,7 +12,7 @@ from ray.serve import Application
 from deployments.config import AppArgs
 from deployments.encoder import Encoder
 from deployments.ingress import Ingress
-from ecrec.text.encoder import auto_max_replicas, batch_sizes, cpu_replica_env
+from ecrec.text.encoder import auto_max_replicas, cpu_replica_env
 from ecrec.retrieval.index import choose_colocation
 
 
@@ -29,8 +29,6 @@ def build_graph(args: dict | AppArgs, encoder_user_config: dict | None = None) -
     if args.encoder_max_replicas is None:  # the replicas see the number their threads are sized for
         args = args.model_copy(update={"encoder_max_replicas": auto_max_replicas(
             args.encoder_threads, _node_cpus(), args.encoder_num_gpus > 0, args.encoder_min_replicas)})
-    if args.max_batch_size is None:
-        args = args.model_copy(update={"max_batch_size": batch_sizes(args.encoder_num_gpus > 0)[0]})
     from deployments.index_build import ensure_artifact
 
     index_dir = ensure_artifact(args)

@@ -46,7 +46,8 @@ class AppArgs(BaseModel):
                                               "but sentiment labels agree with fp32 on only 92 % (BENCHMARKS.md, "
                                               "text-path): off by default")
     max_batch_size: int | None = Field(default=None, ge=1, description=(
-        "texts per encoder batch; unset: 16 on CPU, 64 on a GPU (ecrec.text.encoder.batch_sizes)"))
+        "texts per encoder batch; unset: each replica's default for the device it gets, 16 on CPU, 64 on a "
+        "GPU (ecrec.text.encoder.batch_sizes)"))
     batch_wait_timeout_s: float = Field(default=0.003, ge=0)
     # profiles
     num_shards: int = Field(default=2, ge=1, le=1024)

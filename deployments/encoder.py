@@ -36,7 +36,11 @@ class Encoder:
             if threads < args.encoder_threads:
                 log.info("encoder threads %d -> %d: %d replicas may share this node's %d cores", args.encoder_threads,
                          threads, max_replicas, cores)
-        self.default_batch, rows = batch_sizes(args.encoder_num_gpus > 0)
+        import torch
+
+        # sized for the device the encoder gets ("auto": CUDA when this replica can see one), not
+        # for what the args asked: a replica that asked for a GPU and sees none runs CPU batches
+        self.default_batch, rows = batch_sizes(torch.cuda.is_available())
         self.encoder = TextEncoder(EncoderConfig(model=args.model, max_length=args.max_length, num_threads=threads,
                                                  quantize=args.encoder_quantize, batch_size=rows), args.home())
         self.analyzer, self.heads = None, None

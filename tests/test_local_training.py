@@ -66,3 +66,28 @@ def test_local_branch_serves(local_runs):
     tmp, *_ = local_runs
     head = load_head(tmp / "out2" / "branch.safetensors", TextEncoder(EncoderConfig()))
     assert isinstance(head, BranchHead) and head.info["name"] == "sentiment-ft-k1"
+
+
+def test_local_session_ignores_and_keeps_ray_checkpoints(tmp_path):
+    """A Ray Train run of the same name writes checkpoint_<date>_<time> beside the local ones: the
+    local session neither resumes from them nor prunes them (it resumed from Ray's and deleted
+    its own new checkpoint before)."""
+    import torch
+
+    from training.local import LocalSession
+
+    store = tmp_path / "run"
+    ray_ckpt = store / "checkpoint_2026-11-29_10-00-00.000000"
+    ray_ckpt.mkdir(parents=True)
+    session = LocalSession(store, torch.device("cpu"))
+    with session.checkpoint() as d:
+        assert d is None
+    for epoch in range(3):
+        src = tmp_path / f"src{epoch}"
+        src.mkdir()
+        (src / "state.pt").write_text(str(epoch))
+        session.report({"epoch": epoch}, src)
+    with session.checkpoint() as d:
+        assert d.name == "checkpoint_000002" and (d / "state.pt").read_text() == "2"
+    assert sorted(p.name for p in store.glob("checkpoint_*")) == [
+        "checkpoint_000001", "checkpoint_000002", ray_ckpt.name]

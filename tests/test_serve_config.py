@@ -61,15 +61,22 @@ def test_encoder_batch_sizes_follow_the_device():
     pytest.importorskip("ray.serve")
     from deployments.config import AppArgs
     from deployments.encoder import Encoder
+    from ecrec.text.encoder import batch_sizes
 
     cpu = Encoder.func_or_class(AppArgs())
     cpu.reconfigure({"max_batch_size": None})
     assert (cpu.analyze._get_max_batch_size(), cpu.encoder.config.batch_size) == (16, 32)
     cpu.reconfigure({"max_batch_size": 5})
     assert cpu.analyze._get_max_batch_size() == 5
-    gpu = Encoder.func_or_class(AppArgs(encoder_num_gpus=1))  # asked for a GPU: sized for one
-    gpu.reconfigure({})
-    assert (gpu.analyze._get_max_batch_size(), gpu.encoder.config.batch_size) == (64, 256)
+    import torch
+
+    # asked for a GPU: sized for the device it gets (here, without CUDA, the CPU's batches)
+    asked = Encoder.func_or_class(AppArgs(encoder_num_gpus=1))
+    asked.reconfigure({})
+    want = batch_sizes(torch.cuda.is_available())
+    assert (asked.analyze._get_max_batch_size(), asked.encoder.config.batch_size) == want
+    assert asked.encoder.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert batch_sizes(True) == (64, 256)
     told = Encoder.func_or_class(AppArgs(max_batch_size=7, encoder_num_gpus=1))
     told.reconfigure({"max_batch_size": None})
     assert told.analyze._get_max_batch_size() == 7

@@ -20,7 +20,8 @@ def _train(args) -> None:
     else:
         from training.finetune import run
     home = str(args.home) if args.home else None
-    metrics = run(cfg, out, args.storage, name=args.name or f"{cfg.task}-{Path(args.config).stem}", home=home)
+    name = args.name or f"{cfg.task}-{Path(args.config).stem}" + ("-local" if args.local else "")
+    metrics = run(cfg, out, args.storage, name=name, home=home)
     print(json.dumps({k: v for k, v in metrics.items() if k != "config"}, indent=2, default=float))
     print(f"outputs in {out}: branch.safetensors (serve it with sentiment_head=...), model/, metrics.json, "
           f"classification_report.txt, confusion_*.png")

@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -36,7 +37,8 @@ class LocalSession:
         return loader  # the loop moves each batch to the device
 
     def _checkpoints(self) -> list[Path]:
-        return sorted(self.storage.glob("checkpoint_[0-9]*[0-9]"))
+        # its own names only: a Ray Train run in the same folder writes checkpoint_<date>_<time>
+        return sorted(p for p in self.storage.glob("checkpoint_*") if re.fullmatch(r"checkpoint_\d{6}", p.name))
 
     @contextlib.contextmanager
     def checkpoint(self):

@@ -142,6 +142,9 @@ class GraphRunner:
             raise ValueError(f"CUDA graphs need a CUDA model, this one is on {self.device}")
         self.graphs: OrderedDict[tuple, _Graph | None] = OrderedDict()  # None: capture failed, run eager
         self.pool = torch.cuda.graph_pool_handle() if capture else None
+        # one capture stream for every graph: the caching allocator reuses a freed block only on the
+        # stream it came from, so graphs captured on different streams would not share their pool
+        self.stream = torch.cuda.Stream(self.device) if capture else None
         self.captures, self.capture_s = 0, 0.0
         self._lock = threading.Lock()
 
@@ -188,7 +191,7 @@ class GraphRunner:
 
     def _capture(self, inputs: torch.Tensor, branches: tuple) -> _Graph:
         static = inputs.to(self.device)  # allocated outside the graph's pool, refilled before each replay
-        side, main = torch.cuda.Stream(self.device), torch.cuda.current_stream(self.device)
+        side, main = self.stream, torch.cuda.current_stream(self.device)
         side.wait_stream(main)
         with torch.cuda.stream(side):  # warm-up: lazy inits (cuBLAS handles, workspaces) stay out of the graph
             for _ in range(self.warmup):
