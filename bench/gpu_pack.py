@@ -105,21 +105,17 @@ def unpack(pack_dir: Path, home: Path) -> Path:
 
 
 def _check(model_dir: Path, pack_dir: Path, texts: list[str]) -> None:
-    """Sentence vectors of the full model against the unpacked one (int8 rows, fp16 layers)."""
+    """Sentence vectors of the full model against the unpacked one (int8 rows, fp16 layers), both
+    through ``TextEncoder`` on the CPU. ``texts`` carry their ``query:`` prefix: the encoder adds it."""
     import tempfile
 
-    import torch
-    from transformers import AutoModel, AutoTokenizer
+    from ecrec.text.encoder import EncoderConfig, TextEncoder
+
+    raw = [t.removeprefix("query: ") for t in texts]
 
     def vectors(folder: Path) -> np.ndarray:
-        tok = AutoTokenizer.from_pretrained(str(folder))
-        model = AutoModel.from_pretrained(str(folder), add_pooling_layer=False).eval()
-        enc = tok(texts, padding=True, truncation=True, max_length=128, return_tensors="pt")
-        with torch.no_grad():
-            h = model(**enc).last_hidden_state
-        m = enc["attention_mask"].unsqueeze(-1).float()
-        v = (h * m).sum(1) / m.sum(1)
-        return torch.nn.functional.normalize(v, dim=-1).numpy()
+        config = EncoderConfig(model_dir=folder, device="cpu", align_languages=False)
+        return TextEncoder(config).encode(raw, "query", align=False)
 
     with tempfile.TemporaryDirectory() as d:
         cos = (vectors(model_dir) * vectors(unpack(pack_dir, Path(d)))).sum(1)

@@ -23,7 +23,7 @@ class Encoder:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         from ecrec.text.encoder import EncoderConfig, TextEncoder
 
-        from ecrec.text.encoder import auto_max_replicas, batch_sizes, threads_per_replica
+        from ecrec.text.encoder import auto_max_replicas, batch_sizes, resolve_device, threads_per_replica
 
         self.args = args
         threads = args.encoder_threads
@@ -36,11 +36,9 @@ class Encoder:
             if threads < args.encoder_threads:
                 log.info("encoder threads %d -> %d: %d replicas may share this node's %d cores", args.encoder_threads,
                          threads, max_replicas, cores)
-        import torch
-
-        # sized for the device the encoder gets ("auto": CUDA when this replica can see one), not
-        # for what the args asked: a replica that asked for a GPU and sees none runs CPU batches
-        self.default_batch, rows = batch_sizes(torch.cuda.is_available())
+        # sized for the device the encoder gets ("auto"), not for what the args asked: a replica
+        # that asked for a GPU and sees none runs CPU batches
+        self.default_batch, rows = batch_sizes(resolve_device().type == "cuda")
         self.encoder = TextEncoder(EncoderConfig(model=args.model, max_length=args.max_length, num_threads=threads,
                                                  quantize=args.encoder_quantize, batch_size=rows), args.home())
         self.analyzer, self.heads = None, None
@@ -72,7 +70,7 @@ class Encoder:
         and intent heads, loaded beside the serving ones and swapped in without dropping a request.
         A head left null keeps the constructor's (the app's args); "branch"/"probe"/"none" or a path
         name one explicitly."""
-        # null or absent: the app's (resolved by build_graph), else this replica's default for its device
+        # null or absent: the app's args, else this replica's default for its device
         self.analyze.set_max_batch_size(int(user_config.get("max_batch_size") or self.args.max_batch_size
                                             or self.default_batch))
         if "batch_wait_timeout_s" in user_config:

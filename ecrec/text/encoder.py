@@ -78,6 +78,13 @@ def cpu_replica_env(cores_shared: bool = True) -> dict[str, str]:
     return {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
 
 
+def resolve_device(device: str = "auto"):
+    """``EncoderConfig.device`` as a torch device: "auto" is CUDA when this process can see one."""
+    import torch
+
+    return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+
+
 def batch_sizes(on_gpu: bool) -> tuple[int, int]:
     """(texts per Serve batch, encoder rows per forward pass) when the operator does not say.
     On CPU, 16 and 32. On a GPU, which replays CUDA graphs (``ecrec.text.cuda_graphs``), 64 and
@@ -127,10 +134,7 @@ class TextEncoder:
         if config.num_threads:
             torch.set_num_threads(config.num_threads)
         torch.set_flush_denormal(True)
-        device = config.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
+        self.device = resolve_device(config.device)
         if self.device.type == "cuda":
             self.dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         else:
