@@ -204,3 +204,16 @@ def test_a_cached_profile_holds_at_most_4_kb(tmp_path):
     print(f"memory per cached profile: {per_profile:.0f} bytes (accounted {shard.cached_bytes / len(users):.0f})")
     assert per_profile <= 4096
     assert shard.cached_bytes / len(users) >= 0.9 * per_profile  # the cache's budget counts what it holds
+
+
+def test_impression_counts_equal_the_one_at_a_time_rule():
+    """Ranking reads every candidate's fatigue in one call: the same numbers as one by one, with
+    decay, repeats and items never shown."""
+    cfg = ProfileConfig(impression_half_life_s=3600.0)
+    p = UserProfile("u", 8)
+    p = p.record_impressions(["a", "b"], 1000.0, cfg).record_impressions(["a"], 2000.0, cfg)
+    ids, now = ["a", "b", "never", "a"], 9000.0
+    got = p.impression_counts(ids, now, cfg)
+    assert got.tolist() == [p.impression_count(i, now, cfg) for i in ids]
+    assert got[0] > got[1] > 0 and got[2] == 0.0
+    assert UserProfile("v", 8).impression_counts(ids, now, cfg).tolist() == [0.0] * 4

@@ -335,12 +335,16 @@ class VectorIndex:
         total = len(self) + self._dead
         fetch = min(total, max(max(2 * k, k + 16) for k in ks) + len(exclude))
         scores, fids = self._index.search(Q, fetch)
-        out = []
-        for q, k, srow, frow in zip(Q, ks, scores, fids):
-            hits = [(self._id_of[f], float(s)) for f, s in zip(frow, srow)
-                    if f >= 0 and f in self._id_of and (ok is None or self._id_of[f] in ok)
-                    and self._id_of[f] not in exclude]
-            out.append(hits[:k] if len(hits) >= k or fetch >= total else self.search(q, k, filters))
+        out, id_of = [], self._id_of
+        for q, k, srow, frow in zip(Q, ks, scores.tolist(), fids.tolist()):
+            hits = []  # (one dict lookup per hit, plain Python numbers: this loop runs per request)
+            for f, s in zip(frow, srow):
+                i = id_of.get(f) if f >= 0 else None
+                if i is not None and (ok is None or i in ok) and i not in exclude:
+                    hits.append((i, s))
+                    if len(hits) == k:
+                        break
+            out.append(hits if len(hits) >= k or fetch >= total else self.search(q, k, filters))
         return out
 
     def _exact(self, q: np.ndarray, passing: Passing, k: int, exclude) -> list[tuple[str, float]]:

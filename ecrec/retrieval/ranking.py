@@ -316,12 +316,14 @@ class Ranker:
             avoid -= c.avoid_weight * (X @ profile.avoid_vector())
         if text_vec is not None:
             sim = (1 - c.text_share) * sim + c.text_share * (X @ text_vec) if warm else X @ text_vec
-        pop = np.array([self.stats.popularity.get(i, 0.0) for i in ids])
+        popularity, items = self.stats.popularity, self.items
+        pop, rating, created = np.array([(popularity.get(i, 0.0), items[i].rating, items[i].created_at)
+                                         for i in ids], np.float64).reshape(-1, 3).T
         pop = np.log1p(pop) / max(np.log1p(pop.max()), 1e-9)
-        rating = np.array([(self.items[i].rating - 3.0) / 2.0 for i in ids]).clip(-1, 1)
-        age_days = np.array([max(0.0, now - self.items[i].created_at) / 86400 for i in ids])
-        fatigue = np.array([profile.impression_count(i, now, self.profile_config) if profile else 0.0
-                            for i in ids])
+        rating = ((rating - 3.0) / 2.0).clip(-1, 1)
+        age_days = np.maximum(0.0, now - created) / 86400
+        fatigue = (profile.impression_counts(ids, now, self.profile_config) if profile
+                   else np.zeros(len(ids)))
         return {
             "similarity": sim, "avoid": avoid,
             "popularity": c.w_popularity * pop, "rating": c.w_rating * rating,
@@ -355,15 +357,15 @@ class Ranker:
     def _mmr(self, X: np.ndarray, score: np.ndarray, k: int) -> list[int]:
         lam = self.config.mmr_lambda
         chosen: list[int] = []
-        max_sim = np.full(len(score), -np.inf)
-        remaining = np.ones(len(score), bool)
-        for _ in range(min(k, len(score))):
-            mmr = lam * score - (1 - lam) * np.where(np.isfinite(max_sim), max_sim, 0.0)
-            mmr[~remaining] = -np.inf
+        base = lam * score
+        max_sim = np.zeros(len(score))  # the best similarity to a chosen item (none chosen: no penalty)
+        for step in range(min(k, len(score))):
+            mmr = base - (1 - lam) * max_sim
+            mmr[chosen] = -np.inf
             j = int(np.argmax(mmr))
             chosen.append(j)
-            remaining[j] = False
-            max_sim = np.maximum(max_sim, X @ X[j])
+            sim = X @ X[j]
+            max_sim = sim.astype(np.float64) if step == 0 else np.maximum(max_sim, sim)
         return chosen
 
     def similar_to(self, item_id: str, k: int) -> list[dict]:
@@ -393,13 +395,14 @@ class Ranker:
         ok = self.index.allowed(filters)
         hidden = self._hidden(profile)
         kept = {r.item_id for r in recs[: k - n]}
-        limit = self.config.explore_max_impressions
+        limit, size, shown, exclude = (self.config.explore_max_impressions, self.config.explore_pool,
+                                       self.stats.impressions, filters.exclude)
         pool = []
         for i in self._catalog_orders().fresh:
-            if (i not in filters.exclude and i not in kept and (ok is None or i in ok)
-                    and self.stats.impressions.get(i, 0) < limit and not hidden(i)):
+            if (shown.get(i, 0) < limit and i not in exclude and i not in kept and (ok is None or i in ok)
+                    and not hidden(i)):
                 pool.append(i)
-                if len(pool) == self.config.explore_pool:
+                if len(pool) == size:
                     break
         if not pool:
             return recs
