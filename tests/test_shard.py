@@ -74,7 +74,7 @@ def test_failed_event_writes_nothing(tmp_path):
     bad[0] = np.nan
     with pytest.raises(ValueError):
         shard.apply(Event(user_id="u", type="click", item_id="b", ts=2.0, event_id="x"), bad, None)
-    assert store.count_rows("u") == 2  # one event + its id
+    assert store.count_rows("u") == 3  # one event, its id and the profile after it (the head)
     assert shard.get("u").version == 1
 
 

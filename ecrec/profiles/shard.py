@@ -78,8 +78,9 @@ class _Cached:
         return UserProfile.from_bytes(self.blob)
 
     @classmethod
-    def of(cls, profile: UserProfile, last_seq: int, since_snapshot: int) -> "_Cached":
-        return cls(profile.stored_bytes(), last_seq, since_snapshot, profile.memory_bytes())
+    def of(cls, profile: UserProfile, last_seq: int, since_snapshot: int, blob: bytes | None = None) -> "_Cached":
+        return cls(profile.stored_bytes() if blob is None else blob, last_seq, since_snapshot,
+                   profile.memory_bytes())
 
 
 class ProfileShard:
@@ -261,8 +262,9 @@ class ProfileShard:
             vecs = [np.asarray(item_vec, np.float32), *vecs]
         payload = encode_payload("event", {"e": event.model_dump(mode="json"), "item": item_vec is not None,
                                            "dim": self.dim, **body}, vecs)
+        head = new.stored_bytes()  # logged with the event: readers of the store see the profile after it
         try:
-            seq = self.store.append(event.user_id, event_id, payload)
+            seq = self.store.append(event.user_id, event_id, payload, head)
         except Exception:
             # The write may have landed (a reply lost to a timeout): forget the cached profile so the
             # next access reloads it from the store, instead of a retry finding the id seen and the
@@ -271,7 +273,7 @@ class ProfileShard:
             raise
         if seq is None:
             return old.version, False, old.recent, old.recent
-        self._after_write(event.user_id, new, seq)
+        self._after_write(event.user_id, new, seq, head)
         return new.version, True, old.recent, new.recent
 
     def record_impressions(self, user_id: str, item_ids: list[str], now: float) -> bool:
@@ -287,17 +289,17 @@ class ProfileShard:
             if p is None:
                 continue
             pending[user_id] = p.record_impressions(item_ids, now, self.config)
-            updates.append((user_id, pending[user_id]))
+            updates.append((user_id, pending[user_id], pending[user_id].stored_bytes()))
             rows.append((user_id, encode_payload("impressions", {"items": list(item_ids), "now": now,
                                                                  "dim": self.dim}, [])))
         try:
-            seqs = self.store.append_many(rows)
+            seqs = self.store.append_many(rows, [blob for _, _, blob in updates])
         except Exception:
-            for user_id, _ in updates:  # as in ``apply``: the store is the truth when unsure
+            for user_id, _, _ in updates:  # as in ``apply``: the store is the truth when unsure
                 self._forget(user_id)
             raise
-        for (user_id, p), seq in zip(updates, seqs):
-            self._after_write(user_id, p, seq)
+        for (user_id, p, blob), seq in zip(updates, seqs):
+            self._after_write(user_id, p, seq, blob)
         return len(seqs)
 
     def served_many(self, lists: list[tuple]) -> int:
@@ -319,12 +321,13 @@ class ProfileShard:
             return None
         return self.attribution.event(request_id, event.user_id, event.item_id, event.type, event.ts)
 
-    def _after_write(self, user_id: str, profile: UserProfile, seq: int) -> None:
-        """The event is in the log: the cache takes it first, then a snapshot may follow. A failed
-        snapshot loses nothing (the log holds the event) and is tried again at the next write."""
+    def _after_write(self, user_id: str, profile: UserProfile, seq: int, blob: bytes) -> None:
+        """The event is in the log (with ``blob``, the profile after it): the cache takes it first,
+        then a snapshot may follow. A failed snapshot loses nothing (the log holds the event) and
+        is tried again at the next write."""
         old = self._cache.get(user_id)
         since = (old.since_snapshot if old is not None else 0) + 1
-        entry = _Cached.of(profile, seq, since)
+        entry = _Cached.of(profile, seq, since, blob)
         self._put(user_id, entry)
         if since >= self.snapshot_every:
             try:

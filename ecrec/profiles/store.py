@@ -11,6 +11,11 @@ sentiment), so replay after a crash is pure profile arithmetic and never needs t
 Growth is bounded per user: the two newest snapshots, the events after the older of them, and the
 event ids seen within ``seen_retention_s`` (retries come within minutes; a week is kept).
 Impressions carry no event id (they are not retried), so they never enter the seen-ids table.
+
+Each write may also carry the user's profile as it is after the write (its *head*), stored in the
+same transaction: a process that is not the user's shard (the ingress serving GET
+recommendations) reads it with ``read_head`` instead of asking the shard, and knows it is
+current, because a head older than the user's newest logged event is never handed out.
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ from pathlib import Path
 from typing import Iterator, Protocol
 
 SEEN_RETENTION_S = 7 * 86400.0
+CURRENT, ABSENT, BEHIND = "current", "absent", "behind"  # what ``read_head`` found
 
 
 def transaction(db: sqlite3.Connection, lock: threading.Lock, fn):
@@ -48,11 +54,18 @@ def is_store_error(e: BaseException | None) -> bool:
 
 
 class EventStore(Protocol):
-    def append(self, user_id: str, event_id: str, payload: bytes) -> int | None:
-        """Durably log an event; return its sequence number, or None if ``event_id`` was seen."""
+    def append(self, user_id: str, event_id: str, payload: bytes, head: bytes | None = None) -> int | None:
+        """Durably log an event (and the user's profile after it, ``head``, in the same
+        transaction); return its sequence number, or None if ``event_id`` was seen (nothing written)."""
 
-    def append_many(self, rows: list[tuple[str, bytes]]) -> list[int]:
-        """Durably log (user_id, payload) rows without event ids, in one transaction."""
+    def append_many(self, rows: list[tuple[str, bytes]], heads: list[bytes] | None = None) -> list[int]:
+        """Durably log (user_id, payload) rows without event ids, with each row's ``heads``, in
+        one transaction."""
+
+    def read_head(self, user_id: str) -> tuple[str, bytes | None]:
+        """(CURRENT, the profile after the user's newest logged event), (ABSENT, None) for a user
+        the store does not know, or (BEHIND, None) when it knows the user but holds no current
+        head (written before heads existed, resharded, expired): then only the shard can say."""
 
     def snapshot(self, user_id: str, seq: int, blob: bytes) -> None:
         """Store a profile snapshot covering events up to ``seq``; keep the previous one (a
@@ -119,6 +132,11 @@ class SQLiteStore:
         deleted_at REAL NOT NULL,
         event_keys BLOB NOT NULL
     );
+    CREATE TABLE IF NOT EXISTS profile_heads (
+        user_id TEXT PRIMARY KEY,
+        seq INTEGER NOT NULL,
+        blob BLOB NOT NULL
+    ) WITHOUT ROWID;
     CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
     CREATE TABLE IF NOT EXISTS chat_sessions (
         user_id TEXT NOT NULL,
@@ -166,23 +184,35 @@ class SQLiteStore:
     def _tx(self, fn):
         return transaction(self._db, self._lock, fn)
 
-    def append(self, user_id: str, event_id: str, payload: bytes) -> int | None:
+    def append(self, user_id: str, event_id: str, payload: bytes, head: bytes | None = None) -> int | None:
         def write(db):
             db.execute("INSERT INTO seen_events VALUES (?, ?, ?)", (user_id, event_id, time.time()))
-            return int(db.execute("INSERT INTO events (user_id, event_id, payload) VALUES (?, ?, ?)",
-                                  (user_id, event_id, payload)).lastrowid)
+            seq = int(db.execute("INSERT INTO events (user_id, event_id, payload) VALUES (?, ?, ?)",
+                                 (user_id, event_id, payload)).lastrowid)
+            if head is not None:
+                db.execute("INSERT OR REPLACE INTO profile_heads VALUES (?, ?, ?)", (user_id, seq, head))
+            return seq
 
         try:
             return self._tx(write)
         except sqlite3.IntegrityError:
             return None
 
-    def append_many(self, rows: list[tuple[str, bytes]]) -> list[int]:
+    def append_many(self, rows: list[tuple[str, bytes]], heads: list[bytes] | None = None) -> list[int]:
         def write(db):
-            return [int(db.execute("INSERT INTO events (user_id, event_id, payload) VALUES (?, ?, ?)",
-                                   (u, "~" + os.urandom(8).hex(), p)).lastrowid) for u, p in rows]
+            seqs = []
+            for i, (u, p) in enumerate(rows):
+                seqs.append(int(db.execute("INSERT INTO events (user_id, event_id, payload) VALUES (?, ?, ?)",
+                                           (u, "~" + os.urandom(8).hex(), p)).lastrowid))
+                if heads is not None:
+                    db.execute("INSERT OR REPLACE INTO profile_heads VALUES (?, ?, ?)", (u, seqs[-1], heads[i]))
+            return seqs
 
         return self._tx(write) if rows else []
+
+    def read_head(self, user_id: str) -> tuple[str, bytes | None]:
+        with self._lock:
+            return read_head_sqlite(self._db, user_id)
 
     def snapshot(self, user_id: str, seq: int, blob: bytes) -> None:
         def write(db):
@@ -216,7 +246,7 @@ class SQLiteStore:
         given, is written in the same transaction (a crash never leaves one without the other)."""
         def write(db):
             ids = [e for (e,) in db.execute("SELECT event_id FROM seen_events WHERE user_id = ?", (user_id,))]
-            for table in ("events", "profile_snapshots", "seen_events", "chat_sessions"):
+            for table in ("events", "profile_snapshots", "profile_heads", "seen_events", "chat_sessions"):
                 db.execute(f"DELETE FROM {table} WHERE user_id = ?", (user_id,))
             if tombstone is not None:
                 db.execute("INSERT OR REPLACE INTO tombstones VALUES (?, ?, ?)", tombstone(ids))
@@ -286,11 +316,53 @@ class SQLiteStore:
     def count_rows(self, user_id: str) -> int:
         with self._lock:
             return sum(self._db.execute(f"SELECT COUNT(*) FROM {t} WHERE user_id = ?", (user_id,)).fetchone()[0]
-                       for t in ("events", "profile_snapshots", "seen_events", "chat_sessions"))
+                       for t in ("events", "profile_snapshots", "profile_heads", "seen_events", "chat_sessions"))
 
     def size_bytes(self) -> int:
         """The database and its WAL on disk."""
         return sum(p.stat().st_size for p in (self.path, Path(f"{self.path}-wal")) if p.exists())
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+_HEAD = ("SELECT h.seq, h.blob, (SELECT MAX(seq) FROM events WHERE user_id = h.user_id) "
+         "FROM profile_heads h WHERE h.user_id = ?")
+_KNOWN = ("SELECT EXISTS (SELECT 1 FROM events WHERE user_id = ?) "
+          "OR EXISTS (SELECT 1 FROM profile_snapshots WHERE user_id = ?)")
+
+
+def read_head_sqlite(db: sqlite3.Connection, user_id: str) -> tuple[str, bytes | None]:
+    """``EventStore.read_head`` on one connection: the head and the newest event's seq in one
+    statement (one read snapshot), so a head is handed out only if no event came after it."""
+    row = db.execute(_HEAD, (user_id,)).fetchone()
+    if row is not None and row[2] is not None and row[0] >= row[2]:
+        return CURRENT, bytes(row[1])
+    if row is None and not db.execute(_KNOWN, (user_id, user_id)).fetchone()[0]:
+        return ABSENT, None
+    return BEHIND, None
+
+
+class SQLiteHeadReader:
+    """Reads heads from a shard's SQLite file in another process of the same node (WAL lets
+    readers run beside the writer). It never creates the file or writes to it; a file that does
+    not exist yet (the shard has not started) raises ``sqlite3.OperationalError``."""
+
+    def __init__(self, path: str | Path):
+        self._db = sqlite3.connect(f"file:{Path(path)}?mode=rw", uri=True, check_same_thread=False,
+                                   isolation_level=None)
+        self._db.execute("PRAGMA query_only=ON")
+        self._lock = threading.Lock()
+
+    def read_head(self, user_id: str) -> tuple[str, bytes | None]:
+        with self._lock:
+            try:
+                return read_head_sqlite(self._db, user_id)
+            except sqlite3.OperationalError as e:  # a shard of an older ecrec: no heads table
+                if "no such table" in str(e):
+                    return BEHIND, None
+                raise
 
     def close(self) -> None:
         with self._lock:

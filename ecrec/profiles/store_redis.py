@@ -7,6 +7,7 @@ restarted on another node, or a cluster with another shard count, finds its user
     {p}:seq                      INCR: one sequence for the whole store (events are ordered per user)
     {p}:ev:{user}                hash  seq -> payload          the event log after the older snapshot
     {p}:snap:{user}              hash  seq -> blob             the two newest snapshots
+    {p}:head:{user}              string seq|blob               the profile after the newest write (expires)
     {p}:seen:{user}              hash  event_id -> at          idempotency keys (kept seen_retention_s)
     {p}:chat:{user}              hash  session -> at|state     chat sessions
     {p}:chats                    zset  user\\0session -> at     for purging idle sessions
@@ -14,7 +15,8 @@ restarted on another node, or a cluster with another shard count, finds its user
     {p}:tombstones               hash  user key -> at|event keys (keyed hashes: no personal data)
     {p}:secret                   the store's random key
 
-Each write is one Lua script, so it is atomic on the server. What "acknowledged" means is the
+Each write is one Lua script, so it is atomic on the server. A head expires ``HEAD_TTL_S`` after
+its user's last write (a reader then asks the shard), so heads cost memory for active users only. What "acknowledged" means is the
 server's AOF setting (``redis-server --appendonly yes``): with ``appendfsync always`` an
 acknowledged event is on disk before the answer; with ``everysec`` (Redis's default) a crash of
 the Redis host can lose the last second. ``open_store`` warns when AOF is off.
@@ -26,27 +28,48 @@ import os
 import struct
 import time
 
-from ecrec.profiles.store import SEEN_RETENTION_S
+from ecrec.profiles.store import ABSENT, BEHIND, CURRENT, SEEN_RETENTION_S
+
+HEAD_TTL_S = 86400
 
 log = logging.getLogger(__name__)
 
+# KEYS: seen, seq, ev, users, head.  ARGV: event id, payload, now, user, head ("" for none), ttl.
 _APPEND = """
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[3]) == 0 then return false end
 local seq = redis.call('INCR', KEYS[2])
 redis.call('HSET', KEYS[3], seq, ARGV[2])
 redis.call('SADD', KEYS[4], ARGV[4])
+if ARGV[5] ~= '' then redis.call('SET', KEYS[5], struct.pack('<d', seq) .. ARGV[5], 'EX', ARGV[6]) end
 return seq
 """
-# KEYS: seq, users; then per row one ev key.  ARGV: per row user, payload.
+# KEYS: seq, users; then per row its ev key and head key.  ARGV: ttl; then per row user, payload, head.
 _APPEND_MANY = """
 local out = {}
-for i = 3, #KEYS do
+for i = 0, (#KEYS - 2) / 2 - 1 do
   local seq = redis.call('INCR', KEYS[1])
-  redis.call('HSET', KEYS[i], seq, ARGV[2 * (i - 2)])
-  redis.call('SADD', KEYS[2], ARGV[2 * (i - 2) - 1])
+  redis.call('HSET', KEYS[3 + 2 * i], seq, ARGV[3 + 3 * i])
+  redis.call('SADD', KEYS[2], ARGV[2 + 3 * i])
+  if ARGV[4 + 3 * i] ~= '' then
+    redis.call('SET', KEYS[4 + 2 * i], struct.pack('<d', seq) .. ARGV[4 + 3 * i], 'EX', ARGV[1])
+  end
   out[#out + 1] = seq
 end
 return out
+"""
+# KEYS: head, ev, snap.  The head and the newest logged event's seq, read in one script.
+_READ_HEAD = """
+local head = redis.call('GET', KEYS[1])
+local newest = -1
+for _, s in ipairs(redis.call('HKEYS', KEYS[2])) do
+  if tonumber(s) > newest then newest = tonumber(s) end
+end
+if head then
+  if newest >= 0 and struct.unpack('<d', head) >= newest then return {1, string.sub(head, 9)} end
+  return {2}
+end
+if newest >= 0 or redis.call('EXISTS', KEYS[3]) == 1 then return {2} end
+return {0}
 """
 # KEYS: snap, ev, seen, users.  ARGV: seq, blob, seen cutoff, user.
 _SNAPSHOT = """
@@ -110,6 +133,7 @@ class RedisStore:
         self._append = self.r.register_script(_APPEND)
         self._append_many = self.r.register_script(_APPEND_MANY)
         self._snapshot = self.r.register_script(_SNAPSHOT)
+        self._read_head = self.r.register_script(_READ_HEAD)
         self._purge = self.r.register_script(_PURGE)
 
     def _k(self, *parts: str) -> str:
@@ -127,19 +151,27 @@ class RedisStore:
         return {"appendonly": cfg.get("appendonly"), "appendfsync": cfg.get("appendfsync")}
 
     # ---- events and snapshots ----------------------------------------------------------------
-    def append(self, user_id: str, event_id: str, payload: bytes) -> int | None:
-        seq = self._append(keys=[self._k("seen", user_id), self._k("seq"), self._k("ev", user_id), self._k("users")],
-                           args=[event_id, payload, repr(time.time()), user_id])
+    def append(self, user_id: str, event_id: str, payload: bytes, head: bytes | None = None) -> int | None:
+        seq = self._append(keys=[self._k("seen", user_id), self._k("seq"), self._k("ev", user_id), self._k("users"),
+                                 self._k("head", user_id)],
+                           args=[event_id, payload, repr(time.time()), user_id, head or b"", HEAD_TTL_S])
         return int(seq) if seq is not None else None
 
-    def append_many(self, rows: list[tuple[str, bytes]]) -> list[int]:
+    def append_many(self, rows: list[tuple[str, bytes]], heads: list[bytes] | None = None) -> list[int]:
         if not rows:
             return []
-        args = []
-        for u, p in rows:
-            args += [u, p]
-        keys = [self._k("seq"), self._k("users"), *(self._k("ev", u) for u, _ in rows)]
+        keys, args = [self._k("seq"), self._k("users")], [HEAD_TTL_S]
+        for i, (u, p) in enumerate(rows):
+            keys += [self._k("ev", u), self._k("head", u)]
+            args += [u, p, heads[i] if heads is not None else b""]
         return [int(s) for s in self._append_many(keys=keys, args=args)]
+
+    def read_head(self, user_id: str) -> tuple[str, bytes | None]:
+        out = self._read_head(keys=[self._k("head", user_id), self._k("ev", user_id), self._k("snap", user_id)])
+        code = int(out[0])
+        if code == 1:
+            return CURRENT, bytes(out[1])
+        return (ABSENT if code == 0 else BEHIND), None
 
     def snapshot(self, user_id: str, seq: int, blob: bytes) -> None:
         self._snapshot(keys=[self._k("snap", user_id), self._k("ev", user_id), self._k("seen", user_id),
@@ -166,7 +198,7 @@ class RedisStore:
         """Rows and tombstone in one MULTI/EXEC, retried if the user's keys change meanwhile."""
         import redis
 
-        keys = [self._k(kind, user_id) for kind in ("ev", "snap", "seen", "chat")]
+        keys = [self._k(kind, user_id) for kind in ("ev", "snap", "head", "seen", "chat")]
         while True:
             with self.r.pipeline(transaction=True) as pipe:
                 try:
@@ -241,7 +273,8 @@ class RedisStore:
             pipe.execute()
 
     def count_rows(self, user_id: str) -> int:
-        return sum(self.r.hlen(self._k(kind, user_id)) for kind in ("ev", "snap", "seen", "chat"))
+        return (sum(self.r.hlen(self._k(kind, user_id)) for kind in ("ev", "snap", "seen", "chat"))
+                + self.r.exists(self._k("head", user_id)))
 
     def close(self) -> None:
         self.r.close()
