@@ -1,9 +1,12 @@
 """The Serve graph, built in one place: ``serve run deployments.app:build_app key=value``.
 
     HTTP -> Ingress -+-> Encoder (batched e5 + sentiment head, autoscaled, GPU if configured)
-                     +-> ProfileShardActor x N (durable, by stable hash of user id; on a small
-                     |   catalog each also ranks, so GET recommendations is one hop)
+                     +-> ProfileShardActor x N (durable, by stable hash of user id: the writes)
+                     +-> profile store (reads: each profile as of its newest write, no actor hop)
                      +-> Retriever x R actors (FAISS + ranking; catalog changes pulled from CatalogBoard)
+
+On a small catalog (``colocate_retrieval`` "auto") each ingress replica also holds the catalog
+view and ranks itself, so GET recommendations is the proxy's hop and nothing else.
 """
 from __future__ import annotations
 

@@ -22,6 +22,21 @@ class CatalogBoard:
         self.log = CatalogLog(path)
         # Guides and articles: a log of their own (same durability), replayed on the content artifact.
         self.content = CatalogLog(content_path or str(path).replace("catalog.db", "content.db"))
+        # bumped by POST /v1/admin/reload: every ingress replica rebuilds its catalog view when it
+        # sees a new number (a restarted board starts again at 0: a rebuild too, harmless)
+        self.generation = 0
+
+    def get_generation(self) -> int:
+        return self.generation
+
+    def bump_generation(self) -> int:
+        self.generation += 1
+        return self.generation
+
+    def sync_view(self, sync_args: tuple, content_args: tuple):
+        """(reload generation, ``sync(*sync_args)``, ``sync_content(*content_args)``): everything an
+        ingress replica's catalog view polls for, in one call."""
+        return self.generation, self.sync(*sync_args), self.sync_content(*content_args)
 
     def put(self, item_json: str, vector: np.ndarray) -> int:
         return self.log.put(item_json, vector)
@@ -59,9 +74,9 @@ def get_board(args: AppArgs):
     state.mkdir(parents=True, exist_ok=True)
     board = CatalogBoard.options(name="ecrec-catalog-board", namespace=args.namespace, lifetime="detached",
                                  get_if_exists=True).remote(str(state / "catalog.db"), str(state / "content.db"))
-    if not hasattr(board, "sync_content"):  # a detached board started by an older ecrec, still running
+    if not hasattr(board, "sync_view"):  # a detached board started by an older ecrec, still running
         raise RuntimeError(
-            f"the catalog board running in namespace {args.namespace!r} comes from an older ecrec (no content "
-            "log). Its state is on disk: stop it and deploy again (`ray stop`, or "
+            f"the catalog board running in namespace {args.namespace!r} comes from an older ecrec (no "
+            "sync_view). Its state is on disk: stop it and deploy again (`ray stop`, or "
             f"ray.kill(ray.get_actor('ecrec-catalog-board', namespace={args.namespace!r})))")
     return board

@@ -67,9 +67,13 @@ class AppArgs(BaseModel):
     sync_interval_s: float = Field(default=0.2, gt=0, le=1.0, description="catalog changes reach replicas within this")
     explore_share: float = Field(default=0.1, ge=0, le=0.5)
     colocate_retrieval: bool | None = Field(default=None, description=(
-        "each shard also holds a retriever: GET recommendations becomes one actor hop (memory: one index "
-        "per shard). Unset: on while that copy is small, up to ~43k items at dim 384 "
-        "(ecrec.retrieval.index.choose_colocation)"))
+        "each ingress replica also holds the catalog, index and ranker: GET recommendations ranks where it "
+        "is received, with no actor hop (memory: one index per ingress replica). Unset: on while that copy "
+        "is small, up to ~43k items at dim 384 (ecrec.retrieval.index.choose_colocation)"))
+    profile_reads: str = Field(default="store", pattern="^(store|shard)$", description=(
+        "where the ingress reads a profile to rank: 'store', the profile as the store holds it after its "
+        "newest write (Redis from any node, SQLite from the shard's node; the shard where the store cannot "
+        "say), or 'shard', always the shard actor"))
     seed: int = 0
     # ingress and limits
     ingress_replicas: int = Field(default=1, ge=1)

@@ -85,6 +85,20 @@ class Encoder:
         async with self._lock:  # one bad text fails itself, not the batch it shared
             return await asyncio.to_thread(analyze_isolated, self.analyzer.analyze, texts)
 
+    @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.003)
+    async def analyze_lists(self, lists: list[list[str]]):
+        """Whole requests (``POST /v1/sentiment`` with several texts): each request's texts go
+        through the same length-sorted forward passes as one ``TextAnalyzer.analyze`` call in
+        process, instead of one Serve call per text batched with whatever else arrived."""
+        flat = [t for texts in lists for t in texts]
+        async with self._lock:
+            done = await asyncio.to_thread(analyze_isolated, self.analyzer.analyze, flat)
+        out, pos = [], 0
+        for texts in lists:
+            out.append(done[pos : pos + len(texts)])
+            pos += len(texts)
+        return out
+
     async def embed_passages(self, texts: list[str]):
         async with self._lock:
             return await asyncio.to_thread(self.encoder.encode, texts, "passage")

@@ -21,7 +21,7 @@ from deployments.catalog_board import get_board
 from deployments.config import AppArgs
 from deployments.drift import get_drift
 from deployments.http_app import _GUARD_SETTINGS, ApiError, _analysis_or_422, _out_analysis, _text, app
-from deployments.profiles import get_shards
+from deployments.profiles import get_shards, shard_nodes
 from deployments.retriever import make_retrievers
 from deployments import routes_admin, routes_catalog, routes_chat
 from deployments.routes_admin import AdminRoutes
@@ -30,6 +30,7 @@ from deployments.routes_chat import ChatRoutes
 from ecrec.operations.experiments import DEFAULT_ARM
 from ecrec.operations.security import Gate, RateLimiter, keys_from_env
 from ecrec.profiles.events import Event, check_timestamp
+from ecrec.profiles.reader import ASK_SHARD, ProfileReader
 from ecrec.profiles.shard import shard_of
 from ecrec.retrieval.index import Filters
 from ecrec.text.prepare import encoder_rows
@@ -60,6 +61,21 @@ class Ingress(ChatRoutes, CatalogRoutes, AdminRoutes):
         manifest = json.loads((args.resolved_index_dir() / "manifest.json").read_text())
         self.shards = get_shards(args, manifest["dim"])
         self.board = get_board(args)
+        # Profiles are read from their store, without a call to their shard, wherever this replica
+        # can reach it (``ecrec.profiles.reader``); with colocate_retrieval they are also ranked
+        # here, by this replica's own catalog view: GET recommendations is then one hop, the proxy's.
+        self.reader = ProfileReader(args.store, args.resolved_state_dir(), args.num_shards, args.namespace)
+        self.node_id = ray.get_runtime_context().get_node_id()
+        if args.store == "sqlite":
+            nodes = [s.get("node_id") for s in ray.get([sh.settings.remote() for sh in self.shards])]
+            self.reader.set_readable(i for i, n in enumerate(nodes) if n == self.node_id)
+        self._nodes_at = time.monotonic()
+        self.view, self.view_generation, self._view_lock = None, None, asyncio.Lock()
+        if args.colocate_retrieval:
+            from deployments.retriever import CatalogView
+
+            self.view_generation = ray.get(self.board.get_generation.remote())  # read before the view is built
+            self.view = CatalogView(args)
         self.drift = get_drift(args)
         from ecrec.chat.upset import UpsetDetector
 
@@ -96,7 +112,47 @@ class Ingress(ChatRoutes, CatalogRoutes, AdminRoutes):
         self._shown: list = []
         self._drift_texts: list = []  # (float16 vector, sentiment, intent, language) for the drift monitor
         self._drift_items: list = []
-        self._flusher = asyncio.get_event_loop().create_task(self._flush_forever())
+        loop = asyncio.get_event_loop()
+        self._flusher = loop.create_task(self._flush_forever())
+        self._view_sync = loop.create_task(self._sync_view_forever()) if self.view is not None else None
+
+    async def _sync_view_forever(self) -> None:
+        """This replica's catalog view follows the board (item changes, counters, co-visits, content)
+        every ``sync_interval_s``, in one call; a new reload generation rebuilds it, beside the
+        serving one, and swaps it in."""
+        while True:
+            v = self.view
+            try:
+                generation, items, content = await self.board.sync_view.remote(v.sync_args(), v.content_sync_args())
+                if generation != self.view_generation:
+                    await self._reload_view(generation)
+                else:
+                    v.apply(*items)
+                    v.apply_content(*content)
+            except Exception:  # the board restarting: try again next tick
+                log.exception("catalog sync failed")
+            await asyncio.sleep(v.interval)
+
+    async def _reload_view(self, generation: int) -> None:
+        """Rebuild the catalog view for reload ``generation`` (once: the admin route and the sync
+        loop may both see it)."""
+        from deployments.retriever import CatalogView
+
+        async with self._view_lock:
+            if generation == self.view_generation:
+                return
+            new = await asyncio.to_thread(CatalogView, self.args)  # reads the artifact and the models again
+            old, self.view, self.view_generation = self.view, new, generation
+            old.stop()
+
+    async def _check_store_reach(self) -> None:
+        """Which shards' stores this replica reads: all on Redis; with SQLite, the shards running on
+        this node (checked every 5 s: a shard Ray restarted elsewhere is read through its actor)."""
+        if self.args.store != "sqlite" or time.monotonic() - self._nodes_at < 5.0:
+            return
+        self._nodes_at = time.monotonic()
+        nodes = await shard_nodes(self.shards)
+        self.reader.set_readable(i for i, n in enumerate(nodes) if n == self.node_id)
 
     async def _flush_forever(self) -> None:
         while True:
@@ -105,6 +161,11 @@ class Ingress(ChatRoutes, CatalogRoutes, AdminRoutes):
                 self._flush()
             except Exception:  # soft signals: a batch lost to a failing actor is not retried
                 log.exception("flushing impressions failed")
+            try:
+                await self._check_store_reach()
+            except Exception:  # a shard restarting: its reads go through it until the next check
+                log.warning("could not ask the shards where they run; reading through them meanwhile")
+                self.reader.set_readable([])
             if time.monotonic() - self._version_at > 10.0:  # a switch seen even without text traffic
                 self._version_at = time.monotonic()
                 try:  # bounded: a busy encoder must not hold up the flushes
@@ -150,6 +211,16 @@ class Ingress(ChatRoutes, CatalogRoutes, AdminRoutes):
             log.warning("encoder replica died during %s; retrying once", method)
             return await getattr(self.encoder, method).remote(*args)
 
+    def _item_vector(self, item_id: str):
+        """An awaitable of the item's vector (None: not in the catalog), from this replica's view
+        when it holds one, else a retriever."""
+        if self.view is None:
+            return self.retriever.item_vector.remote(item_id)
+        fut = asyncio.get_running_loop().create_future()
+        index = self.view.index
+        fut.set_result(index.vector(item_id) if item_id in index else None)
+        return fut
+
     def _analyze(self, text: str):
         return asyncio.ensure_future(self._encoder_call("analyze", text))
 
@@ -161,18 +232,37 @@ class Ingress(ChatRoutes, CatalogRoutes, AdminRoutes):
     def _shard(self, user_id: str):
         return self.shards[shard_of(user_id, len(self.shards))]
 
+    def _profile_arg(self, user_id: str | None):
+        """``user_id``'s profile for ranking: a ``UserProfile`` read from the store, None (no profile),
+        or, where the store cannot say (``profile_reads="shard"``, a SQLite shard on another node, no
+        current head), an ObjectRef of its shard's answer (the stored bytes), which a retriever
+        call resolves on the way and this replica awaits only when it ranks itself."""
+        if not user_id:
+            return None
+        if self.args.profile_reads == "store":
+            got = self.reader.read(user_id)
+            if got is not ASK_SHARD:
+                return got
+        return self._shard(user_id).get_blob.remote(user_id)
+
+    def _remote_profile(self, user_id: str | None):
+        """``_profile_arg`` as an argument for another actor: stored bytes, an ObjectRef or None."""
+        p = self._profile_arg(user_id)
+        return p.stored_bytes() if p is not None and not isinstance(p, ray.ObjectRef) else p
+
     async def _recommend(self, user_id, k, filters, text_vec=None, text=None, explain=False, source=None):
         """(cold start?, items with their 1-based ``position``, the list's request id). ``source``
         names where the list is shown for attribution (a chat answer), else each item's own source."""
-        # The profile goes from the shard straight to the retriever (an ObjectRef argument is
-        # resolved by Ray), so the ingress waits once and never unpickles it.
-        idx = shard_of(user_id, len(self.shards)) if user_id else None
         arm = self.experiment.arm_of(user_id) if self.experiment else None
-        if user_id and self.args.colocate_retrieval:
-            cold, items = await self.shards[idx].recommend_for.remote(user_id, k, filters, text_vec, text, arm)
+        profile = self._profile_arg(user_id)
+        if self.view is not None:  # ranked here: no actor hop at all when the store had the profile
+            if isinstance(profile, ray.ObjectRef):
+                profile = await profile
+            cold, items = self.view.rank(profile, k, filters, text_vec, text, arm=arm)
         else:
-            profile_ref = self.shards[idx].get_blob.remote(user_id) if user_id else None
-            cold, items = await self.retriever.recommend.remote(profile_ref, k, filters, text_vec, text, None, arm)
+            if profile is not None and not isinstance(profile, ray.ObjectRef):
+                profile = profile.stored_bytes()  # ~4 KB, decoded once over there
+            cold, items = await self.retriever.recommend.remote(profile, k, filters, text_vec, text, None, arm)
         for pos, i in enumerate(items, start=1):
             i["position"] = pos
             if not explain:
@@ -213,7 +303,7 @@ class Ingress(ChatRoutes, CatalogRoutes, AdminRoutes):
         event = Event(**fields)
         check_timestamp(event.ts, time.time(), self.args.max_future_skew_s)
         _text("text", event.text)
-        item_ref = self.retriever.item_vector.remote(event.item_id) if event.item_id else None
+        item_ref = self._item_vector(event.item_id) if event.item_id else None
         text_ref = self._analyze(event.text) if event.text is not None else None
         item_vec = await item_ref if item_ref else None
         if event.item_id and item_vec is None:
@@ -289,7 +379,10 @@ class Ingress(ChatRoutes, CatalogRoutes, AdminRoutes):
         info = await self.encoder.info.remote()
         if need_intent and not info["intent"]:
             raise ApiError(404, "intents are not served: this app runs with intent_head=none")
-        results = await asyncio.gather(*(self._analyze(t) for t in texts))
+        if len(texts) > 1:  # one call: the request's texts share forward passes, as in process
+            results = await self._encoder_call("analyze_lists", texts)
+        else:
+            results = await asyncio.gather(*(self._analyze(t) for t in texts))
         results = [_analysis_or_422(f"texts[{i}]", a) for i, a in enumerate(results)]
         for a in results:
             self.m_sentiment.inc(tags={"label": a.sentiment.label, "model_version": self._version(a)})

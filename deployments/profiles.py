@@ -3,6 +3,9 @@
 They are detached named actors (created on first use by whichever replica gets there first),
 so they outlive the replica that created them; ``max_restarts`` brings a killed shard back,
 restoring its users from its store before it answers again.
+
+Shards own the writes. Reads (GET recommendations) go to the store itself where the ingress can
+reach it (``ecrec.profiles.reader``), and to the shard only where the store cannot say.
 """
 from __future__ import annotations
 
@@ -18,7 +21,8 @@ log = logging.getLogger(__name__)
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=3, max_concurrency=1)
 class ProfileShardActor:
     """Created once (detached) with its storage settings; a redeploy changes the rest through
-    ``reconfigure`` and swaps models through ``reload``, never by recreating the actor."""
+    ``reconfigure``, never by recreating the actor. (``colocate`` is accepted and ignored: shards
+    used to hold a retriever of their own; ranking now runs in the ingress.)"""
 
     def __init__(self, index: int, state_dir: str, dim: int, snapshot_every: int, synchronous: str,
                  colocate: AppArgs | None = None, max_future_skew_s: float = 300.0, store: str = "sqlite",
@@ -33,8 +37,8 @@ class ProfileShardActor:
         if saved is not None:
             snapshot_every, synchronous = saved["snapshot_every"], saved["synchronous"]
             max_future_skew_s = saved["max_future_skew_s"]
-            colocate = AppArgs.model_validate_json(saved["colocate"]) if saved["colocate"] else None
         self.store = open_store(store, f"{state_dir}/profiles-{index:04d}.db", synchronous, prefix=namespace)
+        self.blob_reads = 0  # profiles handed out for ranking (``get_blob``)
         self.synchronous = synchronous
         # The erasure key: the state directory's file on one machine; on Redis, the store's own
         # (every node must hash the same way, and a node's local files are not everywhere).
@@ -42,7 +46,6 @@ class ProfileShardActor:
         self.shard = ProfileShard(self.store, dim, ProfileConfig(max_future_skew_s=max_future_skew_s),
                                   snapshot_every=snapshot_every, secret=secret,
                                   max_bytes=int(cache_mb * 2**20) if cache_mb else None)
-        self.view, self.view_key = None, None
         from ray.util import metrics
 
         tags = ("model_version",)  # "<encoder+heads>@<index artifact>" of the list, as the ingress tags it
@@ -53,12 +56,6 @@ class ProfileShardActor:
                                             tag_keys=("type", "source", "position", "arm") + tags)
         self.m_lists = metrics.Counter("ecrec_lists_served", "lists shown (cold: to a user without a profile)",
                                        tag_keys=("arm", "cold") + tags)
-        try:
-            self._colocate(colocate)
-        except Exception:  # e.g. saved settings naming an artifact that is gone: the deploy reconciles
-            if saved is None:
-                raise
-            log.exception("shard %d: the saved colocated retriever could not be rebuilt; starting without", index)
 
     def _settings_file(self):
         from pathlib import Path
@@ -71,40 +68,23 @@ class ProfileShardActor:
         f = self._settings_file()
         return json.loads(f.read_text()) if f.exists() else None
 
-    def _save(self, colocate: AppArgs | None) -> None:
+    def _save(self) -> None:
         import json
 
         f = self._settings_file()
         tmp = f.with_suffix(".tmp")
         tmp.write_text(json.dumps({"snapshot_every": self.shard.snapshot_every, "synchronous": self.synchronous,
-                                   "max_future_skew_s": self.shard.config.max_future_skew_s,
-                                   "colocate": colocate.model_dump_json() if colocate is not None else None}))
+                                   "max_future_skew_s": self.shard.config.max_future_skew_s, "colocate": None}))
         tmp.rename(f)
 
-    def _colocate(self, args: AppArgs | None, rebuild: bool = False) -> None:
-        """Hold a retriever for ``args`` (GET recommendations in one hop), or none. A view built
-        for other args (a redeploy naming another sequence model, A/B test or index) is replaced:
-        the new one is built before the old one stops serving (one call at a time here)."""
-        key = view_key(args)
-        if key == self.view_key and not rebuild:
-            return
-        old = self.view
-        if args is None:
-            self.view = None
-        else:
-            from deployments.retriever import CatalogView
-
-            self.view = CatalogView(args)
-            self.view.sync_in_thread()
-        self.view_key = key
-        if old is not None:
-            old.stop()
-
     def settings(self) -> dict:
+        """What a deploy compares with its args; ``node_id``: where this shard runs (a SQLite
+        store is readable only from its own node); ``view`` is None (no retriever here)."""
         return {"state_dir": self.state_dir, "dim": self.dim, "store": self.store_spec,
                 "snapshot_every": self.shard.snapshot_every,
-                "synchronous": self.synchronous, "colocate": self.view is not None, "view": self.view_key,
-                "max_future_skew_s": self.shard.config.max_future_skew_s}
+                "synchronous": self.synchronous, "colocate": False, "view": None,
+                "max_future_skew_s": self.shard.config.max_future_skew_s,
+                "node_id": ray.get_runtime_context().get_node_id()}
 
     def reconfigure(self, snapshot_every: int, synchronous: str, colocate: AppArgs | None,
                     max_future_skew_s: float) -> dict:
@@ -115,20 +95,8 @@ class ProfileShardActor:
             self.store.set_synchronous(synchronous)
         self.synchronous = synchronous
         self.shard.config = dataclasses.replace(self.shard.config, max_future_skew_s=max_future_skew_s)
-        self._colocate(colocate)
-        self._save(colocate)  # Ray restarts a crashed actor with its creation arguments: these win
+        self._save()  # Ray restarts a crashed actor with its creation arguments: these win
         return self.settings()
-
-    def reload(self, colocate: AppArgs | None) -> dict:
-        """Swap the models and index this shard's retriever holds (the profiles stay)."""
-        self._colocate(colocate, rebuild=True)
-        self._save(colocate)
-        return self.settings()
-
-    def recommend_for(self, user_id: str, k: int, filters, text_vec, text, arm: str | None = None):
-        if self.view is None:
-            raise RuntimeError("this shard was started without colocate_retrieval")
-        return self.view.rank(self.shard.get(user_id), k, filters, text_vec, text, arm=arm)
 
     def apply(self, event, item_vec, analysis, request_id: str | None = None):
         """(profile version, applied, the item and the user's prior recent items if it is a
@@ -170,7 +138,9 @@ class ProfileShardActor:
         return self.shard.get(user_id)
 
     def get_blob(self, user_id: str) -> bytes | None:
-        """The profile in its stored form (~4 KB), for the retriever to decode: one decode per request."""
+        """The profile in its stored form (~4 KB), for the retriever to decode: one decode per request.
+        (Counted: the ingress reads from the store instead wherever it can.)"""
+        self.blob_reads += 1
         return self.shard.get_blob(user_id)
 
     def chat_get(self, user_id: str, session_id: str, idle_s: float):
@@ -190,7 +160,7 @@ class ProfileShardActor:
         import os
 
         return {"index": self.index, "host": os.uname().nodename, "node_id": ray.get_runtime_context().get_node_id(),
-                "pid": os.getpid(), **self.shard.stats()}
+                "pid": os.getpid(), "blob_reads": self.blob_reads, **self.shard.stats()}
 
     def pid(self) -> int:
         import os
@@ -215,23 +185,15 @@ def check_layout(args: AppArgs, dim: int) -> None:
     check_or_write(args.resolved_state_dir(), Layout(num_shards=args.num_shards, model=args.model, dim=dim))
 
 
-def view_key(args: AppArgs | None) -> str | None:
-    """Which args a shard's retriever was built for (None: no retriever in the shard)."""
-    import hashlib
-
-    return None if args is None else hashlib.sha256(args.model_dump_json().encode()).hexdigest()[:16]
-
-
 def get_shards(args: AppArgs, dim: int) -> list:
     """Handles to every shard actor: created if missing, reconfigured if their live settings
     differ from ``args``; a different ``state_dir`` or shard count is refused (``StateMismatch``)."""
     check_layout(args, dim)
     state = args.resolved_state_dir()
-    colocate = args if args.colocate_retrieval else None  # None ("auto") is resolved by build_graph
     shards = [
         ProfileShardActor.options(name=shard_name(i), namespace=args.namespace, lifetime="detached",
                                   get_if_exists=True).remote(i, str(state), dim, args.snapshot_every,
-                                                             args.sqlite_synchronous, colocate,
+                                                             args.sqlite_synchronous, None,
                                                              args.max_future_skew_s, args.store, args.namespace,
                                                              args.profile_cache_mb)
         for i in range(args.num_shards)
@@ -244,11 +206,18 @@ def get_shards(args: AppArgs, dim: int) -> list:
                 f"{state} (dim {dim}, store {args.store}). "
                 "Use another namespace=, or stop the running actors first (`ray stop`, or "
                 "`ecrec serve` after a restart).")
-        # "view" names the args of the shard's own retriever (None: none), so colocation is in it
+        # "view": a shard of an earlier ecrec may still hold a retriever of its own; this drops it
         want = {"snapshot_every": args.snapshot_every, "synchronous": args.sqlite_synchronous,
-                "max_future_skew_s": args.max_future_skew_s, "view": view_key(colocate)}
+                "max_future_skew_s": args.max_future_skew_s, "view": None}
         if any(have.get(k) != v for k, v in want.items()):
             log.info("shard %d: reconfiguring %s -> %s", i, {k: have.get(k) for k in want}, want)
-            ray.get(sh.reconfigure.remote(args.snapshot_every, args.sqlite_synchronous, colocate,
+            ray.get(sh.reconfigure.remote(args.snapshot_every, args.sqlite_synchronous, None,
                                           args.max_future_skew_s))
     return shards
+
+
+async def shard_nodes(shards) -> list[str | None]:
+    """The node each shard runs on (None: a shard of an earlier ecrec that does not say)."""
+    import asyncio
+
+    return [s.get("node_id") for s in await asyncio.gather(*(sh.settings.remote() for sh in shards))]

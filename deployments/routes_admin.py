@@ -12,18 +12,21 @@ from deployments.http_app import ApiError, app
 class AdminRoutes:
     @app.post("/v1/admin/reload")
     async def admin_reload(self) -> dict:
-        """Swap the models and index artifact the long-lived actors hold (retrievers, and the
-        retrievers inside shards with ``colocate_retrieval``), without recreating them."""
+        """Swap the models and index artifact the long-lived actors hold (retrievers, and with
+        ``colocate_retrieval`` each ingress replica's own catalog view), without recreating them.
+        This replica's view is rebuilt before the answer; the other replicas see the board's new
+        reload generation at their next catalog sync and rebuild theirs."""
         import ray
 
-        colocate = self.args if self.args.colocate_retrieval else None
+        generation = await self.board.bump_generation.remote()
         # every ingress replica's pool, found by name, not only this replica's
         names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
                  if a["namespace"] == self.args.namespace and a["name"].startswith("ecrec-retriever-")]
         pool = [ray.get_actor(n, namespace=self.args.namespace) for n in names] or self.retrievers
         views = await asyncio.gather(*(r.reload.remote() for r in pool))
-        await asyncio.gather(*(sh.reload.remote(colocate) for sh in self.shards))
-        return {"retrievers": len(views), "shards": len(self.shards),
+        if self.view is not None:
+            await self._reload_view(generation)
+        return {"retrievers": len(views), "ingress_view": self.view is not None,
                 "artifact_id": views[0]["artifact_id"] if views else None}
 
     @app.get("/v1/admin/metrics/summary")
@@ -78,4 +81,5 @@ class AdminRoutes:
                 "model_version": f"{enc['model']}@{self.index_version}",
                 "sequence_model": self.sequence_version or "shipped",
                 "items": ret["items"],
-                "shards": len(self.shards)}
+                "shards": len(self.shards),
+                "ranking": "ingress" if self.view is not None else "retriever", "profile_reads": self.args.profile_reads}

@@ -80,7 +80,7 @@ class CatalogRoutes:
                            language: str | None = Query(None, pattern=r"^[a-z]{2}$"), explain: bool = False) -> dict:
         """Guides and articles ranked by the same profile as the products."""
         s.RecommendIn(user_id=user_id)  # same id rules as everywhere
-        profile_ref = self._shard(user_id).get_blob.remote(user_id)
+        profile_ref = self._remote_profile(user_id)
         cold, items = await self.retriever.content_for.remote(profile_ref, k, language, explain)
         return JSONResponse({"user_id": user_id, "cold_start": cold, "items": items})
 

@@ -27,7 +27,7 @@ class ChatRoutes:
         _text("query", body.query)
         filters = self._filters(body.category, body.min_price, body.max_price, body.in_stock)
         analysis = _analysis_or_422("query", await self._analyze(body.query))
-        profile_ref = self._shard(body.user_id).get_blob.remote(body.user_id) if body.user_id else None
+        profile_ref = self._remote_profile(body.user_id)
         search = self.retriever.search.remote(profile_ref, analysis.text, analysis.vector, body.k, filters)
         if body.user_id:  # the query is also a search event of the profile (after this ranking)
             event = Event(user_id=body.user_id, type="search", text=analysis.text, ts=time.time(),

@@ -39,13 +39,13 @@ def choose_factory(factory: str, n_items: int) -> str:
 
 
 def choose_colocation(setting: bool | None, n_items: int, dim: int) -> bool:
-    """``setting`` as given, or for None ("auto"): a retriever inside each profile shard, so GET
-    recommendations is one actor hop instead of two (2.13x the Serve floor against 2.53x in one run,
-    BENCHMARKS.md, serve), while the part of that retriever that grows with the catalog stays
-    small: its vectors and the float32 copy behind them, at most ``AUTO_COLOCATE_MAX_BYTES`` (about
-    43k items at dim 384). The rest is a fixed cost per shard (torch, the sequence model, the BM25
-    and content indexes: a shard's memory went from 143 to 416 MB on the demo catalog), which an
-    operator with many shards on little memory turns off with ``colocate_retrieval=false``."""
+    """``setting`` as given, or for None ("auto"): a catalog view (index and ranker) inside each
+    ingress replica, so GET recommendations ranks where it is received, with no actor hop
+    (BENCHMARKS.md, serve), while the part of that view that grows with the catalog stays small:
+    its vectors and the float32 copy behind them, at most ``AUTO_COLOCATE_MAX_BYTES`` (about 43k
+    items at dim 384). The rest is a fixed cost per ingress replica (torch, the sequence model, the
+    BM25 and content indexes: about 270 MB on the demo catalog); past the bound a retriever actor
+    ranks instead."""
     if setting is not None:
         return setting
     return 2 * 4 * dim * n_items <= AUTO_COLOCATE_MAX_BYTES

@@ -115,7 +115,8 @@ def test_api_keys_by_route_class(server, read_key):
 
 def test_redeploy_toggles_colocation_and_refuses_another_state_dir(server, tmp_path):
     """Detached shard actors used to keep their creation arguments: toggling colocate_retrieval
-    gave a 500 on every GET, another state_dir was silently ignored."""
+    gave a 500 on every GET, another state_dir was silently ignored. (Ranking has since moved from
+    the shards to the ingress; the redeploy still changes where it runs, and a shard setting.)"""
     from ray import serve
 
     from deployments.app import build_app
@@ -133,8 +134,9 @@ def test_redeploy_toggles_colocation_and_refuses_another_state_dir(server, tmp_p
         assert client.post("/re/v1/events", json={**e, "user_id": "re-user-2"}).status_code == 200
         plain = client.get("/re/v1/users/re-user/recommendations", params={"k": 5})
         assert plain.status_code == 200
-        serve.run(build_app(mine.model_copy(update={"colocate_retrieval": True})), name="ecrec-redeploy",
-                  route_prefix="/re")
+        serve.run(build_app(mine.model_copy(update={"colocate_retrieval": True, "snapshot_every": 7})),
+                  name="ecrec-redeploy", route_prefix="/re")
+        assert client.get("/re/readyz").json()["ranking"] == "ingress"
         colo = client.get("/re/v1/users/re-user-2/recommendations", params={"k": 5})
         assert colo.status_code == 200, colo.text
         assert [x["item_id"] for x in colo.json()["items"]] == [x["item_id"] for x in plain.json()["items"]]
@@ -157,7 +159,7 @@ def test_redeploy_toggles_colocation_and_refuses_another_state_dir(server, tmp_p
             assert again.status_code == 503, again.text
             time.sleep(0.5)
         assert again.status_code == 200, again.text
-        assert ray.get(victim.settings.remote())["colocate"]
+        assert ray.get(victim.settings.remote())["snapshot_every"] == 7
         with pytest.raises(StateMismatch, match="keeps its state in"):
             get_shards(mine.model_copy(update={"state_dir": str(tmp_path / "elsewhere")}), 384)
         with pytest.raises(LayoutMismatch, match="num_shards=3"):
@@ -186,7 +188,7 @@ def test_admin_reload_swaps_models_in_place(server, read_key):
         assert ro.post("/v1/admin/reload").status_code == 403  # an admin route
     r = client.post("/v1/admin/reload")
     assert r.status_code == 200, r.text
-    assert r.json()["retrievers"] == args.retriever_replicas and r.json()["shards"] == args.num_shards
+    assert r.json()["retrievers"] == args.retriever_replicas and r.json()["ingress_view"]
     assert ray.get(ray.get_actor(shard_name(0), namespace=args.namespace).pid.remote()) == before  # not recreated
     assert client.get("/v1/items/toys-001").status_code == 200
     assert client.post("/v1/recommendations", json={"text": "tent", "k": 3}).json()["items"]

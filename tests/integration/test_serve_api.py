@@ -222,21 +222,32 @@ def test_megabyte_review_is_truncated_and_flagged(server):
     assert r.status_code == 200 and r.json()["analysis"]["truncated"]
 
 
-def test_one_hop_and_two_hop_retrieval_give_the_same_answers(server, tmp_path):
-    """On the demo catalog the default graph ranks inside the shards (colocate_retrieval unset:
-    "auto", one hop); colocate_retrieval=false (shard, then a retriever actor) answers the same."""
-    import httpx
+def _blob_reads(args) -> int:
+    """How many profiles the app's shards handed out for ranking."""
     import ray
+
+    from deployments.profiles import shard_name
+
+    return sum(ray.get(ray.get_actor(shard_name(i), namespace=args.namespace).stats.remote())["blob_reads"]
+               for i in range(args.num_shards))
+
+
+def test_ingress_ranked_and_retriever_ranked_lists_are_the_same(server, tmp_path):
+    """On the demo catalog the default graph ranks in the ingress (colocate_retrieval unset: "auto")
+    with each profile read from its store: no call to a shard, GET is the proxy's hop only. An app
+    with colocate_retrieval=false and profile_reads=shard (the profile from the shard actor, then a
+    retriever actor ranks: the longest path) answers the same."""
+    import httpx
     from ray import serve
 
     from deployments.app import build_app
-    from deployments.profiles import shard_name
 
     client, args = server
     assert args.colocate_retrieval is None
-    assert ray.get(ray.get_actor(shard_name(0), namespace=args.namespace).settings.remote())["colocate"]
-    two_hop = args.model_copy(update={"colocate_retrieval": False, "namespace": args.namespace + "-2hop",
-                                      "state_dir": str(tmp_path / "state")})
+    ready = client.get("/readyz").json()
+    assert ready["ranking"] == "ingress" and ready["profile_reads"] == "store", ready
+    two_hop = args.model_copy(update={"colocate_retrieval": False, "profile_reads": "shard",
+                                      "namespace": args.namespace + "-2hop", "state_dir": str(tmp_path / "state")})
     serve.run(build_app(two_hop), name="ecrec-2hop", route_prefix="/2hop")
     try:
         with httpx.Client(base_url=client.base_url, timeout=60, headers=client.headers) as c:
@@ -251,11 +262,16 @@ def test_one_hop_and_two_hop_retrieval_give_the_same_answers(server, tmp_path):
                 assert c.post("/2hop/v1/events", json=e).status_code == 200
             time.sleep(0.8)
             q = {"k": 8}
+            asked = _blob_reads(args)
             a = client.get("/v1/users/colo-user/recommendations", params=q).json()["items"]
+            assert _blob_reads(args) == asked  # read from the store: the shard was not asked
+            asked = _blob_reads(two_hop)
             b = c.get("/2hop/v1/users/colo-user/recommendations", params=q).json()["items"]
+            assert _blob_reads(two_hop) == asked + 1
             assert [x["item_id"] for x in a] == [x["item_id"] for x in b]
             assert [round(x["score"], 4) for x in a] == [round(x["score"], 4) for x in b]
-            # a catalog change reaches the retriever inside each shard of the main (one-hop) app
+            assert c.get("/2hop/readyz").json()["ranking"] == "retriever"
+            # a catalog change reaches the main app's ingress-held catalog view
             r = client.put("/v1/items/colo-new", json={"title": "北斗卫星通话三防手机", "category": ["phones", "rugged"],
                                                       "description": "支持卫星通话", "language": "zh"})
             assert r.status_code == 200
