@@ -1,7 +1,8 @@
 """The catalog board: one durable log of item changes, interaction counters and co-visits.
 
 The ingress writes item upserts/deletes here (acknowledged once in SQLite); every retriever
-replica pulls ``sync(...)`` every ``sync_interval_s`` (0.2 s by default) and applies what it has
+replica, and every ingress replica's own catalog view, pulls ``sync(...)`` (the views:
+``sync_view``) every ``sync_interval_s`` (0.2 s by default) and applies what it has
 not seen, so a change reaches all replicas within a second, and a new replica catches up by
 loading the index artifact and replaying the log from 0. The decisions (what is kept, how the
 log is compacted, what a restart means for replicas) live in ``ecrec.retrieval.catalog_log``.
@@ -22,16 +23,22 @@ class CatalogBoard:
         self.log = CatalogLog(path)
         # Guides and articles: a log of their own (same durability), replayed on the content artifact.
         self.content = CatalogLog(content_path or str(path).replace("catalog.db", "content.db"))
-        # bumped by POST /v1/admin/reload: every ingress replica rebuilds its catalog view when it
-        # sees a new number (a restarted board starts again at 0: a rebuild too, harmless)
-        self.generation = 0
+        # (this board's id, reloads): POST /v1/admin/reload bumps it after the retrievers reloaded,
+        # and every ingress replica rebuilds its catalog view when it sees a newer one. A restarted
+        # board has another id, so a replica never mistakes its count for one it has seen.
+        import threading
+        import uuid
 
-    def get_generation(self) -> int:
+        self.generation = (uuid.uuid4().hex, 0)
+        self._generation_lock = threading.Lock()
+
+    def get_generation(self) -> tuple[str, int]:
         return self.generation
 
-    def bump_generation(self) -> int:
-        self.generation += 1
-        return self.generation
+    def bump_generation(self) -> tuple[str, int]:
+        with self._generation_lock:
+            self.generation = (self.generation[0], self.generation[1] + 1)
+            return self.generation
 
     def sync_view(self, sync_args: tuple, content_args: tuple):
         """(reload generation, ``sync(*sync_args)``, ``sync_content(*content_args)``): everything an

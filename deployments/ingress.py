@@ -71,6 +71,7 @@ class Ingress(ChatRoutes, CatalogRoutes, AdminRoutes):
             self.reader.set_readable(i for i, n in enumerate(nodes) if n == self.node_id)
         self._nodes_at = time.monotonic()
         self.view, self.view_generation, self._view_lock = None, None, asyncio.Lock()
+        self._failed_generation = (None, 0.0)  # a rebuild that failed, and when: tried again after 30 s
         if args.colocate_retrieval:
             from deployments.retriever import CatalogView
 
@@ -124,22 +125,41 @@ class Ingress(ChatRoutes, CatalogRoutes, AdminRoutes):
             v = self.view
             try:
                 generation, items, content = await self.board.sync_view.remote(v.sync_args(), v.content_sync_args())
-                if generation != self.view_generation:
-                    await self._reload_view(generation)
-                else:
-                    v.apply(*items)
-                    v.apply_content(*content)
+                failed, at = self._failed_generation
+                if self._newer(generation) and (generation != failed or time.monotonic() - at > 30.0):
+                    try:
+                        await self._reload_view(generation)
+                    except Exception:  # a broken artifact: the old view serves and keeps syncing
+                        log.exception("rebuilding the catalog view for reload %s failed; trying again in 30 s",
+                                      generation)
+                        self._failed_generation = (generation, time.monotonic())
+                if self.view is v:  # (a new view synced itself when it was built)
+                    if (items[0] != v.epoch or content[0] != v.content_epoch
+                            or len(items[1]) + len(content[1]) > 64):  # an artifact reload or a bulk import
+                        await asyncio.to_thread(self._apply_view, v, items, content)
+                    else:
+                        self._apply_view(v, items, content)
             except Exception:  # the board restarting: try again next tick
                 log.exception("catalog sync failed")
             await asyncio.sleep(v.interval)
 
-    async def _reload_view(self, generation: int) -> None:
+    @staticmethod
+    def _apply_view(v, items, content) -> None:
+        v.apply(*items)
+        v.apply_content(*content)
+
+    def _newer(self, generation) -> bool:
+        """A reload generation after this view's: another board (restarted), or more reloads."""
+        have = self.view_generation
+        return have is None or generation[0] != have[0] or generation[1] > have[1]
+
+    async def _reload_view(self, generation, force: bool = False) -> None:
         """Rebuild the catalog view for reload ``generation`` (once: the admin route and the sync
-        loop may both see it)."""
+        loop may both see it; ``force``: the admin route's own rebuild)."""
         from deployments.retriever import CatalogView
 
         async with self._view_lock:
-            if generation == self.view_generation:
+            if not force and not self._newer(generation):
                 return
             new = await asyncio.to_thread(CatalogView, self.args)  # reads the artifact and the models again
             old, self.view, self.view_generation = self.view, new, generation
@@ -161,11 +181,10 @@ class Ingress(ChatRoutes, CatalogRoutes, AdminRoutes):
                 self._flush()
             except Exception:  # soft signals: a batch lost to a failing actor is not retried
                 log.exception("flushing impressions failed")
-            try:
-                await self._check_store_reach()
-            except Exception:  # a shard restarting: its reads go through it until the next check
-                log.warning("could not ask the shards where they run; reading through them meanwhile")
-                self.reader.set_readable([])
+            try:  # bounded: a shard restarting must not hold up the flushes
+                await asyncio.wait_for(self._check_store_reach(), 2.0)
+            except Exception:  # a shard restarting or busy: the last answer stands until the next check
+                log.warning("could not ask the shards where they run; keeping the last answer")
             if time.monotonic() - self._version_at > 10.0:  # a switch seen even without text traffic
                 self._version_at = time.monotonic()
                 try:  # bounded: a busy encoder must not hold up the flushes

@@ -18,14 +18,15 @@ class AdminRoutes:
         reload generation at their next catalog sync and rebuild theirs."""
         import ray
 
-        generation = await self.board.bump_generation.remote()
         # every ingress replica's pool, found by name, not only this replica's
         names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
                  if a["namespace"] == self.args.namespace and a["name"].startswith("ecrec-retriever-")]
         pool = [ray.get_actor(n, namespace=self.args.namespace) for n in names] or self.retrievers
         views = await asyncio.gather(*(r.reload.remote() for r in pool))
+        # only after the retrievers took it: a broken artifact fails here, before any ingress tries it
+        generation = await self.board.bump_generation.remote()
         if self.view is not None:
-            await self._reload_view(generation)
+            await self._reload_view(generation, force=True)
         return {"retrievers": len(views), "ingress_view": self.view is not None,
                 "artifact_id": views[0]["artifact_id"] if views else None}
 

@@ -99,3 +99,28 @@ def test_sqlite_reads_only_the_shards_said_readable(tmp_path):
     assert reader.read(user).version == 1
     reader.set_readable([0])
     assert reader.read(user) is ASK_SHARD
+
+
+def test_a_redis_that_stopped_answering_costs_a_read_a_quarter_second(tmp_path):
+    """The reader runs on the ingress's event loop: a Redis that accepts connections but never
+    answers must not hold it for redis-py's default 10 s and retries. The read goes to the shard
+    after ``timeout_s``, and for ``retry_after_s`` no read tries Redis at all."""
+    import socket
+    import time
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # connections complete in the backlog; nothing ever answers
+    try:
+        reader = ProfileReader(f"redis://127.0.0.1:{silent.getsockname()[1]}/0", tmp_path, 4, timeout_s=0.25,
+                               retry_after_s=30.0)
+        t0 = time.monotonic()
+        assert reader.read("u1") is ASK_SHARD
+        first = time.monotonic() - t0
+        t0 = time.monotonic()
+        assert [reader.read(f"u{i}") for i in range(2, 10)] == [ASK_SHARD] * 8  # every shard: one Redis
+        rest = time.monotonic() - t0
+        assert first < 5.0 and rest < 2.0, (first, rest)  # against 10 s and retries per read before
+        reader.close()
+    finally:
+        silent.close()

@@ -11,7 +11,6 @@ says so and the caller asks the shard.
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 from pathlib import Path
 
@@ -29,9 +28,12 @@ class ProfileReader:
     ``state_dir``, one per shard; a redis:// URL: keys under ``namespace``)."""
 
     def __init__(self, store: str, state_dir: str | Path, num_shards: int, namespace: str = "ecrec",
-                 retry_after_s: float = 1.0):
+                 retry_after_s: float = 1.0, timeout_s: float = 0.25):
+        """A store that fails a read (or does not answer within ``timeout_s``, Redis) is left alone
+        for ``retry_after_s``: its reads go to the shards meanwhile. The caller's event loop waits
+        at most ``timeout_s`` for a store that stopped answering."""
         self.store, self.state_dir, self.num_shards = store, Path(state_dir), num_shards
-        self.namespace, self.retry_after_s = namespace, retry_after_s
+        self.namespace, self.retry_after_s, self.timeout_s = namespace, retry_after_s, timeout_s
         self._sources: dict[int, object] = {}
         self._failed_at: dict[int, float] = {}
         # SQLite files are local to a node: only shards known to run on this one are read (``readable``)
@@ -42,26 +44,29 @@ class ProfileReader:
         """The shards whose store this process may read (for SQLite: those running on this node)."""
         self.readable = set(shards)
 
+    def _key(self, idx: int):
+        """What one failure takes out: a shard's SQLite file, or the one Redis every shard shares."""
+        return idx if self.store == "sqlite" else "redis"
+
     def _source(self, idx: int):
-        src = self._sources.get(idx)
+        key = self._key(idx)
+        src = self._sources.get(key)
         if src is not None:
             return src
-        if time.monotonic() - self._failed_at.get(idx, -1e9) < self.retry_after_s:
+        if time.monotonic() - self._failed_at.get(key, -1e9) < self.retry_after_s:
             return None
         try:
             if self.store == "sqlite":
                 src = SQLiteHeadReader(self.state_dir / f"profiles-{idx:04d}.db")
             else:
-                src = self._sources.get("redis")
-                if src is None:
-                    from ecrec.profiles.store_redis import RedisStore
+                from ecrec.profiles.store_redis import RedisStore
 
-                    src = self._sources["redis"] = RedisStore(self.store, prefix=self.namespace)
-        except (sqlite3.Error, OSError) as e:  # the shard has not created its file yet
+                src = RedisStore(self.store, prefix=self.namespace, timeout_s=self.timeout_s)
+        except Exception as e:  # the shard has not created its file yet; Redis unreachable
             log.info("profile store of shard %d not readable here yet (%s)", idx, e)
-            self._failed_at[idx] = time.monotonic()
+            self._failed_at[key] = time.monotonic()
             return None
-        self._sources[idx] = src
+        self._sources[key] = src
         return src
 
     def read(self, user_id: str):
@@ -95,14 +100,16 @@ class ProfileReader:
         return ASK_SHARD
 
     def _drop(self, idx: int) -> None:
-        src = self._sources.pop(idx, None)
-        self._failed_at[idx] = time.monotonic()
-        if isinstance(src, SQLiteHeadReader):
-            src.close()
-        elif src is not None:  # Redis: one client for every shard
-            self._sources = {}
+        key = self._key(idx)
+        src = self._sources.pop(key, None)
+        self._failed_at[key] = time.monotonic()
+        if src is not None:
+            try:
+                src.close()
+            except Exception:
+                pass
 
     def close(self) -> None:
-        for src in {id(s): s for s in self._sources.values()}.values():
+        for src in self._sources.values():
             src.close()
         self._sources = {}

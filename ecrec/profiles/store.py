@@ -350,8 +350,9 @@ class SQLiteHeadReader:
     not exist yet (the shard has not started) raises ``sqlite3.OperationalError``."""
 
     def __init__(self, path: str | Path):
+        # a short busy wait: the caller's event loop waits on it, and the shard answers instead
         self._db = sqlite3.connect(f"file:{Path(path)}?mode=rw", uri=True, check_same_thread=False,
-                                   isolation_level=None)
+                                   isolation_level=None, timeout=0.25)
         self._db.execute("PRAGMA query_only=ON")
         self._lock = threading.Lock()
 

@@ -119,17 +119,26 @@ def _unpack(raw: bytes) -> tuple[float, bytes]:
 
 
 class RedisStore:
-    def __init__(self, url: str, prefix: str = "ecrec", seen_retention_s: float = SEEN_RETENTION_S, client=None):
+    def __init__(self, url: str, prefix: str = "ecrec", seen_retention_s: float = SEEN_RETENTION_S, client=None,
+                 timeout_s: float | None = None):
         """``url`` without a password takes ``ECREC_REDIS_PASSWORD`` from the environment (secrets
-        stay out of config files)."""
+        stay out of config files). ``timeout_s``: a reader's short deadline for connecting and for
+        each answer, with no retries (a reader has somewhere else to go: the shard); writers wait
+        up to 10 s, with redis-py's retries."""
         import redis
 
         self.url, self.prefix, self.seen_retention_s = url, prefix, seen_retention_s
         extra = {}
         if os.environ.get("ECREC_REDIS_PASSWORD") and "@" not in url:
             extra["password"] = os.environ["ECREC_REDIS_PASSWORD"]
-        self.r = client if client is not None else redis.Redis.from_url(url, socket_timeout=10,
-                                                                      health_check_interval=30, **extra)
+        if timeout_s is not None:
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
+
+            extra.update(socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0))
+        else:
+            extra.update(socket_timeout=10)
+        self.r = client if client is not None else redis.Redis.from_url(url, health_check_interval=30, **extra)
         self._append = self.r.register_script(_APPEND)
         self._append_many = self.r.register_script(_APPEND_MANY)
         self._snapshot = self.r.register_script(_SNAPSHOT)
