@@ -153,13 +153,13 @@ class Ingress(ChatRoutes, CatalogRoutes, AdminRoutes):
         have = self.view_generation
         return have is None or generation[0] != have[0] or generation[1] > have[1]
 
-    async def _reload_view(self, generation, force: bool = False) -> None:
+    async def _reload_view(self, generation) -> None:
         """Rebuild the catalog view for reload ``generation`` (once: the admin route and the sync
-        loop may both see it; ``force``: the admin route's own rebuild)."""
+        loop may both see it)."""
         from deployments.retriever import CatalogView
 
         async with self._view_lock:
-            if not force and not self._newer(generation):
+            if not self._newer(generation):
                 return
             new = await asyncio.to_thread(CatalogView, self.args)  # reads the artifact and the models again
             old, self.view, self.view_generation = self.view, new, generation
@@ -236,8 +236,7 @@ class Ingress(ChatRoutes, CatalogRoutes, AdminRoutes):
         if self.view is None:
             return self.retriever.item_vector.remote(item_id)
         fut = asyncio.get_running_loop().create_future()
-        index = self.view.index
-        fut.set_result(index.vector(item_id) if item_id in index else None)
+        fut.set_result(self.view.vector_of(item_id))
         return fut
 
     def _analyze(self, text: str):

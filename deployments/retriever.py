@@ -155,6 +155,12 @@ class CatalogView:
                 self.stats.popularity, self.stats.impressions, self.stats.clicks = pop, imp, clicks
                 self.stats.version += 1
 
+    def vector_of(self, item_id: str) -> np.ndarray | None:
+        """The item's vector, or None when it is not in the catalog (read under the lock: an
+        apply in another thread may be removing it)."""
+        with self.lock:
+            return self.index.vector(item_id) if item_id in self.index else None
+
     def rank(self, profile, k: int, filters, text_vec, text, now: float | None = None, arm: str | None = None):
         """(cold start?, plain dicts ready for JSON: cheap to pickle back to the ingress). ``arm``
         picks an A/B arm's ranking settings (the default ranker otherwise). ``profile``: a

@@ -26,7 +26,7 @@ class AdminRoutes:
         # only after the retrievers took it: a broken artifact fails here, before any ingress tries it
         generation = await self.board.bump_generation.remote()
         if self.view is not None:
-            await self._reload_view(generation, force=True)
+            await self._reload_view(generation)
         return {"retrievers": len(views), "ingress_view": self.view is not None,
                 "artifact_id": views[0]["artifact_id"] if views else None}
 

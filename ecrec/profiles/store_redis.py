@@ -124,7 +124,7 @@ class RedisStore:
         """``url`` without a password takes ``ECREC_REDIS_PASSWORD`` from the environment (secrets
         stay out of config files). ``timeout_s``: a reader's short deadline for connecting and for
         each answer, with no retries (a reader has somewhere else to go: the shard); writers wait
-        up to 10 s, with redis-py's retries."""
+        up to 10 s for an answer."""
         import redis
 
         self.url, self.prefix, self.seen_retention_s = url, prefix, seen_retention_s
