@@ -21,7 +21,7 @@ from deployments.catalog_board import get_board
 from deployments.config import AppArgs
 from deployments.drift import get_drift
 from deployments.http_app import _GUARD_SETTINGS, ApiError, _analysis_or_422, _out_analysis, _text, app
-from deployments.profiles import get_shards, shard_nodes
+from deployments.profiles import get_shards
 from deployments.retriever import make_retrievers
 from deployments import routes_admin, routes_catalog, routes_chat
 from deployments.routes_admin import AdminRoutes
@@ -67,8 +67,7 @@ class Ingress(ChatRoutes, CatalogRoutes, AdminRoutes):
         self.reader = ProfileReader(args.store, args.resolved_state_dir(), args.num_shards, args.namespace)
         self.node_id = ray.get_runtime_context().get_node_id()
         if args.store == "sqlite":
-            nodes = [s.get("node_id") for s in ray.get([sh.settings.remote() for sh in self.shards])]
-            self.reader.set_readable(i for i, n in enumerate(nodes) if n == self.node_id)
+            self._read_shards_on(self.node_id, ray.get([sh.settings.remote() for sh in self.shards]))
         self._nodes_at = time.monotonic()
         self.view, self.view_generation, self._view_lock = None, None, asyncio.Lock()
         self._failed_generation = (None, 0.0)  # a rebuild that failed, and when: tried again after 30 s
@@ -171,8 +170,12 @@ class Ingress(ChatRoutes, CatalogRoutes, AdminRoutes):
         if self.args.store != "sqlite" or time.monotonic() - self._nodes_at < 5.0:
             return
         self._nodes_at = time.monotonic()
-        nodes = await shard_nodes(self.shards)
-        self.reader.set_readable(i for i, n in enumerate(nodes) if n == self.node_id)
+        self._read_shards_on(self.node_id, await asyncio.gather(*(sh.settings.remote() for sh in self.shards)))
+
+    def _read_shards_on(self, node_id: str, settings: list[dict]) -> None:
+        """Read the stores of the shards whose ``settings`` say they run on ``node_id`` (a shard of
+        an earlier ecrec does not say: it is read through its actor)."""
+        self.reader.set_readable(i for i, s in enumerate(settings) if s.get("node_id") == node_id)
 
     async def _flush_forever(self) -> None:
         while True:
@@ -265,8 +268,13 @@ class Ingress(ChatRoutes, CatalogRoutes, AdminRoutes):
 
     def _remote_profile(self, user_id: str | None):
         """``_profile_arg`` as an argument for another actor: stored bytes, an ObjectRef or None."""
-        p = self._profile_arg(user_id)
-        return p.stored_bytes() if p is not None and not isinstance(p, ray.ObjectRef) else p
+        return self._for_remote(self._profile_arg(user_id))
+
+    @staticmethod
+    def _for_remote(profile):
+        """A profile as another actor takes it: a ``UserProfile`` as its ~4 KB stored bytes
+        (decoded once over there); an ObjectRef or None as it is."""
+        return profile.stored_bytes() if profile is not None and not isinstance(profile, ray.ObjectRef) else profile
 
     async def _recommend(self, user_id, k, filters, text_vec=None, text=None, explain=False, source=None):
         """(cold start?, items with their 1-based ``position``, the list's request id). ``source``
@@ -278,9 +286,8 @@ class Ingress(ChatRoutes, CatalogRoutes, AdminRoutes):
                 profile = await profile
             cold, items = self.view.rank(profile, k, filters, text_vec, text, arm=arm)
         else:
-            if profile is not None and not isinstance(profile, ray.ObjectRef):
-                profile = profile.stored_bytes()  # ~4 KB, decoded once over there
-            cold, items = await self.retriever.recommend.remote(profile, k, filters, text_vec, text, None, arm)
+            cold, items = await self.retriever.recommend.remote(self._for_remote(profile), k, filters, text_vec,
+                                                                text, None, arm)
         for pos, i in enumerate(items, start=1):
             i["position"] = pos
             if not explain:

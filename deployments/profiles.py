@@ -215,9 +215,3 @@ def get_shards(args: AppArgs, dim: int) -> list:
                                           args.max_future_skew_s))
     return shards
 
-
-async def shard_nodes(shards) -> list[str | None]:
-    """The node each shard runs on (None: a shard of an earlier ecrec that does not say)."""
-    import asyncio
-
-    return [s.get("node_id") for s in await asyncio.gather(*(sh.settings.remote() for sh in shards))]
