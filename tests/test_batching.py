@@ -61,3 +61,41 @@ def test_balanced_weights_and_bias_calibration():
     offsets, best = calibrate_bias(logits, y, 3)
     assert (logits + offsets).argmax(1).tolist() == y.tolist()
     assert best == 2.0  # accuracy 1 + macro-F1 1
+
+
+def _partitions(items):
+    if not items:
+        yield []
+        return
+    first, rest = items[0], items[1:]
+    for part in _partitions(rest):
+        yield [[first], *part]
+        for i in range(len(part)):
+            yield [*part[:i], [first, *part[i]], *part[i + 1:]]
+
+
+def test_encoder_batch_plan_is_the_cheapest_of_all_partitions():
+    from ecrec.text.batching import padded_tokens, plan_batches
+
+    rng = np.random.default_rng(4)
+    for _ in range(40):
+        n = int(rng.integers(1, 8))
+        lengths = rng.integers(3, 130, size=n).tolist()
+        max_rows, overhead = int(rng.integers(1, 5)), int(rng.integers(0, 60))
+        plan = plan_batches(lengths, max_rows, overhead)
+        assert sorted(i for b in plan for i in b.tolist()) == list(range(n))
+        assert all(1 <= len(b) <= max_rows for b in plan)
+        cost = padded_tokens(lengths, plan) + overhead * len(plan)
+        best = min(padded_tokens(lengths, [np.array(g) for g in p]) + overhead * len(p)
+                   for p in _partitions(list(range(n))) if all(len(g) <= max_rows for g in p))
+        assert cost == best
+
+
+def test_mixed_length_rows_pad_far_less_than_fixed_batches():
+    from ecrec.text.batching import padded_tokens, plan_batches
+
+    # a Chinese review, its short clauses, English texts: fixed batches of 32 pad every row to 128
+    lengths = [128] + [12] * 40 + [30] * 40
+    plan = plan_batches(lengths, 32, overhead_tokens=48)
+    assert padded_tokens(lengths, plan) == 128 + 40 * 12 + 40 * 30
+    assert len(plan) == 5  # 1 long row, then 80 rows in 32-row passes of similar length

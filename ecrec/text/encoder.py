@@ -27,7 +27,7 @@ class EncoderConfig:
     model: str = field(default="e5-small", metadata={"help": "e5-small (zh+en) or minilm (en)"})
     model_dir: Path | None = field(default=None, metadata={"help": "override the model folder"})
     max_length: int = field(default=128, metadata={"help": "tokens per text, longer truncated"})
-    batch_size: int = field(default=32, metadata={"help": "texts per forward pass"})
+    batch_size: int = field(default=32, metadata={"help": "most rows per forward pass (ecrec.text.batching)"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:N"})
     num_threads: int | None = field(default=None, metadata={"help": "torch CPU threads"})
     align_languages: bool = field(default=True, metadata={"help": "centre zh/en vectors (shipped shift)"})
@@ -231,6 +231,7 @@ class TextEncoder:
              rows: list[int | None] | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
         import torch
 
+        from ecrec.text.batching import plan_batches
         from ecrec.text.classifier import mean_pool, trunk_forward
 
         prepared = self._prefixed(texts, role)
@@ -244,15 +245,17 @@ class TextEncoder:
         for j, b in enumerate(branches):
             splits.setdefault(n_layers - len(b.layers), []).append(j)
         first = min(splits, default=n_layers)
-        order = np.argsort([-len(t) for t in prepared], kind="stable")
-        bs = self.config.batch_size
+        ids = self.tokenizer(prepared, truncation=True, max_length=self.config.max_length)["input_ids"]
+        lengths = [len(x) for x in ids]
+        if self.graphs is not None:  # replays pad to shape buckets: fixed chunks of the token-sorted rows
+            order = np.argsort([-n for n in lengths], kind="stable")
+            plan = [order[s : s + self.config.batch_size] for s in range(0, len(order), self.config.batch_size)]
+        else:
+            plan = plan_batches(lengths, self.config.batch_size)
+        pad_id = self.tokenizer.pad_token_id or 0
         with torch.inference_mode():
-            for start in range(0, len(order), bs):
-                idx = order[start : start + bs]
-                enc = self.tokenizer(
-                    [prepared[i] for i in idx], padding=True, truncation=True,
-                    max_length=self.config.max_length, return_tensors="pt",
-                )
+            for idx in plan:
+                enc = _padded([ids[i] for i in idx], pad_id)
                 if self.graphs is not None:  # every branch on every row, in one replay; keep the rows asked for
                     res = self.graphs(enc["input_ids"], enc["attention_mask"], branches).numpy()
                     out[idx] = res[:, : self.dim]
@@ -262,7 +265,7 @@ class TextEncoder:
                         logits[j][idx[keep]] = res[keep, col : col + width]
                         col += width
                     continue
-                enc = enc.to(self.device)
+                enc = {k: v.to(self.device) for k, v in enc.items()}
                 attn = enc["attention_mask"]
                 if not branches:
                     hidden = self.model(input_ids=enc["input_ids"], attention_mask=attn).last_hidden_state
@@ -285,6 +288,19 @@ class TextEncoder:
 
     def encode_one(self, text: str, role: Role = "query", align: bool = True) -> np.ndarray:
         return self.encode([text], role, align)[0]
+
+
+def _padded(rows: list[list[int]], pad_id: int) -> dict:
+    """Token id rows as right-padded ``input_ids`` and ``attention_mask`` tensors."""
+    import torch
+
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        input_ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+        attention_mask[i, : len(r)] = 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask}
 
 
 def encode_with_progress(encoder: TextEncoder, texts: list[str], role: Role, chunk: int = 1024,
