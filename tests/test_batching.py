@@ -99,3 +99,13 @@ def test_mixed_length_rows_pad_far_less_than_fixed_batches():
     plan = plan_batches(lengths, 32, overhead_tokens=48)
     assert padded_tokens(lengths, plan) == 128 + 40 * 12 + 40 * 30
     assert len(plan) == 5  # 1 long row, then 80 rows in 32-row passes of similar length
+
+
+def test_a_small_call_is_split_so_every_pass_thread_has_work():
+    from ecrec.text.batching import plan_batches
+
+    lengths = [20, 14, 12, 11]  # a short review and its clauses: one pass is cheapest for one thread
+    assert len(plan_batches(lengths, 32)) == 1
+    two = plan_batches(lengths, 32, min_batches=2)
+    assert sorted(i for b in two for i in b.tolist()) == [0, 1, 2, 3] and len(two) == 2
+    assert len(plan_batches([40], 32, min_batches=2)) == 1  # one row cannot be split

@@ -145,3 +145,27 @@ def test_concurrent_model_builds_on_one_node_take_turns(tmp_path, monkeypatch):
     assert not errors and len(builds) == 1, (errors, builds)
     assert (target / "weights.bin").read_bytes() == b"x" * 10 and (target / "ecrec_build.json").exists()
     assert not [p for p in target.parent.iterdir() if ".tmp" in p.name]
+
+
+def test_passes_side_by_side_give_the_answers_of_one_thread(analyzer):
+    """CPU replicas run whole forward passes on two threads (``parallel="passes"``); each row's
+    vector and logits must land in its own slot, as with passes one after another."""
+    import torch
+
+    from ecrec.text.encoder import EncoderConfig, TextEncoder
+    from ecrec.text.sentiment import TextAnalyzer
+
+    texts = TEXTS + ["屏幕很清楚，但是电池续航太差了。客服也不回消息。", "Great fit. The zipper broke after a week, though."]
+    before = torch.get_num_threads()
+    try:
+        enc = TextEncoder(EncoderConfig(num_threads=2))
+        assert enc._pool is not None and torch.get_num_threads() == 1
+        side_by_side = TextAnalyzer(enc, analyzer.head, analyzer.intent_head).analyze(texts)
+    finally:
+        torch.set_num_threads(before)
+    reference = analyzer.analyze(texts)
+    for a, b in zip(side_by_side, reference):
+        assert a.sentiment.label == b.sentiment.label and a.intent.label == b.intent.label
+        assert [c.sentiment.label for c in a.clauses] == [c.sentiment.label for c in b.clauses]
+        assert float(a.vector @ b.vector) > 0.9999
+        assert abs(a.sentiment.probs["positive"] - b.sentiment.probs["positive"]) < 1e-4

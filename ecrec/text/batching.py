@@ -20,10 +20,12 @@ import numpy as np
 PASS_OVERHEAD_TOKENS = 48
 
 
-def plan_batches(lengths: Sequence[int], max_rows: int,
-                 overhead_tokens: int = PASS_OVERHEAD_TOKENS) -> list[np.ndarray]:
+def plan_batches(lengths: Sequence[int], max_rows: int, overhead_tokens: int = PASS_OVERHEAD_TOKENS,
+                 min_batches: int = 1) -> list[np.ndarray]:
     """Row indices of each batch, longest rows first: every row once, at most ``max_rows`` rows
-    per batch, with the least padded tokens plus ``overhead_tokens`` per batch."""
+    per batch, with the least padded tokens plus ``overhead_tokens`` per batch. ``min_batches``
+    (the threads that run passes side by side): the costliest batch is halved until there are
+    that many, where rows allow, so that no thread idles on a small call."""
     if max_rows < 1:
         raise ValueError(f"max_rows must be >= 1, got {max_rows}")
     n = np.asarray(lengths, dtype=np.int64)
@@ -41,7 +43,14 @@ def plan_batches(lengths: Sequence[int], max_rows: int,
     while j > 0:
         batches.append(order[cut[j]:j])
         j = int(cut[j])
-    return batches[::-1]
+    batches = batches[::-1]
+    while len(batches) < min_batches:
+        costly = max(range(len(batches)), key=lambda i: len(batches[i]) * n[batches[i][0]])
+        b = batches[costly]
+        if len(b) < 2:
+            break
+        batches[costly: costly + 1] = [b[: len(b) // 2], b[len(b) // 2:]]
+    return batches
 
 
 def padded_tokens(lengths: Sequence[int], batches: Sequence[np.ndarray]) -> int:

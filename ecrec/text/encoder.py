@@ -30,6 +30,9 @@ class EncoderConfig:
     batch_size: int = field(default=32, metadata={"help": "most rows per forward pass (ecrec.text.batching)"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:N"})
     num_threads: int | None = field(default=None, metadata={"help": "torch CPU threads"})
+    parallel: str = field(default="passes", metadata={
+        "help": "with num_threads >= 2 on CPU: passes (forward passes side by side, one thread each) or operators "
+                "(each operator split across the threads)"})
     align_languages: bool = field(default=True, metadata={"help": "centre zh/en vectors (shipped shift)"})
     quantize: str = field(default="none", metadata={
         "help": "none, or int8: dynamic int8 Linear layers on CPU (trunk and fine-tuned branches; see BENCHMARKS.md)"})
@@ -37,6 +40,8 @@ class EncoderConfig:
         "help": "capture static-shape CUDA graphs of the forward pass on GPU (ecrec.text.cuda_graphs); ignored on CPU"})
 
     def __post_init__(self) -> None:
+        if self.parallel not in ("passes", "operators"):
+            raise ValueError(f"parallel must be 'passes' or 'operators', got {self.parallel!r}")
         if self.quantize not in ("none", "int8"):
             raise ValueError(f"quantize must be 'none' or 'int8', got {self.quantize!r}")
         if self.model not in MODELS:
@@ -131,10 +136,20 @@ class TextEncoder:
 
         self.config = config
         self.model_dir = resolve_model_dir(config, home)
-        if config.num_threads:
-            torch.set_num_threads(config.num_threads)
         torch.set_flush_denormal(True)
         self.device = resolve_device(config.device)
+        self._pool = None  # threads that run whole forward passes (CPU, parallel="passes")
+        if config.num_threads:
+            torch.set_num_threads(config.num_threads)
+            if config.num_threads >= 2 and config.parallel == "passes" and self.device.type == "cpu":
+                from concurrent.futures import ThreadPoolExecutor
+
+                # Measured on 2 cores (bench/text_path.py, one process): the 32 reviews took 1.6-2.0 s
+                # with two pass threads against 2.1-2.4 s with two threads per operator, whose OpenMP
+                # team wakes for every small operator; one long review 210-310 ms against 290-400. In a
+                # Serve replica beside the proxy and the other actors the gap was wider (text-http).
+                torch.set_num_threads(1)
+                self._pool = ThreadPoolExecutor(config.num_threads, thread_name_prefix="encoder-pass")
         if self.device.type == "cuda":
             self.dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         else:
@@ -232,7 +247,6 @@ class TextEncoder:
         import torch
 
         from ecrec.text.batching import plan_batches
-        from ecrec.text.classifier import mean_pool, trunk_forward
 
         prepared = self._prefixed(texts, role)
         out = np.empty((len(prepared), self.dim), dtype=np.float32)
@@ -251,40 +265,57 @@ class TextEncoder:
             order = np.argsort([-n for n in lengths], kind="stable")
             plan = [order[s : s + self.config.batch_size] for s in range(0, len(order), self.config.batch_size)]
         else:
-            plan = plan_batches(lengths, self.config.batch_size)
+            plan = plan_batches(lengths, self.config.batch_size, min_batches=self._pool._max_workers if self._pool else 1)
         pad_id = self.tokenizer.pad_token_id or 0
-        with torch.inference_mode():
+
+        def run_pass(idx: np.ndarray) -> None:
+            with torch.inference_mode():
+                self._pass(_padded([ids[i] for i in idx], pad_id), idx, branches, limits, splits, first, out, logits)
+
+        if self._pool is None or len(plan) < 2:
             for idx in plan:
-                enc = _padded([ids[i] for i in idx], pad_id)
-                if self.graphs is not None:  # every branch on every row, in one replay; keep the rows asked for
-                    res = self.graphs(enc["input_ids"], enc["attention_mask"], branches).numpy()
-                    out[idx] = res[:, : self.dim]
-                    col = self.dim
-                    for j, b in enumerate(branches):
-                        keep, width = idx < limits[j], b.head.out_features
-                        logits[j][idx[keep]] = res[keep, col : col + width]
-                        col += width
-                    continue
-                enc = {k: v.to(self.device) for k, v in enc.items()}
-                attn = enc["attention_mask"]
-                if not branches:
-                    hidden = self.model(input_ids=enc["input_ids"], attention_mask=attn).last_hidden_state
-                else:
-                    hidden, mask4 = trunk_forward(self.model, enc["input_ids"], attn, first)
-                    for at in range(first, n_layers + 1):
-                        for j in splits.get(at, []):
-                            keep = idx < limits[j]
-                            if keep.all():
-                                logits[j][idx] = branches[j](hidden, mask4, attn).float().cpu().numpy()
-                            elif keep.any():
-                                t = torch.from_numpy(keep).to(self.device)
-                                m4 = mask4[t] if mask4 is not None else None  # None: a batch without padding
-                                logits[j][idx[keep]] = branches[j](hidden[t], m4, attn[t]).float().cpu().numpy()
-                        if at < n_layers:
-                            hidden = self.model.encoder.layer[at](hidden, mask4)
-                pooled = torch.nn.functional.normalize(mean_pool(hidden, attn).float(), dim=-1)
-                out[idx] = pooled.cpu().numpy()
+                run_pass(idx)
+        else:  # passes longest first, each on one core: no OpenMP team to wake for every operator
+            list(self._pool.map(run_pass, sorted(plan, key=lambda b: -len(b) * lengths[b[0]])))
         return out, logits
+
+    def _pass(self, enc: dict, idx: np.ndarray, branches: list, limits: list[int], splits: dict, first: int,
+              out: np.ndarray, logits: list[np.ndarray]) -> None:
+        """One forward pass over the padded rows ``idx``: their vectors into ``out``, each branch's
+        logits (for the rows it runs on) into ``logits``."""
+        import torch
+
+        from ecrec.text.classifier import mean_pool, trunk_forward
+
+        if self.graphs is not None:  # every branch on every row, in one replay; keep the rows asked for
+            res = self.graphs(enc["input_ids"], enc["attention_mask"], branches).numpy()
+            out[idx] = res[:, : self.dim]
+            col = self.dim
+            for j, b in enumerate(branches):
+                keep, width = idx < limits[j], b.head.out_features
+                logits[j][idx[keep]] = res[keep, col : col + width]
+                col += width
+            return
+        enc = {k: v.to(self.device) for k, v in enc.items()}
+        attn = enc["attention_mask"]
+        n_layers = self.model.config.num_hidden_layers
+        if not branches:
+            hidden = self.model(input_ids=enc["input_ids"], attention_mask=attn).last_hidden_state
+        else:
+            hidden, mask4 = trunk_forward(self.model, enc["input_ids"], attn, first)
+            for at in range(first, n_layers + 1):
+                for j in splits.get(at, []):
+                    keep = idx < limits[j]
+                    if keep.all():
+                        logits[j][idx] = branches[j](hidden, mask4, attn).float().cpu().numpy()
+                    elif keep.any():
+                        t = torch.from_numpy(keep).to(self.device)
+                        m4 = mask4[t] if mask4 is not None else None  # None: a batch without padding
+                        logits[j][idx[keep]] = branches[j](hidden[t], m4, attn[t]).float().cpu().numpy()
+                if at < n_layers:
+                    hidden = self.model.encoder.layer[at](hidden, mask4)
+        pooled = torch.nn.functional.normalize(mean_pool(hidden, attn).float(), dim=-1)
+        out[idx] = pooled.cpu().numpy()
 
     def encode_one(self, text: str, role: Role = "query", align: bool = True) -> np.ndarray:
         return self.encode([text], role, align)[0]
