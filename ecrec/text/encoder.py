@@ -75,9 +75,11 @@ def cpu_replica_env(cores_shared: bool = True) -> dict[str, str]:
     Serve replica beside the proxy, the ingress and the shards). OpenMP's threads otherwise spin
     between the many small parallel regions of a forward pass, burning the time the other
     processes need; with ``PASSIVE`` they sleep. Measured over HTTP on 2 cores (32 MARC reviews,
-    ``bench/text_http.py``, one 2-thread replica): 1.43x the in-process time with it, 1.65-1.85x
-    with OpenMP's default policy and 2.47x with ``ACTIVE``. An operator's own ``OMP_WAIT_POLICY``
-    wins."""
+    ``bench/text_http.py``, one replica, two threads per operator): 1.43x the in-process time with
+    it, 1.65-1.85x with OpenMP's default policy and 2.47x with ``ACTIVE``. Replicas now run passes
+    side by side on one thread per operator (``EncoderConfig.parallel``), 1.08-1.12x, and OpenMP
+    teams are left to what still uses them (an operator's ``parallel="operators"``, int8 kernels).
+    An operator's own ``OMP_WAIT_POLICY`` wins."""
     if not cores_shared:
         return {}
     return {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
