@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -38,6 +39,7 @@ def in_process(data_dir: str, rounds: int) -> dict:
                     "--rounds", str(rounds), "--agree", "0", "--out", str(out)], check=True, cwd=ROOT,
                    env=dict(os.environ, PYTHONPATH=str(ROOT), TOKENIZERS_PARALLELISM="false"))
     res = json.loads(out.read_text())
+    shutil.rmtree(out.parent)
     return {**res, "seconds": float(np.median(res["times"]))}
 
 

@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import subprocess
 import tempfile
 import sys
@@ -95,7 +96,9 @@ def run_side(tree: Path, quantize: str, data_dir: str, rounds: int, agree_n: int
     if agree_n > 0:
         with np.load(out.with_suffix(".npz")) as z:
             answers = {k: z[k] for k in z.files}
-    return json.loads(out.read_text()), answers
+    timing = json.loads(out.read_text())
+    shutil.rmtree(out.parent)
+    return timing, answers
 
 
 def main() -> None:

@@ -159,13 +159,31 @@ def test_passes_side_by_side_give_the_answers_of_one_thread(analyzer):
     before = torch.get_num_threads()
     try:
         enc = TextEncoder(EncoderConfig(num_threads=2))
-        assert enc._pool is not None and torch.get_num_threads() == 1
+        # passes on 1-thread workers, a lone pass (one row) on a 2-thread one
+        assert enc._pool.submit(torch.get_num_threads).result() == 1
+        assert enc._wide.submit(torch.get_num_threads).result() == 2
         side_by_side = TextAnalyzer(enc, analyzer.head, analyzer.intent_head).analyze(texts)
+        lone = enc.encode([TEXTS[1]], "passage", align=False)
     finally:
         torch.set_num_threads(before)
     reference = analyzer.analyze(texts)
+    assert float(lone[0] @ encoder_one(analyzer, TEXTS[1])) > 0.9999
     for a, b in zip(side_by_side, reference):
         assert a.sentiment.label == b.sentiment.label and a.intent.label == b.intent.label
         assert [c.sentiment.label for c in a.clauses] == [c.sentiment.label for c in b.clauses]
         assert float(a.vector @ b.vector) > 0.9999
         assert abs(a.sentiment.probs["positive"] - b.sentiment.probs["positive"]) < 1e-4
+
+
+def encoder_one(analyzer, text):
+    return analyzer.encoder.encode([text], "passage", align=False)[0]
+
+
+def test_rows_tokenized_in_blocks_give_the_vectors_of_one_block(encoder, monkeypatch):
+    import ecrec.text.encoder as encoder_module
+
+    texts = TEXTS + [f"评价 {i}: {'很好用' if i % 2 else 'stopped working after a week'}" for i in range(7)]
+    whole = encoder.encode(texts, "passage", align=False)
+    monkeypatch.setattr(encoder_module, "TOKENIZE_BLOCK", 3)
+    blocks = encoder.encode(texts, "passage", align=False)
+    np.testing.assert_allclose((whole * blocks).sum(1), 1.0, atol=1e-5)

@@ -44,7 +44,7 @@ def plan_batches(lengths: Sequence[int], max_rows: int, overhead_tokens: int = P
         batches.append(order[cut[j]:j])
         j = int(cut[j])
     batches = batches[::-1]
-    while len(batches) < min_batches:
+    while 0 < len(batches) < min_batches:
         costly = max(range(len(batches)), key=lambda i: len(batches[i]) * n[batches[i][0]])
         b = batches[costly]
         if len(b) < 2:

@@ -77,9 +77,9 @@ def cpu_replica_env(cores_shared: bool = True) -> dict[str, str]:
     processes need; with ``PASSIVE`` they sleep. Measured over HTTP on 2 cores (32 MARC reviews,
     ``bench/text_http.py``, one replica, two threads per operator): 1.43x the in-process time with
     it, 1.65-1.85x with OpenMP's default policy and 2.47x with ``ACTIVE``. Replicas now run passes
-    side by side on one thread per operator (``EncoderConfig.parallel``), 1.08-1.12x, and OpenMP
-    teams are left to what still uses them (an operator's ``parallel="operators"``, int8 kernels).
-    An operator's own ``OMP_WAIT_POLICY`` wins."""
+    side by side on one thread per operator (``EncoderConfig.parallel``), 1.08-1.12x; OpenMP
+    teams still run a call's lone pass (a single row) and ``parallel="operators"``. An
+    operator's own ``OMP_WAIT_POLICY`` wins."""
     if not cores_shared:
         return {}
     return {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
@@ -140,18 +140,11 @@ class TextEncoder:
         self.model_dir = resolve_model_dir(config, home)
         torch.set_flush_denormal(True)
         self.device = resolve_device(config.device)
-        self._pool = None  # threads that run whole forward passes (CPU, parallel="passes")
+        self._pool = self._wide = None  # CPU, parallel="passes": see _pass_threads
         if config.num_threads:
             torch.set_num_threads(config.num_threads)
             if config.num_threads >= 2 and config.parallel == "passes" and self.device.type == "cpu":
-                from concurrent.futures import ThreadPoolExecutor
-
-                # Measured on 2 cores (bench/text_path.py, one process): the 32 reviews took 1.6-2.0 s
-                # with two pass threads against 2.1-2.4 s with two threads per operator, whose OpenMP
-                # team wakes for every small operator; one long review 210-310 ms against 290-400. In a
-                # Serve replica beside the proxy and the other actors the gap was wider (text-http).
-                torch.set_num_threads(1)
-                self._pool = ThreadPoolExecutor(config.num_threads, thread_name_prefix="encoder-pass")
+                self._pool, self._wide = _pass_threads(config.num_threads)
         if self.device.type == "cuda":
             self.dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         else:
@@ -246,10 +239,6 @@ class TextEncoder:
 
     def _run(self, texts: Sequence[str], role: Role, branches: list,
              rows: list[int | None] | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
-        import torch
-
-        from ecrec.text.batching import plan_batches
-
         prepared = self._prefixed(texts, role)
         out = np.empty((len(prepared), self.dim), dtype=np.float32)
         limits = [len(prepared) if n is None else n for n in (rows or [None] * len(branches))]
@@ -261,24 +250,45 @@ class TextEncoder:
         for j, b in enumerate(branches):
             splits.setdefault(n_layers - len(b.layers), []).append(j)
         first = min(splits, default=n_layers)
-        ids = self.tokenizer(prepared, truncation=True, max_length=self.config.max_length)["input_ids"]
+        for start in range(0, len(prepared), TOKENIZE_BLOCK):  # token ids for a block of rows at a time
+            block = prepared[start : start + TOKENIZE_BLOCK]
+            ids = self.tokenizer(block, truncation=True, max_length=self.config.max_length)["input_ids"]
+            self._run_block(ids, start, branches, limits, splits, first, out, logits)
+        return out, logits
+
+    def _run_block(self, ids: list[list[int]], offset: int, branches: list, limits: list[int], splits: dict,
+                   first: int, out: np.ndarray, logits: list[np.ndarray]) -> None:
+        """Forward passes over token id rows ``ids`` (rows ``offset`` on of the call)."""
+        import torch
+
+        from ecrec.text.batching import plan_batches
+
         lengths = [len(x) for x in ids]
-        if self.graphs is not None:  # replays pad to shape buckets: fixed chunks of the token-sorted rows
+        if self.device.type == "cuda":  # a GPU pass costs launches, not padding; replays pad to shape buckets anyway
             order = np.argsort([-n for n in lengths], kind="stable")
             plan = [order[s : s + self.config.batch_size] for s in range(0, len(order), self.config.batch_size)]
         else:
             plan = plan_batches(lengths, self.config.batch_size, min_batches=self._pool._max_workers if self._pool else 1)
         pad_id = self.tokenizer.pad_token_id or 0
 
-        def run_pass(idx: np.ndarray) -> None:
+        def run_pass(local: np.ndarray) -> None:
             with torch.inference_mode():
-                self._pass(_padded([ids[i] for i in idx], pad_id), idx, branches, limits, splits, first, out, logits)
+                self._pass(_padded([ids[i] for i in local], pad_id), local + offset, branches, limits, splits, first,
+                           out, logits)
 
-        if self._pool is None or len(plan) < 2:
-            for idx in plan:
-                run_pass(idx)
-        else:  # passes longest first, each on one core: no OpenMP team to wake for every operator
-            list(self._pool.map(run_pass, sorted(plan, key=lambda b: -len(b) * lengths[b[0]])))
+        if self._pool is None:
+            for local in plan:
+                run_pass(local)
+        elif len(plan) == 1:  # one pass (a single row): all the threads on each operator
+            self._wide.submit(run_pass, plan[0]).result()
+        else:  # passes costliest first, each on one thread: no OpenMP team to wake for every operator
+            futures = [self._pool.submit(run_pass, b) for b in sorted(plan, key=lambda b: -len(b) * lengths[b[0]])]
+            try:
+                for f in futures:
+                    f.result()
+            finally:
+                for f in futures:  # after a failure, passes not started yet are dropped
+                    f.cancel()
         return out, logits
 
     def _pass(self, enc: dict, idx: np.ndarray, branches: list, limits: list[int], splits: dict, first: int,
@@ -321,6 +331,43 @@ class TextEncoder:
 
     def encode_one(self, text: str, role: Role = "query", align: bool = True) -> np.ndarray:
         return self.encode([text], role, align)[0]
+
+
+TOKENIZE_BLOCK = 4096  # rows tokenized (and planned) at a time: a million catalogue texts never sit in memory as ids
+
+
+def _pin_threads(n: int) -> None:
+    """This thread's torch operators use ``n`` threads (OpenMP and MKL counts are per thread; reading
+    the count first runs torch's lazy per-thread set-up, which would otherwise reset it later)."""
+    import torch
+
+    torch.get_num_threads()
+    torch.set_num_threads(n)
+    torch.set_flush_denormal(True)  # a per-thread CPU flag
+
+
+def _pass_threads(n: int):
+    """(``n`` threads that run one forward pass each with one thread per operator, one thread that
+    runs a lone pass with ``n`` per operator). Measured on 2 cores: the 32 reviews of
+    bench/text_path.py took 1.6-2.0 s on two pass threads against 2.1-2.4 s with two threads per
+    operator, whose OpenMP team wakes for every small operator, and in a Serve replica beside the
+    proxy and the idle actors the gap was wider (bench/text_http.py); but a single row, which
+    cannot be split, took 1.2-1.5x as long on one thread (a query: 34 against 28 ms; 98 tokens:
+    96 against 66 ms), so it keeps both threads per operator."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+
+    pool = ThreadPoolExecutor(n, thread_name_prefix="encoder-pass", initializer=_pin_threads, initargs=(1,))
+    wide = ThreadPoolExecutor(1, thread_name_prefix="encoder-wide", initializer=_pin_threads, initargs=(n,))
+    started = threading.Barrier(n)  # start every pass thread now: each pins its count as it starts
+    counts = list(pool.map(lambda _: (started.wait(), torch.get_num_threads())[1], range(n)))
+    counts.append(wide.submit(torch.get_num_threads).result())
+    torch.set_num_threads(n)  # the pinning also set torch's default for threads started later
+    if counts != [1] * n + [n]:
+        raise RuntimeError(f"encoder pass threads run {counts} threads per operator, not {[1] * n + [n]}")
+    return pool, wide
 
 
 def _padded(rows: list[list[int]], pad_id: int) -> dict:
