@@ -246,3 +246,24 @@ def test_search_many_equals_search_per_row(data, factory):
                 assert len(set(i for i, _ in got) & set(i for i, _ in want)) >= 0.9 * k
     with pytest.raises(ValueError):
         idx.search_many(q[:2], [10])
+
+
+def test_exact_filtered_search_equals_a_full_sort_with_ties_and_exclusions():
+    """A filtered search served exactly keeps only the best k (+ exclusions) before sorting; it must
+    give what sorting every passing item would, ties (duplicate vectors) in catalog order."""
+    rng = np.random.default_rng(7)
+    base = rng.standard_normal((2000, 16)).astype(np.float32)
+    x = np.concatenate([base, base[:1000]])  # 1,000 exact duplicates: tied scores
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    ids = [f"i{j}" for j in range(len(x))]
+    index = VectorIndex(16, "Flat")
+    index.upsert(ids, x, [ItemMeta("b" if j % 10 else "a", 1.0, 1) for j in range(len(x))])  # "a": 300, exact
+    for trial in range(20):
+        q = x[int(rng.integers(0, len(x)))] + 0.01 * rng.standard_normal(16).astype(np.float32)
+        exclude = frozenset(rng.choice(ids[::10], 5, replace=False).tolist())
+        k = int(rng.integers(1, 40))
+        got = index.search(q, k, Filters(categories=frozenset({"a"}), exclude=exclude))
+        passing = [j for j in range(len(x)) if j % 10 == 0 and ids[j] not in exclude]
+        s = x[passing] @ q
+        want = [ids[passing[t]] for t in np.argsort(-s, kind="stable")[:k]]
+        assert [i for i, _ in got] == want, trial
