@@ -73,8 +73,7 @@ def worker(quantize: str, data_dir: str, rounds: int, out: str, agree_n: int) ->
     res = an.analyze(reviews(data_dir, agree_n, seed=1))
     np.savez(Path(out).with_suffix(".npz"), sentiment=[a.sentiment.label for a in res],
              intent=[a.intent.label for a in res], vectors=np.stack([a.vector for a in res]),
-             clauses=[c.sentiment.label for a in res for c in a.clauses],
-             clause_vectors=np.stack([c.vector for a in res for c in a.clauses]))
+             clauses=[c.sentiment.label for a in res for c in a.clauses])
 
 
 def agreement(ref: dict, other: dict) -> dict:

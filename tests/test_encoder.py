@@ -167,16 +167,12 @@ def test_passes_side_by_side_give_the_answers_of_one_thread(analyzer):
     finally:
         torch.set_num_threads(before)
     reference = analyzer.analyze(texts)
-    assert float(lone[0] @ encoder_one(analyzer, TEXTS[1])) > 0.9999
+    assert float(lone[0] @ analyzer.encoder.encode([TEXTS[1]], "passage", align=False)[0]) > 0.9999
     for a, b in zip(side_by_side, reference):
         assert a.sentiment.label == b.sentiment.label and a.intent.label == b.intent.label
         assert [c.sentiment.label for c in a.clauses] == [c.sentiment.label for c in b.clauses]
         assert float(a.vector @ b.vector) > 0.9999
         assert abs(a.sentiment.probs["positive"] - b.sentiment.probs["positive"]) < 1e-4
-
-
-def encoder_one(analyzer, text):
-    return analyzer.encoder.encode([text], "passage", align=False)[0]
 
 
 def test_rows_tokenized_in_blocks_give_the_vectors_of_one_block(encoder, monkeypatch):

@@ -309,7 +309,7 @@ class VectorIndex:
             raise ValueError("search takes one query vector; use search_many for several")
         passing = self._passing_for(filters)
         exclude = filters.exclude if filters is not None else frozenset()
-        if passing is not None and len(passing.ids) <= max(4 * k, min(len(self) // 8, EXACT_FILTER_MAX)):
+        if self._scan_exactly(passing, k):
             return self._exact(q[0], passing, k, exclude)
         ok = None if passing is None else passing.members
         fetch = min(len(self) + self._dead, max(2 * k, k + 16) + len(exclude))
@@ -333,7 +333,7 @@ class VectorIndex:
             return []
         passing = self._passing_for(filters)
         exclude = filters.exclude if filters is not None else frozenset()
-        if passing is not None and len(passing.ids) <= max(4 * max(ks), min(len(self) // 8, EXACT_FILTER_MAX)):
+        if self._scan_exactly(passing, max(ks)):
             return [self._exact(q, passing, k, exclude) for q, k in zip(Q, ks)]
         ok = None if passing is None else passing.members
         total = len(self) + self._dead
@@ -350,6 +350,10 @@ class VectorIndex:
                         break
             out.append(hits if len(hits) >= k or fetch >= total else self.search(q, k, filters))
         return out
+
+    def _scan_exactly(self, passing: Passing | None, k: int) -> bool:
+        """Whether a filter's passing items are few enough to scan exactly (see EXACT_FILTER_MAX)."""
+        return passing is not None and len(passing.ids) <= max(4 * k, min(len(self) // 8, EXACT_FILTER_MAX))
 
     def _exact(self, q: np.ndarray, passing: Passing, k: int, exclude) -> list[tuple[str, float]]:
         ids, x = passing.ids, passing.matrix

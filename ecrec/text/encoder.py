@@ -268,7 +268,7 @@ class TextEncoder:
             order = np.argsort([-n for n in lengths], kind="stable")
             plan = [order[s : s + self.config.batch_size] for s in range(0, len(order), self.config.batch_size)]
         else:
-            plan = plan_batches(lengths, self.config.batch_size, min_batches=self._pool._max_workers if self._pool else 1)
+            plan = plan_batches(lengths, self.config.batch_size, min_batches=self.config.num_threads if self._pool else 1)
         pad_id = self.tokenizer.pad_token_id or 0
 
         def run_pass(local: np.ndarray) -> None:
@@ -289,7 +289,6 @@ class TextEncoder:
             finally:
                 for f in futures:  # after a failure, passes not started yet are dropped
                     f.cancel()
-        return out, logits
 
     def _pass(self, enc: dict, idx: np.ndarray, branches: list, limits: list[int], splits: dict, first: int,
               out: np.ndarray, logits: list[np.ndarray]) -> None:
