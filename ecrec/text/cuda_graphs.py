@@ -34,7 +34,7 @@ from typing import Sequence
 
 import torch
 
-from ecrec.text.classifier import mean_pool
+from ecrec.text.classifier import mean_pool, run_layer
 
 log = logging.getLogger(__name__)
 
@@ -81,20 +81,11 @@ def pad_batch(ids: torch.Tensor, mask: torch.Tensor, batch_bucket: int, len_buck
 
 
 def static_mask(model, attention_mask: torch.Tensor, hidden: torch.Tensor):
-    """The 4-d mask ``BertLayer`` takes (what ``classifier.layer_mask`` gives for a padded batch),
-    built without looking at the data: transformers returns ``None`` for a batch without padding,
-    a check (``mask.all()``) that syncs with the GPU and cannot be captured."""
-    from ecrec.text.classifier import layer_mask
+    """``classifier.additive_mask``, always materialised: ``layer_mask`` returns ``None`` for a batch
+    without padding, a check (``mask.all()``) that syncs with the GPU and cannot be captured."""
+    from ecrec.text.classifier import additive_mask
 
-    impl = model.config._attn_implementation
-    b, t = attention_mask.shape
-    keep = attention_mask.bool()[:, None, None, :].expand(b, 1, t, t)
-    if impl == "sdpa":
-        return keep
-    if impl == "eager":
-        return torch.zeros(keep.shape, dtype=hidden.dtype, device=hidden.device).masked_fill_(
-            ~keep, torch.finfo(hidden.dtype).min)
-    return layer_mask(model, attention_mask, hidden)  # other kernels: transformers' own
+    return additive_mask(attention_mask, hidden.dtype)
 
 
 def output_width(dim: int, branches: Sequence) -> int:
@@ -117,7 +108,7 @@ def forward_all(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
         for j in splits.get(at, []):
             logits[j] = branches[j](h, mask4, attention_mask).float()
         if at < n_layers:
-            h = model.encoder.layer[at](h, mask4)
+            h = run_layer(model.encoder.layer[at], h, mask4)
     pooled = torch.nn.functional.normalize(mean_pool(h, attention_mask).float(), dim=-1)
     return torch.cat([pooled, *logits], dim=1)
 

@@ -296,7 +296,7 @@ class TextEncoder:
         logits (for the rows it runs on) into ``logits``."""
         import torch
 
-        from ecrec.text.classifier import mean_pool, trunk_forward
+        from ecrec.text.classifier import mean_pool, run_layer, trunk_forward
 
         if self.graphs is not None:  # every branch on every row, in one replay; keep the rows asked for
             res = self.graphs(enc["input_ids"], enc["attention_mask"], branches).numpy()
@@ -324,7 +324,7 @@ class TextEncoder:
                         m4 = mask4[t] if mask4 is not None else None  # None: a batch without padding
                         logits[j][idx[keep]] = branches[j](hidden[t], m4, attn[t]).float().cpu().numpy()
                 if at < n_layers:
-                    hidden = self.model.encoder.layer[at](hidden, mask4)
+                    hidden = run_layer(self.model.encoder.layer[at], hidden, mask4)
         pooled = torch.nn.functional.normalize(mean_pool(hidden, attn).float(), dim=-1)
         out[idx] = pooled.cpu().numpy()
 
