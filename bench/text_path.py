@@ -10,6 +10,8 @@ seeded): the shipped heads (K=6 sentiment branch, K=2 intent branch), the same w
 Each side analyses the batch ``--rounds`` times after one warm-up, in ``--repeat`` processes that
 take turns with the other sides' (the machine drifts by tens of percent within minutes); the median
 of all rounds is reported.
+``ECREC_BENCH_EXTRA_PATH`` goes on every side's ``PYTHONPATH`` after its tree: a folder of other
+package versions, e.g. the transformers an older baseline needs (``pip install --target``).
 Agreement, on ``--agree`` other MARC test texts per language: this tree's fp32 against the
 baseline's (the same weights: labels must not move), and int8 against fp32; sentiment, clause and
 intent labels, and the cosine between their retrieval vectors.
@@ -88,7 +90,8 @@ def agreement(ref: dict, other: dict) -> dict:
 
 def run_side(tree: Path, quantize: str, data_dir: str, rounds: int, agree_n: int) -> tuple[dict, dict]:
     out = Path(tempfile.mkdtemp(prefix="ecrec-text-path-")) / "side.json"
-    env = dict(os.environ, PYTHONPATH=str(tree), TOKENIZERS_PARALLELISM="false")
+    path = os.pathsep.join([str(tree), *filter(None, [os.environ.get("ECREC_BENCH_EXTRA_PATH")])])
+    env = dict(os.environ, PYTHONPATH=path, TOKENIZERS_PARALLELISM="false")
     subprocess.run([sys.executable, __file__, "--worker", quantize, "--data", data_dir, "--rounds", str(rounds),
                     "--agree", str(agree_n), "--out", str(out)], check=True, env=env, cwd=tree)
     answers = {}
