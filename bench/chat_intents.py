@@ -78,7 +78,9 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="ecrec-chat-bench-"))
     app_args = AppArgs(state_dir=str(tmp / "state"), namespace="ecrec-chat-bench", sqlite_synchronous="NORMAL",
                        record_impressions=False, rate_limit_per_s=0)
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=512 * 1024**2, _node_ip_address="127.0.0.1")
+    from deployments.ray_private import local_init_kwargs
+
+    ray.init(**local_init_kwargs(2, 512 * 1024**2))
     serve.start(http_options={"host": "127.0.0.1", "port": PORT})
     serve.run(build_app(app_args), name="ecrec", route_prefix="/")
     report = {"machine": machine(), "command": "python bench/chat_intents.py", "sets": {}}

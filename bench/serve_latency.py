@@ -88,7 +88,9 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="ecrec-bench-"))
     args = AppArgs(state_dir=str(tmp / "state"), namespace="ecrec-bench", sqlite_synchronous="FULL")
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=512 * 1024**2, _node_ip_address="127.0.0.1")
+    from deployments.ray_private import local_init_kwargs
+
+    ray.init(**local_init_kwargs(2, 512 * 1024**2))
     serve.start(http_options={"host": "127.0.0.1", "port": PORT})
     serve.run(noop_app(), name="noop", route_prefix="/noop")
     users = [f"bench-{i}" for i in range(32)]

@@ -89,7 +89,9 @@ def serve_side(overrides: dict, texts: list[str], rounds: int, modes: tuple[str,
 
     tmp = Path(tempfile.mkdtemp(prefix="ecrec-bench-"))
     app_args = AppArgs(state_dir=str(tmp / "state"), namespace="ecrec-text-http", **overrides)
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=512 * 1024**2, _node_ip_address="127.0.0.1")
+    from deployments.ray_private import local_init_kwargs
+
+    ray.init(**local_init_kwargs(2, 512 * 1024**2))
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": PORT})
         serve.run(build_app(app_args), name="ecrec", route_prefix="/")

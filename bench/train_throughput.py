@@ -76,7 +76,9 @@ def main() -> None:
     one = dataclasses.replace(base, workers=1, batch_size=32)
     rows = [("plain PyTorch, random batches, no cache (baseline)", plain_loop(one, False, 1), None),
             ("plain PyTorch, length buckets + trunk cache", plain_loop(one, True, 2), None)]
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=512 * 1024**2, _node_ip_address="127.0.0.1")
+    from deployments.ray_private import local_init_kwargs
+
+    ray.init(**local_init_kwargs(2, 512 * 1024**2))
     for label, workers, threads in (("Ray Train, 1 worker x 2 threads", 1, 2), ("Ray Train, 2 workers x 1 thread (DDP)", 2, 1)):
         cfg = dataclasses.replace(base, workers=workers, threads_per_worker=threads, batch_size=32 // workers)
         with tempfile.TemporaryDirectory() as d:

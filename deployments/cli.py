@@ -30,8 +30,10 @@ def start_ray(num_cpus: int | None = None, address: str | None = None) -> None:
     if address:
         ray.init(address=address)
         return
-    ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, _node_ip_address="127.0.0.1",
-             object_store_memory=512 * 1024**2, _metrics_export_port=int(os.environ.get("ECREC_METRICS_PORT", 8080)))
+    from deployments.ray_private import local_init_kwargs
+
+    ray.init(**local_init_kwargs(num_cpus or os.cpu_count(), 512 * 1024**2,
+                                 metrics_port=int(os.environ.get("ECREC_METRICS_PORT", 8080))))
 
 
 def _serve(args) -> None:

@@ -71,8 +71,9 @@ class Encoder:
         A head left null keeps the constructor's (the app's args); "branch"/"probe"/"none" or a path
         name one explicitly."""
         # null or absent: the app's args, else this replica's default for its device
-        self.analyze.set_max_batch_size(int(user_config.get("max_batch_size") or self.args.max_batch_size
-                                            or self.default_batch))
+        self.max_batch_size = int(user_config.get("max_batch_size") or self.args.max_batch_size
+                                  or self.default_batch)
+        self.analyze.set_max_batch_size(self.max_batch_size)
         if "batch_wait_timeout_s" in user_config:
             self.analyze.set_batch_wait_timeout_s(float(user_config["batch_wait_timeout_s"]))
         # a head the user_config leaves unset (or null) is the one the replica was built with

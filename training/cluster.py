@@ -13,8 +13,9 @@ def init_kwargs(num_cpus: int, object_store_bytes: int, env=None) -> dict:
     env = os.environ if env is None else env
     if env.get("RAY_ADDRESS"):
         return {}
-    return {"num_cpus": num_cpus, "include_dashboard": False, "object_store_memory": object_store_bytes,
-            "_node_ip_address": "127.0.0.1"}
+    from deployments.ray_private import local_init_kwargs
+
+    return local_init_kwargs(num_cpus, object_store_bytes)
 
 
 def connect(num_cpus: int, object_store_bytes: int, workers: int, cpus_per_worker: float, use_gpu: bool) -> None:

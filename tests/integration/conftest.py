@@ -38,8 +38,9 @@ def start_graph(args) -> None:
 
     from deployments.app import build_app
 
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=512 * 1024**2,
-             _node_ip_address="127.0.0.1", _metrics_export_port=METRICS_PORT)
+    from deployments.ray_private import local_init_kwargs
+
+    ray.init(**local_init_kwargs(2, 512 * 1024**2, metrics_port=METRICS_PORT))
     serve.start(http_options={"host": "127.0.0.1", "port": PORT})
     serve.run(build_app(args), name="ecrec", route_prefix="/")
     deadline = time.time() + 120
@@ -85,6 +86,7 @@ def restart_graph():
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_metrics_report_interval_ms", "1000")  # metrics polls wait ~1 s, not Ray's 10 s
     os.environ["ECREC_API_KEYS"] = json.dumps(API_KEYS)
     os.environ["ECREC_TEST_API_KEY"] = API_KEY
     import ray
