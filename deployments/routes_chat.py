@@ -45,11 +45,6 @@ class ChatRoutes:
         return {"query": body.query, "user_id": body.user_id, "request_id": request_id, "items": items,
                 "took_ms": round((time.perf_counter() - t0) * 1000, 2)}
 
-    async def _intents_served(self) -> bool:
-        if getattr(self, "_intent_model", None) is None:
-            self._intent_model = (await self.encoder.info.remote())["intent"] or ""
-        return bool(self._intent_model)
-
     async def _chat_session(self, user_id: str, session_id: str):
         from ecrec.chat.session import SESSION_ID
 
@@ -63,7 +58,10 @@ class ChatRoutes:
 
     @app.post("/v1/chat", response_model=s.ChatOut, response_model_exclude_none=True)
     async def post_chat(self, body: s.ChatIn) -> dict:
-        """One turn of a customer-service conversation (intents, slots, escalation, product answers)."""
+        """One turn of a customer-service conversation (intents, slots, escalation, product answers).
+
+        Whether intents are served is read from each message's analysis, never remembered: an
+        encoder switched in place to ``intent_head=none`` answers without them (``ecrec.chat.dialogue``)."""
         from ecrec.chat.dialogue import check_message, product_reply, respond, understanding
         from ecrec.chat.replies import reply_language
         from ecrec.chat.session import ChatSession
@@ -73,8 +71,6 @@ class ChatRoutes:
             check_message(body.message)
         except TextError as e:
             raise ApiError(422, f"message: {e}") from e
-        if not await self._intents_served():
-            raise ApiError(404, "chat needs intents, and this app runs with intent_head=none")
         now = time.time()
         text_ref = self._analyze(body.message)
         state = (await self._chat_session(body.user_id, body.session_id) if body.session_id
@@ -104,9 +100,9 @@ class ChatRoutes:
         self._observe(analysis)
         self.m_chat.inc(tags={"route": turn.route, "model_version": self._version(analysis)})
         self.m_sentiment.inc(tags={"label": analysis.sentiment.label, "model_version": self._version(analysis)})
-        i = analysis.intent
+        i = analysis.intent  # None: the encoder serves intent_head=none
         out = {"session_id": new.session_id, "turn": new.turns, "language": lang,
-               "intent": {"label": i.label, "confidence": i.confidence, "top": i.top},
+               "intent": {"label": i.label, "confidence": i.confidence, "top": i.top} if i is not None else None,
                "sentiment": {"label": analysis.sentiment.label, "probs": analysis.sentiment.probs},
                "slots": _chat_slots(new.slots), "reply": turn.reply, "route": turn.route, "actions": turn.actions,
                "escalate": turn.escalate, "recommendations": recs, "request_id": recs_id}

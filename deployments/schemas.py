@@ -173,7 +173,9 @@ class ChatOut(BaseModel):
     session_id: str
     turn: int
     language: str
-    intent: ChatIntentOut
+    intent: ChatIntentOut | None = Field(default=None, description="absent when the encoder serves "
+                                         "intent_head=none: the chat then answers product questions, small "
+                                         "talk and requests for a human, and hands other messages to a person")
     sentiment: SentimentOut
     slots: dict = Field(description="every slot filled so far in this session (order_id, email, phone, amount, "
                                     "product)")
@@ -276,5 +278,5 @@ class ItemPageOut(BaseModel):
 class StorefrontOut(BaseModel):
     auth_required: bool = Field(description="write routes (events, search, chat) need an API key")
     read_requires_key: bool
-    chat: bool
+    chat: bool = Field(description="the chat answers (always, since it answers without intents too)")
     languages: list[str]

@@ -2,6 +2,8 @@
 durable sessions, and the calibrated "upset" threshold."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -21,8 +23,10 @@ class Bot:
         self.analyzer, self.state = analyzer, ChatSession.new(user, T0)
         self.upset = UpsetDetector.load("e5-small", analyzer.encoder.dim)
 
-    def say(self, message, product=None, now=None):
+    def say(self, message, product=None, now=None, intents=True):
         [a] = self.analyzer.analyze([message])
+        if not intents:  # what the encoder answers once it serves intent_head=none
+            a = dataclasses.replace(a, intent=None)
         lang = reply_language(a.text, None, self.state.language if self.state.turns else None)
         self.state, turn = respond(self.state, a.text, understanding(a, self.upset), lang,
                                    now or T0 + self.state.turns, product)
@@ -77,6 +81,31 @@ def test_calm_service_turns_do_not_escalate(analyzer):
     bot = Bot(analyzer)
     for m in ("how do I cancel my order", "It's order 88812345", "我要取消订单", "订单号 2023110588812"):
         assert not bot.say(m).escalate, m
+
+
+def test_chat_goes_on_without_an_intent_model(analyzer):
+    """An encoder switched in place to intent_head=none analyses with no intent: the chat answered
+    500 (``understanding`` read ``analysis.intent.label``). Without intents it still answers what
+    needs none (products, small talk, a request for a human, the pending question's answer) and
+    hands a request it cannot understand to a person at once, instead of guessing."""
+    bot = Bot(analyzer)
+    assert bot.say("我的快递到哪了？").route == "slot" and bot.state.pending_intent == "track_order"
+    t = bot.say("订单号是 2023110588812", intents=False)  # the switch lands mid-conversation
+    assert t.route == "service" and t.actions == [{"type": "track_order", "order_id": "2023110588812"}]
+    assert bot.state.intents == ["track_order"]  # a turn without an intent records none
+    t = bot.say("有没有适合拍照的手机？", intents=False)
+    assert t.route == "product" and t.product_query and t.categories == ["phones"]
+    assert bot.say("谢谢", intents=False).route == "smalltalk"
+    assert not bot.state.escalated and bot.state.intents == ["track_order"]
+
+    u = understanding(dataclasses.replace(analyzer.analyze(["hello"])[0], intent=None))
+    assert (u.intent, u.confidence, u.top, u.clarify, u.intents) == ("none", 0.0, [], False, False)
+    t = Bot(analyzer).say("can I talk to a human please", intents=False)
+    assert t.escalate and t.actions[0]["reason"] == "asked"
+    bot = Bot(analyzer)
+    t = bot.say("I forgot my password", intents=False)  # a service request: not small talk
+    assert t.escalate and t.route == "escalate" and bot.state.escalation_reason == "low_confidence"
+    assert t.actions == [{"type": "handoff", "reason": "low_confidence", "pending_intent": None}]
 
 
 @pytest.mark.parametrize("message", ["转人工", "我要找人工客服", "can I talk to a human please",

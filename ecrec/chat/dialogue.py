@@ -5,6 +5,10 @@ done only once it is filled; a low-confidence intent gets a clarifying question 
 likeliest intents; a shopper who asks for a human, stays upset for two turns, or is not understood
 for two turns is handed to a human. Text that is not a service request (intent ``none``) goes to
 small talk or to product recommendations, never to a service template.
+
+Without an intent model (an app switched to ``intent_head=none``) the chat still answers what needs
+no intent: product questions, small talk, a request for a human, and the answer to a question the
+bot asked earlier; any other message may be a service request it cannot read, so it goes to a human.
 """
 from __future__ import annotations
 
@@ -64,6 +68,7 @@ class Understanding:
     sentiment: str
     probs: dict[str, float] = field(default_factory=dict)
     upset: bool = False  # the shopper is upset (``ecrec.chat.upset``): two such turns escalate
+    intents: bool = True  # an intent model read the message (False: ``intent`` is a stand-in "none")
 
 
 @dataclass
@@ -102,7 +107,8 @@ def respond(state: ChatSession, message: str, u: Understanding, lang: str, now: 
         msg_slots["product"] = product
     s.slots.update(msg_slots)
     s.sentiment = (s.sentiment + [u.sentiment])[-TREND:]
-    s.intents = (s.intents + [u.intent])[-TREND:]
+    if u.intents:
+        s.intents = (s.intents + [u.intent])[-TREND:]
     s.negative_streak = s.negative_streak + 1 if u.upset else 0
     pending_need = NEEDS.get(s.pending_intent or "")
     # The answer to the bot's question: the slot is there, and the message is that answer rather
@@ -162,6 +168,8 @@ def respond(state: ChatSession, message: str, u: Understanding, lang: str, now: 
         return finish(Turn(text, "slot"))
     kind = ("greeting" if GREETING.match(message) else "thanks" if THANKS.match(message)
             else "bye" if BYE.match(message) else "other")
+    if kind == "other" and not u.intents:  # perhaps a service request no model read: a person does
+        return escalate("low_confidence")
     return finish(Turn(replies.render(("smalltalk", kind), lang, seed), "smalltalk"))
 
 
@@ -216,9 +224,13 @@ def check_message(text: str) -> None:
 
 
 def understanding(analysis, upset=None) -> Understanding:
-    """From a ``TextAnalysis`` that carries an intent; ``upset``: an ``UpsetDetector``."""
+    """From a ``TextAnalysis``; ``upset``: an ``UpsetDetector``. An analysis without an intent (the
+    encoder serves ``intent_head=none``) reads as intent ``none`` with ``intents=False``."""
     upset = upset if upset is not None else UpsetDetector()
     i = analysis.intent
+    if i is None:
+        return Understanding("none", 0.0, [], False, analysis.sentiment.label, analysis.sentiment.probs,
+                             upset(analysis), intents=False)
     return Understanding(i.label, i.confidence, [tuple(t) for t in i.top], i.clarify, analysis.sentiment.label,
                          analysis.sentiment.probs, upset(analysis))
 
