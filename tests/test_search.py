@@ -109,21 +109,25 @@ def test_evaluation_building_blocks():
 
 
 def test_search_quality_on_scientific(analyzer, data_dir):
-    """The eval-search protocol (docs/EVALUATION.md), with fewer personalized users. Measured
-    (NDCG@10, test): exact queries lexical 0.888, semantic 0.773, hybrid 0.888; queries with one
-    typo lexical 0.807, semantic 0.722, hybrid 0.836; personalized 0.802 vs 0.794 (1,500 users).
-    Floors 3 points under; hybrid must beat both halves on the noisy and the mixed sets."""
+    """The eval-search protocol (docs/EVALUATION.md) on a subsample that keeps the test to ~2.5
+    minutes: 200 valid / 600 test known-item queries, 300 personalized users, a fusion grid of 8
+    (RRF c=60 and blend, at w_semantic 1, 0.5, 0.2, 0.1); the full protocol is `ecrec eval-search`.
+    Measured here (NDCG@10, test): exact queries lexical 0.899, semantic 0.788, hybrid 0.895; one
+    typo lexical 0.817, semantic 0.744, hybrid 0.843; personalized 0.789 vs 0.788. Floors 3 points
+    under; hybrid must beat both halves on the noisy and the mixed sets."""
     from ecrec.text.encoder import default_home
     from ecrec.search.evaluation import run_search_eval
 
-    r = run_search_eval(data_dir, analyzer, cache_dir=default_home() / "cache", n_users=300)
+    r = run_search_eval(data_dir, analyzer, cache_dir=default_home() / "cache", n_users=300, n_valid=200,
+                        n_test=600, pairs=((1, 1), (1, 0.5), (1, 0.2), (1, 0.1)), rrf_cs=(60.0,))
+    assert r["queries"] == {"valid": 200, "test": 600}
     assert r["fusion"]["chosen_on_valid"]["fusion"] == "blend", r["fusion"]["chosen_on_valid"]
     t = r["known_item_test"]
-    assert t["lexical"]["ndcg@10"] >= 0.85 and t["semantic"]["ndcg@10"] >= 0.74, t
-    assert t["hybrid"]["ndcg@10"] >= 0.85 and t["hybrid"]["ndcg@10"] >= t["lexical"]["ndcg@10"] - 0.005, t
+    assert t["lexical"]["ndcg@10"] >= 0.87 and t["semantic"]["ndcg@10"] >= 0.76, t
+    assert t["hybrid"]["ndcg@10"] >= 0.865 and t["hybrid"]["ndcg@10"] >= t["lexical"]["ndcg@10"] - 0.01, t
     n = r["noisy_test"]
-    assert n["lexical"]["ndcg@10"] >= 0.77 and n["semantic"]["ndcg@10"] >= 0.69, n
-    assert n["hybrid"]["ndcg@10"] >= 0.80 and n["hybrid"]["ndcg@10"] >= n["lexical"]["ndcg@10"] + 0.015, n
+    assert n["lexical"]["ndcg@10"] >= 0.79 and n["semantic"]["ndcg@10"] >= 0.71, n
+    assert n["hybrid"]["ndcg@10"] >= 0.81 and n["hybrid"]["ndcg@10"] >= n["lexical"]["ndcg@10"] + 0.015, n
     m = r["mixed_test"]
     assert m["hybrid"]["ndcg@10"] > max(m["lexical"]["ndcg@10"], m["semantic"]["ndcg@10"]) + 0.005, m
     p = r["personalized"]["test"]

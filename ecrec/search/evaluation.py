@@ -168,8 +168,13 @@ def _profiles(queries: list[Query], ids: list[str], X: np.ndarray):
     return out
 
 
-def run_search_eval(data_dir, analyzer, cache_dir=None, n_users: int = 1500) -> dict:
-    """Every figure of the search section of docs/EVALUATION.md."""
+FUSION_PAIRS = ((1, 1), (1, 0.5), (0.5, 1), (1, 0.3), (1, 0.2), (1, 0.1))  # (w_lexical, w_semantic) tried
+
+
+def run_search_eval(data_dir, analyzer, cache_dir=None, n_users: int = 1500, n_valid: int = 400,
+                    n_test: int = 1500, pairs=FUSION_PAIRS, rrf_cs=(10.0, 60.0)) -> dict:
+    """Every figure of the search section of docs/EVALUATION.md (the defaults are its protocol; a
+    test passes fewer queries and a smaller fusion grid)."""
     import dataclasses
     from pathlib import Path
 
@@ -188,15 +193,14 @@ def run_search_eval(data_dir, analyzer, cache_dir=None, n_users: int = 1500) -> 
     index = VectorIndex(X.shape[1], "Flat")
     index.upsert(ids, X, [ItemMeta(it.top_category, 0.0, 1) for it in items])
     hs = HybridSearch(LexicalIndex(items), index, {it.id: it for it in items})
-    valid, test = known_item_queries(items)
+    valid, test = known_item_queries(items, n_valid=n_valid, n_test=n_test)
     nvalid, ntest = noisy_queries(valid), noisy_queries(test)
     uvalid = user_queries(ds, items, "valid", n_users // 2)
     utest = user_queries(ds, items, "test", n_users)
     qv = {name: encode_cached(analyzer.encoder, [q.text for q in qs], "query", cache_dir)
           for name, qs in (("valid", valid), ("test", test), ("nvalid", nvalid), ("ntest", ntest),
                            ("uvalid", uvalid), ("utest", utest))}
-    pairs = ((1, 1), (1, 0.5), (0.5, 1), (1, 0.3), (1, 0.2), (1, 0.1))
-    grid = ([SearchConfig(fusion="rrf", w_lexical=a, w_semantic=b, rrf_c=c) for c in (10.0, 60.0) for a, b in pairs]
+    grid = ([SearchConfig(fusion="rrf", w_lexical=a, w_semantic=b, rrf_c=c) for c in rrf_cs for a, b in pairs]
             + [SearchConfig(fusion="blend", w_lexical=a, w_semantic=b) for a, b in pairs])
     tuned = []
     for cfg in grid:
