@@ -18,6 +18,12 @@ def _items(n=40, seed=0):
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
+def _spearman(a, b) -> float:
+    """Rank correlation: Pearson's r of the ranks (no ties among float scores)."""
+    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
 def _model(**kw):
     torch.manual_seed(0)
     m = SequenceModel(SequenceConfig(dim=DIM, hidden=32, layers=2, heads=4, max_len=10, **kw))
@@ -77,8 +83,13 @@ def test_ids_change_scores_and_unknown_ids_read_as_text_only(tmp_path):
     with_ids = loaded.item_scores(q_text, X, vocab)
     np.testing.assert_allclose(with_ids - text_only, loaded.ids.weight.detach().numpy() @ q_text.numpy(),
                                atol=1e-5)
-    # float16 storage keeps the ranking of the float32 model
-    assert np.corrcoef(m.item_scores(m.query(X[[1, 2]]), X, vocab), text_only)[0, 1] > 0.99
+    # float16 storage keeps the ranking of the float32 model, its id part included: the same
+    # history (texts and ids) scored over every candidate by its id, ranked alike
+    m.vocab = {item: row for row, item in enumerate(vocab)}
+    full32 = m.item_scores(m.query(X[[1, 2]], ["i1", "i2"]), X, vocab)
+    full16 = loaded.item_scores(q_known, X, vocab)
+    assert _spearman(full32, full16) > 0.99
+    assert top_k(full32[None], 10).tolist() == top_k(full16[None], 10).tolist()
 
 
 def test_shipped_model_is_scientific_and_stays_out_of_the_demo_catalog(demo_rec):
