@@ -74,7 +74,8 @@ def _eval(args) -> None:
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip()) if args.methods else METHODS
     opts = EvalOptions(data=args.data, fmt=args.format, split=args.split, methods=methods, out=args.out,
                        plot=args.plot, checkpoint=args.checkpoint, train_time_cap_s=args.time_cap,
-                       limit=args.limit, progress=not args.no_progress, home=args.home)
+                       limit=args.limit, progress=not args.no_progress, home=args.home,
+                       trainer=getattr(args, "sequence_trainer", None))  # set where Ray Train is installed
     result = run_eval(opts)
     print(format_table(result))
     if args.out:
@@ -251,7 +252,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=None, help="JSON results (a PNG of Recall@K next to it)")
     p.add_argument("--plot", type=Path, default=None, help="PNG path (default: --out with .png)")
     p.add_argument("--checkpoint", type=Path, default=None,
-                   help="sequence model; trained here (Ray Train) when missing (default runs/sequence/<dataset>-<items>/)")
+                   help="sequence model; trained here when missing, with Ray Train where it is installed "
+                        "(default runs/sequence/<dataset>-<items>/)")
     p.add_argument("--time-cap", type=float, default=900.0, help="seconds for training a missing sequence model")
     p.add_argument("--limit", type=int, default=None, help="first N users only")
     p.add_argument("--no-progress", action="store_true")

@@ -283,6 +283,45 @@ def test_run_eval_on_tiny_data(fmt, unisrec_dir, recbole_dir, tmp_path, analyzer
     assert all(name in table for name in ("popularity", "itemknn", "zeroshot"))
 
 
+def test_eval_trains_a_missing_sequence_model_without_ray(unisrec_dir, tmp_path):
+    """`ecrec eval` on a machine without Ray trains a missing sequence model in its own process.
+    It used to pick Ray Train because ``training.sequence`` imports without Ray, then fail inside it
+    on ``import ray.train``; in process, the valid NDCG@10 then refused a catalog under 10 items.
+    Here ``ray`` cannot be imported, as on such a machine."""
+    import subprocess
+    import sys
+
+    ckpt = tmp_path / "seq" / "sequence.safetensors"
+    script = f"""
+import sys
+sys.modules["ray"] = None  # import ray: ImportError, as where Ray is not installed
+from ecrec.cli import main
+main(["--home", {str(HOME)!r}, "eval", "--data", {str(unisrec_dir)!r}, "--methods", "sequence",
+      "--checkpoint", {str(ckpt)!r}, "--time-cap", "30", "--no-progress"])
+assert not any(m == "ray" or m.startswith("ray.") for m in sys.modules if sys.modules[m] is not None)
+"""
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                       cwd=Path(__file__).parent.parent)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "Tiny test: 5 users, 7 items" in r.stdout and "sequence" in r.stdout, r.stdout
+    from ecrec.retrieval.sequence import load_sequence_model
+
+    model, meta = load_sequence_model(ckpt)
+    assert meta["dataset"] == "Tiny" and meta["items"] == 7 and meta["vocab"] == ASINS
+    assert meta["best_epoch"] >= 0 and not (ckpt.parent / "ray").exists()  # trained here, not by Ray Train
+
+
+def test_eval_trains_with_ray_train_where_ray_is_installed():
+    import argparse
+
+    from training import cli, sequence
+
+    sub = (parser := argparse.ArgumentParser()).add_subparsers(dest="cmd")
+    sub.add_parser("eval")
+    cli.register(sub)
+    assert parser.parse_args(["eval"]).sequence_trainer is sequence.fit
+
+
 def test_run_eval_rejects_unknown_method(unisrec_dir):
     with pytest.raises(ValueError, match="unknown methods"):
         run_eval(EvalOptions(data=unisrec_dir, methods=("random",), progress=False))

@@ -40,11 +40,23 @@ def _settings(pairs: list[str]) -> dict:
     return out
 
 
+def ray_installed() -> bool:
+    """Whether ``import ray`` can work here (asked without importing it: every command pays for that)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("ray") is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def register(sub) -> None:
     from training import retrain, sequence
 
     sequence.register(sub)
     retrain.register(sub)
+    if ray_installed() and "eval" in sub.choices:  # `ecrec eval` trains a missing sequence model with Ray Train
+        sub.choices["eval"].set_defaults(sequence_trainer=sequence.fit)
     p = sub.add_parser("train", help="fine-tune with Ray Train")
     p.add_argument("task", choices=["sentiment", "intent"])
     p.add_argument("--config", type=Path, default=CONFIGS / "cpu.yaml")

@@ -6,12 +6,12 @@ Recall@K for K = 1..50.
 """
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -41,6 +41,9 @@ class EvalOptions:
     itemknn_decay: float = 0.7
     progress: bool = True
     home: Path | None = None
+    trainer: Callable | None = field(default=None, metadata={
+        "help": "trains a missing sequence model: trainer(X, ds, cfg, storage=...) -> (model, report); None: "
+                "in this process, without Ray (``ecrec eval`` plugs in Ray Train where it is installed)"})
 
 
 def item_vectors(ds: SeqDataset, encoder, cache_dir: Path | None) -> np.ndarray:
@@ -56,7 +59,8 @@ def default_checkpoint(ds: SeqDataset) -> Path:
 
 def sequence_model(ds: SeqDataset, X: np.ndarray, opts: EvalOptions):
     """Load the checkpoint for this dataset; the shipped one if it was trained on it; else train
-    (Ray Train when installed, in-process otherwise) under the time cap and save it."""
+    (with ``opts.trainer``, Ray Train under ``ecrec eval`` where Ray is installed; in this process
+    otherwise) under the time cap and save it."""
     from ecrec.retrieval.sequence import SequenceConfig, load_sequence_model, save_sequence_model, shipped_sequence_path
     from ecrec.training.sequence_training import SequenceTrainConfig, train_sequence
 
@@ -74,12 +78,8 @@ def sequence_model(ds: SeqDataset, X: np.ndarray, opts: EvalOptions):
     cfg = SequenceTrainConfig(model=SequenceConfig(id_items=ds.n_items), time_cap_s=opts.train_time_cap_s,
                               workers=opts.train_workers, threads=2 if opts.train_workers == 1 else 1)
     log.info("no sequence checkpoint at %s: training one (cap %.0f s)", path, cfg.time_cap_s)
-    try:
-        trainer = importlib.import_module("training.sequence")
-    except ImportError:
-        trainer = None
-    if trainer is not None:
-        model, report = trainer.fit(X, ds, cfg, storage=path.parent / "ray")
+    if opts.trainer is not None:
+        model, report = opts.trainer(X, ds, cfg, storage=path.parent / "ray")
     else:
         model, report = train_sequence(X, ds.train_sequences(), ds.valid, cfg)
     vocab = [it.id for it in ds.items]

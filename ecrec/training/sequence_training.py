@@ -92,7 +92,11 @@ def evaluate_ndcg10(model: SequenceModel, X: np.ndarray, split: Split) -> float:
     from ecrec.evaluation.metrics import ranking_report
 
     model.eval()
-    top = top_k(exclude_history(model.scores(X, split.histories), split.histories), 10)
+    scores = exclude_history(model.scores(X, split.histories), split.histories)
+    got = top_k(scores, 10)
+    got[np.isneginf(np.take_along_axis(scores, got, 1))] = -1  # a catalog under 10 items: history is not listed
+    top = np.full((len(split), 10), -1, dtype=np.int64)  # ... and -1 pads the lists to 10
+    top[:, : got.shape[1]] = got
     return ranking_report(top, split.targets, ks=(10,))["N@10"]
 
 
