@@ -10,11 +10,31 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("ECREC_DATA", ROOT.parent / "shared" / "data"))
 
 
+def _skip_or_fail_for_data(why: str):
+    """Tests that need the shared data skip without it; CI (ECREC_REQUIRE_DATA=1) fails instead."""
+    if os.environ.get("ECREC_REQUIRE_DATA") == "1":
+        pytest.fail(f"{why} (ECREC_REQUIRE_DATA=1: tests that need the shared data fail, never skip)")
+    pytest.skip(why)
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     if not (DATA / "sentiment" / "marc_zh_test.csv").exists():
-        pytest.skip(f"shared data not found at {DATA} (set ECREC_DATA); CI always has it")
+        _skip_or_fail_for_data(f"shared data not found at {DATA} (set ECREC_DATA); CI always has it")
     return DATA
+
+
+@pytest.fixture(scope="session")
+def data_file(data_dir):
+    """``data_file(relative path)``: that file of the shared data, or a skip (a failure in CI) saying
+    which file is missing."""
+    def need(rel: str | Path) -> Path:
+        path = data_dir / rel
+        if not path.exists():
+            _skip_or_fail_for_data(f"{path} not found")
+        return path
+
+    return need
 
 
 @pytest.fixture(scope="session")

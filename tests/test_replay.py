@@ -50,9 +50,8 @@ def _hand_rolled_ids(analyzer, data_dir, cache_dir):
 
 @pytest.mark.data
 @pytest.mark.slow
-def test_ablation_matches_hand_rolled_replay_and_caches(analyzer, data_dir, tmp_path, monkeypatch):
-    if not (data_dir / REVIEWS).exists():
-        pytest.skip(f"{data_dir / REVIEWS} not found")
+def test_ablation_matches_hand_rolled_replay_and_caches(analyzer, data_dir, data_file, tmp_path, monkeypatch):
+    data_file(REVIEWS)
     encoded, analyze_calls, replays = [], [], []
     real_run, real_analyze, real_replay = analyzer.encoder._run, analyzer.analyze, replay_mod.replay
 
