@@ -57,8 +57,10 @@ check-latest: $(MODEL)
 	test -x $(VENV_LATEST)/bin/python || $(PY) -m venv $(VENV_LATEST)
 	$(VENV_LATEST)/bin/pip install -q --upgrade pip 2>&1 | $(QUIET_PIP)
 	$(VENV_LATEST)/bin/pip install -q torch==$(TORCH_VERSION) 2>&1 | $(QUIET_PIP)
-	$(VENV_LATEST)/bin/pip install -q --upgrade --upgrade-strategy eager \
+	echo "torch==$(TORCH_VERSION)" > $(VENV_LATEST)/torch-cpu.txt  # an eager upgrade would pull a CUDA torch
+	$(VENV_LATEST)/bin/pip install -q --upgrade --upgrade-strategy eager -c $(VENV_LATEST)/torch-cpu.txt \
 	  -e ".[$(subst $(SPACE),$(COMMA),$(LOCK_EXTRAS))]" 2>&1 | $(QUIET_PIP)
+	$(VENV_LATEST)/bin/python -c "import torch; assert not torch.version.cuda, 'a CUDA torch slipped in'"
 	$(VENV_LATEST)/bin/pip check
 	$(VENV_LATEST)/bin/pip freeze --exclude-editable > $(VENV_LATEST)/resolved.txt
 	@echo "resolved (newest allowed):"; grep -iE "^(transformers|torch|ray|faiss-cpu|numpy|tokenizers|fastapi|pydantic)==" $(VENV_LATEST)/resolved.txt
