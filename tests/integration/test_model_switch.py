@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
+from pathlib import Path
 
 import httpx
 import pytest
@@ -12,17 +14,20 @@ import pytest
 pytestmark = [pytest.mark.integration, pytest.mark.disruptive]
 
 
-def _switch(client, args, want: str, deadline_s: float = 120, user_config: dict | None = None,
+def _switch(client, args, want: str | tuple[str, ...], deadline_s: float = 120, user_config: dict | None = None,
             gone: str | None = None) -> None:
-    """Deploy, then wait until /readyz's model version names ``want`` (and no longer ``gone``)."""
+    """Deploy, then wait until /readyz's model version names ``want`` (each of them, for a tuple) and
+    no longer ``gone``. One deploy (one graph rollout) per call: each costs seconds of the suite."""
     from ray import serve
 
     from deployments.app import build_graph
 
+    wants = (want,) if isinstance(want, str) else want
     serve.run(build_graph(args, user_config), name="ecrec", route_prefix="/")
     deadline = time.time() + deadline_s
-    while want not in (model := client.get("/readyz").json().get("model_version", "")) or (gone and gone in model):
-        assert time.time() < deadline, f"/readyz never showed {want}" + (f" without {gone}" if gone else "")
+    while (not all(w in (model := client.get("/readyz").json().get("model_version", "")) for w in wants)
+           or (gone and gone in model)):
+        assert time.time() < deadline, f"/readyz never showed {wants}" + (f" without {gone}" if gone else "")
         time.sleep(0.2)
 
 
@@ -64,38 +69,16 @@ def test_heads_switch_in_place_without_dropping_a_request(server, metrics_text):
     assert client.get("/readyz").json()["model"] == before["model"]
 
 
-def test_changed_args_replace_the_encoder_without_dropping_a_request(server):
-    client, args = server
-    before = client.get("/readyz").json()["model"]
-    statuses, stop = [], threading.Event()
-
-    def hammer():
-        with httpx.Client(base_url=str(client.base_url), headers=dict(client.headers), timeout=60) as c:
-            while not stop.is_set():
-                statuses.append(c.post("/v1/sentiment", json={"texts": ["还不错"]}).status_code)
-
-    t = threading.Thread(target=hammer)
-    t.start()
-    try:
-        _switch(client, args.model_copy(update={"sentiment_head": "probe"}), "sentiment_probe")
-        time.sleep(1.0)
-    finally:
-        stop.set()
-        t.join()
-        _switch(client, args, "sentiment-ft")
-    assert len(statuses) > 10 and set(statuses) == {200}, {s: statuses.count(s) for s in set(statuses)}
-    assert client.get("/readyz").json()["model"] == before
-
-
-def test_retrain_exports_trains_promotes_and_rolls_out(server, data_dir, tmp_path):
-    """`ecrec retrain sentiment` end to end on a small budget: the store's rated reviews are
-    exported and trained on (Ray Train, the smoke settings), both heads are scored on the same
-    holdout, the promotion rule decides (here with a tolerance that lets the small model through),
-    and the promoted head rolls out in place under a new version."""
+def test_retrain_sentiment_keeps_the_serving_head_when_the_candidate_is_worse(server, data_dir, tmp_path):
+    """`ecrec retrain sentiment` end to end on a small budget, under the real promotion rule (the
+    default tolerance, 0): the store's rated reviews are exported and trained on (Ray Train, the
+    smoke settings), both heads are scored on the same holdout, and the smoke-budget candidate,
+    which has learned (above MARC's 0.4 majority class) but is worse than the shipped head, is
+    not promoted: no head is copied, no serve config is written, nothing rolls out. (A promoted
+    head's in-place rollout: the intent retrain below.)"""
     import json
 
     import numpy as np
-    import yaml
 
     from ecrec.cli import main
     from ecrec.profiles.events import Event
@@ -104,6 +87,7 @@ def test_retrain_exports_trains_promotes_and_rolls_out(server, data_dir, tmp_pat
     from ecrec.profiles.store import SQLiteStore
 
     client, args = server
+    before = client.get("/readyz").json()
     state = tmp_path / "state"
     state.mkdir()
     shard = ProfileShard(SQLiteStore(state / "profiles-0000.db"), 8)
@@ -113,34 +97,31 @@ def test_retrain_exports_trains_promotes_and_rolls_out(server, data_dir, tmp_pat
     for j, (text, stars) in enumerate(reviews):
         shard.apply(Event(user_id=f"u{j % 4}", type="review", text=text, rating=stars, ts=1e9 + j, event_id=f"r{j}"),
                     None, TextAnalysis(text, "zh", False, s, v, [Clause(text, s, v)]))
-    out = tmp_path / "sentrun"
+    out = tmp_path / f"sentrun-{uuid.uuid4().hex[:8]}"  # its own name: a promoted head would be heads/sentiment-<name>
     main(["retrain", "sentiment", "--state-dir", str(state), "--config", "training/configs/smoke.yaml",
-          "--set", "train_limit=200", "--data", str(data_dir), "--holdout", "60", "--tolerance", "1.0",
-          "--out", str(out)])
+          "--set", "train_limit=200", "--data", str(data_dir), "--holdout", "60", "--out", str(out)])
     decision = json.loads((out / "decision.json").read_text())
     assert decision["exported"] == 20
     assert sum(1 for _ in open(out / "labelled.jsonl")) == 20
     h = decision["holdout"]
     assert set(h["serving"]) == set(h["candidate"]) == {"marc_zh", "marc_en"}
-    assert h["serving"]["marc_zh"]["accuracy"] > 0.55  # the shipped head, scored on the fixed slice
-    assert decision["promoted"]
-    app = yaml.safe_load(open(decision["serve_config"]))["applications"][0]
-    encoder = [d for d in app["deployments"] if d["name"] == "Encoder"][0]["user_config"]
-    promoted = encoder["sentiment_head"]  # in the Encoder's user_config: swapped in place on deploy
-    assert promoted.endswith(f"sentiment-{out.name}.safetensors") and "sentiment_head" not in app["args"]
-    before = client.get("/readyz").json()["model"]
-    try:
-        _switch(client, args, out.name, user_config={"sentiment_head": promoted})
-        assert out.name in client.get("/readyz").json()["model"]
-        assert client.post("/v1/sentiment", json={"texts": ["很好"]}).status_code == 200
-    finally:
-        _switch(client, args, "sentiment-ft", gone=out.name)
-    assert client.get("/readyz").json()["model"] == before
+    # the shipped head on the fixed slice (measured: accuracy 0.667 zh, 0.767 en)
+    assert h["serving"]["marc_zh"]["accuracy"] >= 0.62 and h["serving"]["marc_en"]["accuracy"] >= 0.72, h
+    # the candidate learned (measured: 0.683 en, 0.433 zh; the majority class is 0.4) ...
+    assert h["candidate"]["marc_en"]["accuracy"] >= 0.63 and h["candidate"]["marc_zh"]["accuracy"] >= 0.4, h
+    # ... but is worse than the serving head (measured macro-F1 zh 0.277 against 0.570): kept out
+    assert not decision["promoted"] and decision["why"].startswith("worse than the serving model"), decision
+    assert "marc_zh macro_f1" in decision["why"], decision["why"]
+    assert "serve_config" not in decision and "version" not in decision and "deployed" not in decision, decision
+    assert not (out / "serve_config.yaml").exists()
+    assert not (args.home() / "heads" / f"sentiment-{out.name}.safetensors").exists()
+    assert client.get("/readyz").json()["model_version"] == before["model_version"]
 
 
 def test_retrain_intent_on_help_desk_labels_promotes_and_rolls_out(server, data_dir, tmp_path, metrics_text):
     """`ecrec retrain intent --labelled`: utterances a help desk labelled are trained on, both
-    intent heads are scored on the same held-out intent sets, and the promoted head swaps in place;
+    intent heads are scored on the same held-out intent sets, the candidate is not worse than the
+    shipped branch on any of them (the real rule: tolerance 0), and the promoted head swaps in place;
     the intents it gives are sane and the metrics carry its version. A file with an unknown intent
     is refused before any training, naming its line."""
     import json
@@ -161,12 +142,15 @@ def test_retrain_intent_on_help_desk_labels_promotes_and_rolls_out(server, data_
     out = tmp_path / "intentrun"
     main(["retrain", "intent", "--labelled", str(labelled), "--config", "training/configs/smoke.yaml",
           "--set", "train_limit=1500", "--set", "branch_layers=2", "--data", str(data_dir), "--holdout", "20",
-          "--tolerance", "1.0", "--out", str(out)])
+          "--out", str(out)])  # less (train_limit=1000, zh_variants=1) was measured worse by a text: not promoted
     decision = json.loads((out / "decision.json").read_text())
-    assert decision["exported"] == 6 and decision["promoted"], decision
     h = decision["holdout"]
+    assert decision["exported"] == 6 and decision["promoted"] and decision["why"].startswith("not worse"), decision
     assert set(h["serving"]) == set(h["candidate"]) >= {"bitext_heldout_groups", "zh_test"}
-    assert h["serving"]["bitext_heldout_groups"]["accuracy"] > 0.8  # the shipped branch, on the fixed slice
+    # the shipped branch on the fixed slices (measured: accuracy 1.0 held-out groups, 0.95 zh_test) ...
+    assert h["serving"]["bitext_heldout_groups"]["accuracy"] >= 0.95 and h["serving"]["zh_test"]["accuracy"] >= 0.9, h
+    # ... and the candidate (measured: 1.0 and 1.0; promoted because it is not worse on any set)
+    assert h["candidate"]["bitext_heldout_groups"]["accuracy"] >= 0.95 and h["candidate"]["zh_test"]["accuracy"] >= 0.95, h
     encoder = [d for d in yaml.safe_load(open(decision["serve_config"]))["applications"][0]["deployments"]
                if d["name"] == "Encoder"][0]["user_config"]
     promoted = encoder["intent_head"]
@@ -180,14 +164,17 @@ def test_retrain_intent_on_help_desk_labels_promotes_and_rolls_out(server, data_
         assert any(out.name in ln for ln in metrics_text("ecrec_sentiment", out.name))
     finally:
         _switch(client, args, "intent-ft", gone=out.name)
+        Path(promoted).unlink()  # the promoted copy in $ECREC_HOME/heads: nothing serves it now
 
 
 def test_retrain_sequence_learns_what_shoppers_click_next_and_rolls_out(server, tmp_path):
     """`ecrec retrain sequence` end to end: shoppers whose clicks follow a fixed next-item rule (a
     random permutation of the live catalog, which no text model can know) are exported from their
     store, the serving retriever is fine-tuned on them with Ray Train, both are scored on each
-    shopper's last click, and the promoted model rolls out as new ingress replicas without a
-    failed request. Live shoppers who follow the rule then find their next item in their list."""
+    shopper's last click, the candidate is promoted by the real rule (tolerance 0), and it rolls
+    out as new ingress replicas without a failed request. Live shoppers who follow the rule then
+    find their next item in their list. The same deploy also changes the app's sentiment_head arg:
+    changed args replace the encoder replicas (new before old) without a failed request either."""
     import json
 
     import numpy as np
@@ -200,6 +187,7 @@ def test_retrain_sequence_learns_what_shoppers_click_next_and_rolls_out(server, 
     from ecrec.profiles.store import SQLiteStore
 
     client, args = server
+    before_model = client.get("/readyz").json()["model"]
     items, index, _ = read_artifact(args.resolved_index_dir())
     ids = [it.id for it in items]
     rng = np.random.default_rng(7)
@@ -245,25 +233,38 @@ def test_retrain_sequence_learns_what_shoppers_click_next_and_rolls_out(server, 
 
     starts = ids[::25][:12]  # 12 walks over distinct items: no co-visit pair links one walk to another
     before = probe("seq-before", starts[:6])
-    statuses, stop = [], threading.Event()
+    statuses, sentiment, stop = [], [], threading.Event()
 
-    def hammer():
+    def hammer(path: str, into: list):
         with httpx.Client(base_url=str(client.base_url), headers=dict(client.headers), timeout=60) as c:
             while not stop.is_set():
-                statuses.append(c.get("/v1/users/seq-before-0/recommendations", params={"k": 5}).status_code)
+                if path == "/v1/sentiment":
+                    into.append(c.post(path, json={"texts": ["还不错"]}).status_code)
+                else:
+                    into.append(c.get(path, params={"k": 5}).status_code)
 
-    t = threading.Thread(target=hammer)
-    t.start()
+    threads = [threading.Thread(target=hammer, args=("/v1/users/seq-before-0/recommendations", statuses)),
+               threading.Thread(target=hammer, args=("/v1/sentiment", sentiment))]
+    for t in threads:
+        t.start()
     try:
-        _switch(client, args.model_copy(update={"sequence_model": promoted}), f"+sequence-{out.name}")
+        # new args: the ingress (sequence_model) and the encoder (sentiment_head) are both replaced
+        _switch(client, args.model_copy(update={"sequence_model": promoted, "sentiment_head": "probe"}),
+                ("sentiment_probe", f"+sequence-{out.name}"))
+        ready = client.get("/readyz").json()
         time.sleep(1.0)
         stop.set()
-        t.join()
-        assert client.get("/readyz").json()["sequence_model"] == f"sequence-{out.name}"
+        for t in threads:
+            t.join()
+        assert ready["sequence_model"] == f"sequence-{out.name}", ready
         after = probe("seq-after", starts[6:])
     finally:
         stop.set()
-        t.join()
-        _switch(client, args, "@", gone=out.name)
-    assert len(statuses) > 10 and set(statuses) == {200}, {s: statuses.count(s) for s in set(statuses)}
+        for t in threads:
+            t.join()
+        _switch(client, args, "sentiment-ft", gone=out.name)
+        Path(promoted).unlink()  # the promoted copy in $ECREC_HOME/sequence: nothing serves it now
+    assert client.get("/readyz").json()["model"] == before_model
+    for got in (statuses, sentiment):
+        assert len(got) > 10 and set(got) == {200}, {s: got.count(s) for s in set(got)}
     assert before <= 2 and after >= 5, (before, after)
