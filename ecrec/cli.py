@@ -211,7 +211,9 @@ def _drift_plot(args) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="ecrec", description=__doc__)
-    parser.add_argument("--home", type=Path, default=None, help="models and caches (default $ECREC_HOME)")
+    parser.add_argument("--home", type=Path, default=None,
+                        help="models and caches (default $ECREC_HOME, else the checkout's .ecrec that make built, "
+                             "else ~/.cache/ecrec)")
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="cmd", required=True)
 

@@ -183,3 +183,39 @@ def test_rows_tokenized_in_blocks_give_the_vectors_of_one_block(encoder, monkeyp
     monkeypatch.setattr(encoder_module, "TOKENIZE_BLOCK", 3)
     blocks = encoder.encode(texts, "passage", align=False)
     np.testing.assert_allclose((whole * blocks).sum(1), 1.0, atol=1e-5)
+
+
+def test_one_model_home_the_checkouts_once_make_built_it(tmp_path, monkeypatch):
+    """`make` builds the model into the checkout's .ecrec; `.venv/bin/ecrec` or pytest run by hand
+    (no $ECREC_HOME) used ~/.cache/ecrec and built the 470 MB model a second time there."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from ecrec.text.encoder import default_home
+
+    monkeypatch.delenv("ECREC_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    user = tmp_path / "user" / ".cache" / "ecrec"
+    root = tmp_path / "checkout"
+    (root / "ecrec").mkdir(parents=True)
+    (root / "pyproject.toml").write_text("[project]\nname = \"ecrec\"\n")
+    assert default_home(root / "ecrec") == user  # nothing built in the checkout (yet): as before
+    (root / ".ecrec").mkdir()
+    assert default_home(root / "ecrec") == root / ".ecrec"  # what make built
+    site = tmp_path / "site-packages"
+    (site / "ecrec").mkdir(parents=True)
+    (site / ".ecrec").mkdir()
+    assert default_home(site / "ecrec") == user  # an installed package has no checkout around it
+    monkeypatch.setenv("ECREC_HOME", str(tmp_path / "set"))
+    assert default_home(root / "ecrec") == tmp_path / "set"  # $ECREC_HOME wins
+    monkeypatch.setenv("ECREC_HOME", "")
+    assert default_home(root / "ecrec") == root / ".ecrec"
+
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / ".ecrec").is_dir():  # this checkout, from another folder, without $ECREC_HOME
+        env = {k: v for k, v in os.environ.items() if k != "ECREC_HOME"}
+        out = subprocess.run([sys.executable, "-c", "from ecrec.text.encoder import default_home; print(default_home())"],
+                             capture_output=True, text=True, cwd=tmp_path, env=env, check=True).stdout
+        assert Path(out.strip()) == checkout / ".ecrec"

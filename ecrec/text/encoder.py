@@ -17,9 +17,18 @@ Role = Literal["query", "passage"]
 MODELS = ("e5-small", "minilm")
 
 
-def default_home() -> Path:
-    """Where built models and artifacts live: ``$ECREC_HOME`` or ``~/.cache/ecrec``."""
-    return Path(os.environ.get("ECREC_HOME") or Path.home() / ".cache" / "ecrec")
+def default_home(package_dir: Path = Path(__file__).resolve().parent.parent) -> Path:
+    """Where built models and artifacts live: ``$ECREC_HOME``; else, when ecrec runs from a source
+    checkout (an editable install: ``package_dir``'s parent holds ``pyproject.toml``) whose
+    ``.ecrec`` exists, that folder (where ``make`` builds them, so ``.venv/bin/ecrec`` or pytest run
+    by hand find them); else ``~/.cache/ecrec``. A checkout without ``.ecrec`` yet is not chosen:
+    a copy of it (a Ray job's working_dir) would build the model again inside the copy."""
+    if os.environ.get("ECREC_HOME"):
+        return Path(os.environ["ECREC_HOME"])
+    checkout = package_dir.parent
+    if (checkout / "pyproject.toml").is_file() and (checkout / ".ecrec").is_dir():
+        return checkout / ".ecrec"
+    return Path.home() / ".cache" / "ecrec"
 
 
 @dataclass(frozen=True)
