@@ -62,19 +62,28 @@ def test_dislike_removes_item_and_pushes_neighbours_down(demo_rec):
     after = demo_rec.recommend("u2", k=40, now=NOW + 1)
     score_after = {r.item_id: r.score for r in after}
     assert target not in score_after
+    # the three nearest neighbours were all in the list before (ranks 2, 4, 7 measured), so each is
+    # checked; each loses most of the dislike's avoid weight (measured: 0.557 and more, or out of the 40)
+    assert len(neighbours) == 3 and set(neighbours) <= set(score_before), (neighbours, list(score_before))
     for n in neighbours:
-        if n in score_before:
-            assert score_after.get(n, -1.0) < score_before[n] - 0.05, n
+        assert score_after.get(n, -1.0) < score_before[n] - 0.5, (n, score_before[n], score_after.get(n))
 
 
 def test_impressions_reduce_rank(demo_rec):
     demo_rec.ingest(Event(user_id="u3", type="search", text="running shoes", ts=NOW))
-    top = demo_rec.recommend("u3", k=10, now=NOW)[0].item_id
+    first = demo_rec.recommend("u3", k=10, now=NOW)[0]
+    top = first.item_id
+    assert first.parts["fatigue"] == 0.0
     for n in range(5):
         demo_rec.record_impressions("u3", [top], now=NOW + n)
+    # five impressions within seconds (a day's half-life): fatigue 0.03 per impression, 0.15 in all,
+    # and nothing else about the item changed
+    every = {r.item_id: r for r in demo_rec.recommend("u3", k=len(demo_rec.items), now=NOW + 5)}
+    assert every[top].parts["fatigue"] == pytest.approx(-0.15, abs=1e-3)
+    assert first.score - every[top].score == pytest.approx(0.15, abs=1e-3)
+    # enough to leave the top 10 (its 0.863 is below the 10th item's 0.967, measured)
     ranked = [r.item_id for r in demo_rec.recommend("u3", k=10, now=NOW + 5)]
-    assert ranked[0] != top
-    assert top not in ranked[:1] and (top not in ranked or ranked.index(top) > 0)
+    assert len(ranked) == 10 and top not in ranked, ranked
 
 
 def test_new_item_is_retrievable_immediately(demo_rec):
