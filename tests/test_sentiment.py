@@ -49,7 +49,10 @@ def test_huge_text_is_truncated_and_flagged(analyzer):
 
 
 def test_shipped_heads_on_a_marc_test_slice(analyzer, probe_analyzer, data_dir):
-    """The full-test figures are in BENCHMARKS.md; here a fixed 300-review slice per language."""
+    """The full-test figures are in BENCHMARKS.md; here a fixed 300-review slice per language.
+    Floors a few points under the accuracy measured on this slice (3 classes, ~0.4 for the
+    majority class): branch zh 0.703, en 0.810; probe zh 0.643, en 0.750."""
+    floors = {("branch", "zh"): 0.68, ("branch", "en"): 0.78, ("probe", "zh"): 0.62, ("probe", "en"): 0.72}
     scores = {}
     for name, an in (("branch", analyzer), ("probe", probe_analyzer)):
         pred, gold = [], []
@@ -59,7 +62,7 @@ def test_shipped_heads_on_a_marc_test_slice(analyzer, probe_analyzer, data_dir):
             pred += [an.head.labels.index(s.label) for s in an.sentiment([texts[i] for i in idx])]
             gold += y[idx].tolist()
             acc, _ = accuracy_macro_f1(y[idx], np.array(pred[-300:]), 3)
-            assert acc >= 0.6, (name, lang, acc)
+            assert acc >= floors[name, lang], (name, lang, acc)
         scores[name] = accuracy_macro_f1(np.array(gold), np.array(pred), 3)
     # the fine-tuned branch is the default because it beats the probe on both figures
     assert scores["branch"][0] > scores["probe"][0] and scores["branch"][1] > scores["probe"][1], scores
