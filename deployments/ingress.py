@@ -112,6 +112,7 @@ class Ingress(ChatRoutes, CatalogRoutes, AdminRoutes):
         self._shown: list = []
         self._drift_texts: list = []  # (float16 vector, sentiment, intent, language) for the drift monitor
         self._drift_items: list = []
+        self._troubles: set[str] = set()  # problems of the background loop already logged (``_warn_once``)
         loop = asyncio.get_event_loop()
         self._flusher = loop.create_task(self._flush_forever())
         self._view_sync = loop.create_task(self._sync_view_forever()) if self.view is not None else None
@@ -186,14 +187,33 @@ class Ingress(ChatRoutes, CatalogRoutes, AdminRoutes):
                 log.exception("flushing impressions failed")
             try:  # bounded: a shard restarting must not hold up the flushes
                 await asyncio.wait_for(self._check_store_reach(), 2.0)
-            except Exception:  # a shard restarting or busy: the last answer stands until the next check
-                log.warning("could not ask the shards where they run; keeping the last answer")
+                self._all_clear("shards", "the profile shards answer again")
+            except Exception as e:  # a shard restarting or busy: the last answer stands until the next check
+                self._warn_once("shards", "the profile shards do not say where they run (%s: %s); profiles are "
+                                "read through the shard actors meanwhile. If this lasts, see `serve status` and the "
+                                "ProfileShard actors' logs", type(e).__name__, e)
             if time.monotonic() - self._version_at > 10.0:  # a switch seen even without text traffic
                 self._version_at = time.monotonic()
                 try:  # bounded: a busy encoder must not hold up the flushes
                     self.encoder_version = (await asyncio.wait_for(self.encoder.info.remote(), 2.0))["model"]
-                except Exception:  # an encoder restarting: the version stays the last one seen
-                    log.warning("could not read the encoder's model version yet; keeping %r", self.encoder_version)
+                    self._all_clear("encoder", "the encoder answers again (%s)", self.encoder_version)
+                except Exception as e:  # an encoder restarting: the version stays the last one seen
+                    if self.encoder_version:  # (never read yet: the encoder is still loading its model at start)
+                        self._warn_once("encoder", "the encoder does not answer (%s: %s); metrics keep model version "
+                                        "%r. If this lasts, see `serve status` and the Encoder replicas' logs",
+                                        type(e).__name__, e, self.encoder_version)
+
+    def _warn_once(self, key: str, message: str, *args) -> None:
+        """A problem of the background loop, logged when it starts, not at every retry."""
+        if key not in self._troubles:
+            self._troubles.add(key)
+            log.warning(message, *args)
+
+    def _all_clear(self, key: str, message: str, *args) -> None:
+        """The problem ``key`` is over: said once, if it was logged."""
+        if key in self._troubles:
+            self._troubles.discard(key)
+            log.info(message, *args)
 
     def _version(self, analysis=None) -> str:
         """The model version on metrics and attributed lists: the encoder's model + heads (the one

@@ -51,8 +51,7 @@ class CatalogView:
         self.lock = threading.Lock()
         self._stop = threading.Event()
         self._load_artifact()
-        self.apply(*ray.get(self.board.sync.remote(*self.sync_args())))
-        self.apply_content(*ray.get(self.board.sync_content.remote(*self.content_sync_args())))
+        self.sync_once()
 
     def _load_artifact(self) -> None:
         """The index artifact as built, before any change from the board."""
@@ -118,8 +117,12 @@ class CatalogView:
                 self.content_seq = seq
 
     def sync_once(self) -> None:
-        self.apply(*ray.get(self.board.sync.remote(*self.sync_args())))
-        self.apply_content(*ray.get(self.board.sync_content.remote(*self.content_sync_args())))
+        """One blocking sync, from a constructor or a thread, never on an event loop. ``ray.get``
+        here, in the async Retriever actor's constructor, printed Ray's "blocking ray.get inside
+        async actor" warning at every start; waiting on the reference's future blocks the same way,
+        raises the same errors, and warns of nothing that is not there."""
+        self.apply(*self.board.sync.remote(*self.sync_args()).future().result())
+        self.apply_content(*self.board.sync_content.remote(*self.content_sync_args()).future().result())
 
     def sync_args(self) -> tuple:
         artifact = self.manifest.get("artifact_id") or str(self.manifest.get("created_at"))

@@ -72,9 +72,13 @@ class AdminRoutes:
     @app.get("/readyz")
     async def readyz(self):
         try:
-            enc, ret, *_ = await asyncio.wait_for(asyncio.gather(
-                self.encoder.info.remote(), *(r.info.remote() for r in self.retrievers),
-                self.board.last_seq.remote(), *(sh.ping.remote() for sh in self.shards)), timeout=5)
+            # asyncio.timeout, not wait_for(gather): a request cancelled meanwhile (a poll that gave
+            # up while the graph starts) left wait_for's gather unread, which asyncio logs as a
+            # "_GatheringFuture exception was never retrieved" traceback
+            async with asyncio.timeout(5):
+                enc, ret, *_ = await asyncio.gather(
+                    self.encoder.info.remote(), *(r.info.remote() for r in self.retrievers),
+                    self.board.last_seq.remote(), *(sh.ping.remote() for sh in self.shards))
         except Exception as e:  # anything not answering means not ready
             return JSONResponse({"ready": False, "error": f"{type(e).__name__}: {e}"[:300]},
                                 status_code=503, headers={"Retry-After": "1"})
