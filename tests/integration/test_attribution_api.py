@@ -1,6 +1,7 @@
 """Online attribution over HTTP: a click naming its list's request_id moves that source's CTR."""
 from __future__ import annotations
 
+import json
 import re
 import time
 
@@ -30,9 +31,15 @@ def test_click_with_request_id_moves_its_source_ctr(server):
                                         "request_id": request_id})
     assert r.status_code == 200, r.text
     hit = r.json()["attribution"]
+    # the version the list was served under: the encoder's model + heads (as the encoder reports it)
+    # and the first 8 hex of the index artifact the graph was built on (its manifest on disk)
+    manifest = json.loads((args.resolved_index_dir() / "manifest.json").read_text())
+    encoder_model = client.get("/readyz").json()["model"]
+    assert encoder_model.startswith("e5-small+sentiment-ft") and len(manifest["artifact_id"]) == 32, encoder_model
+    version = f"{encoder_model}@{manifest['artifact_id'][:8]}"
     assert hit == {"request_id": request_id, "source": source, "position": 3,
-                   "arm": args.experiment().arm_of("attr-user"), "model_version": hit["model_version"]}
-    assert hit["model_version"] == _summary(client)["model_version"] != ""
+                   "arm": args.experiment().arm_of("attr-user"), "model_version": version}
+    assert _summary(client)["model_version"] == version
     after = _summary(client)
     assert after["by_source"][source]["clicks"] == before["clicks"] + 1
     assert after["by_source"][source]["ctr"] > before["ctr"]
