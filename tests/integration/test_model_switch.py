@@ -45,12 +45,15 @@ def test_heads_switch_in_place_without_dropping_a_request(server, metrics_text):
                 if r.status_code == 200:
                     models.add(r.json()["model"])
 
+    # a chat before the switch (the ingress once cached "intents are served" here, then answered 500)
+    asked = client.post("/v1/chat", json={"user_id": "chat-noint", "message": "我的快递到哪了？"}).json()
+    assert asked["route"] == "slot", asked
     threads = [threading.Thread(target=hammer) for _ in range(2)]
     for t in threads:
         t.start()
     try:
         time.sleep(1.0)
-        _switch(client, args, "sentiment_probe", user_config={"sentiment_head": "probe"})  # in place
+        _switch(client, args, "sentiment_probe", user_config={"sentiment_head": "probe", "intent_head": "none"})
         time.sleep(1.0)  # requests keep flowing on the new head
     finally:
         stop.set()
@@ -63,10 +66,20 @@ def test_heads_switch_in_place_without_dropping_a_request(server, metrics_text):
     r = client.post("/v1/sentiment", json={"texts": ["质量太差了，再也不买了"]}).json()
     assert r["results"][0]["sentiment"]["label"] == "negative"  # the probe serves, and serves sense
     assert r["model"] == after["model"] and after["model_version"].startswith(after["model"] + "@")
+    assert after["intent_model"] is None, after
+    # chat goes on without intents: the pending question is completed, product questions answered
+    r = client.post("/v1/chat", json={"user_id": "chat-noint", "session_id": asked["session_id"],
+                                      "message": "订单号是 2023110588812"})
+    assert r.status_code == 200 and "intent" not in r.json(), r.text
+    assert r.json()["actions"] == [{"type": "track_order", "order_id": "2023110588812"}], r.text
+    r = client.post("/v1/chat", json={"user_id": "chat-noint-2", "message": "有没有适合拍照的手机？"})
+    assert r.status_code == 200 and r.json()["route"] == "product", r.text
+    assert client.post("/v1/intent", json={"texts": ["hi"]}).status_code == 404
     samples = metrics_text("ecrec_sentiment", f'model_version="{after["model_version"]}"')
     assert any(f'model_version="{after["model_version"]}"' in ln for ln in samples)  # metrics follow the switch
-    _switch(client, args, "sentiment-ft")  # back to the shipped head for the tests after this one
-    assert client.get("/readyz").json()["model"] == before["model"]
+    _switch(client, args, "sentiment-ft")  # back to the shipped heads for the tests after this one
+    ready = client.get("/readyz").json()
+    assert ready["model"] == before["model"] and ready["intent_model"] == before["intent_model"], ready
 
 
 def test_retrain_sentiment_keeps_the_serving_head_when_the_candidate_is_worse(server, data_dir, tmp_path):
