@@ -192,7 +192,9 @@ class Ingress(ChatRoutes, CatalogRoutes, AdminRoutes):
                 self._warn_once("shards", "the profile shards do not say where they run (%s: %s); profiles are "
                                 "read through the shard actors meanwhile. If this lasts, see `serve status` and the "
                                 "ProfileShard actors' logs", type(e).__name__, e)
-            if time.monotonic() - self._version_at > 10.0:  # a switch seen even without text traffic
+            # a switch seen even without text traffic; until the encoder first answers, every tick (lists
+            # were labelled "@<index>" without the model for the first ~10 s)
+            if not self.encoder_version or time.monotonic() - self._version_at > 10.0:
                 self._version_at = time.monotonic()
                 try:  # bounded: a busy encoder must not hold up the flushes
                     self.encoder_version = (await asyncio.wait_for(self.encoder.info.remote(), 2.0))["model"]

@@ -82,6 +82,8 @@ class AdminRoutes:
         except Exception as e:  # anything not answering means not ready
             return JSONResponse({"ready": False, "error": f"{type(e).__name__}: {e}"[:300]},
                                 status_code=503, headers={"Retry-After": "1"})
+        if not self.encoder_version:  # ready means lists carry the model name from now on
+            self.encoder_version = enc["model"]
         return {"ready": True, "model": enc["model"], "intent_model": enc["intent"], "device": enc["device"],
                 "model_version": f"{enc['model']}@{self.index_version}",
                 "sequence_model": self.sequence_version or "shipped",
