@@ -108,6 +108,7 @@ def test_evaluation_building_blocks():
     assert ndcg_recall([5, 6], frozenset({1, 2})) == (0.0, 0.0)
 
 
+@pytest.mark.slow  # ~3 minutes with cold caches: in make test, not in make test-fast
 def test_search_quality_on_scientific(analyzer, data_dir):
     """The eval-search protocol (docs/EVALUATION.md) on a subsample that keeps the test to ~2.5
     minutes: 200 valid / 600 test known-item queries, 300 personalized users, a fusion grid of 8
