@@ -11,7 +11,7 @@ import logging
 import numpy as np
 
 from ecrec.evaluation.data import SeqDataset, Split
-from ecrec.training.sequence_training import exclude_history, top_k
+from ecrec.training.sequence_training import exclude_history, top_k_listed
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +43,7 @@ class ScoreMethod:
         starts = range(0, len(split), self.batch)
         for s in _progress(starts, len(starts), self.name, progress):
             h = split.histories[s : s + self.batch]
-            scores = exclude_history(self.scores(h).astype(np.float64), h)
-            top = top_k(scores, k)
-            top[np.isneginf(np.take_along_axis(scores, top, 1))] = -1
-            out[s : s + len(h), : top.shape[1]] = top
+            out[s : s + len(h)] = top_k_listed(exclude_history(self.scores(h).astype(np.float64), h), k)
         return out
 
 

@@ -73,6 +73,16 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     return np.take_along_axis(part, order, 1)
 
 
+def top_k_listed(scores: np.ndarray, k: int) -> np.ndarray:
+    """(n, k) item indices, best first; -1 for an excluded item (score -inf) and past the end of a
+    catalog smaller than k, so the lists are always k long and never list history."""
+    out = np.full((len(scores), k), -1, dtype=np.int64)
+    top = top_k(scores, k)
+    top[np.isneginf(np.take_along_axis(scores, top, 1))] = -1
+    out[:, : top.shape[1]] = top
+    return out
+
+
 def mask_history(logits: torch.Tensor, inputs: torch.Tensor, live: torch.Tensor,
                  target: torch.Tensor) -> torch.Tensor:
     """Train as we rank: step t never scores the items read up to t (they are excluded at
@@ -92,11 +102,7 @@ def evaluate_ndcg10(model: SequenceModel, X: np.ndarray, split: Split) -> float:
     from ecrec.evaluation.metrics import ranking_report
 
     model.eval()
-    scores = exclude_history(model.scores(X, split.histories), split.histories)
-    got = top_k(scores, 10)
-    got[np.isneginf(np.take_along_axis(scores, got, 1))] = -1  # a catalog under 10 items: history is not listed
-    top = np.full((len(split), 10), -1, dtype=np.int64)  # ... and -1 pads the lists to 10
-    top[:, : got.shape[1]] = got
+    top = top_k_listed(exclude_history(model.scores(X, split.histories), split.histories), 10)
     return ranking_report(top, split.targets, ks=(10,))["N@10"]
 
 
