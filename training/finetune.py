@@ -92,12 +92,31 @@ def predict(model, tok, texts: list[str], cfg: FinetuneConfig, device="cpu") -> 
     return predict_logits(model, tok, texts, cfg, device).argmax(1)
 
 
-def _binary_dev(model, tok, data, cfg: FinetuneConfig, device) -> dict:
+def shared_logits(model, tok, texts: list[str], cfg: FinetuneConfig, session) -> np.ndarray:
+    """``predict_logits`` for every text on every rank, each rank scoring only its share
+    (rows ``rank::world``) and the shares exchanged: the dev split costs 1/world of a pass per worker
+    instead of a whole pass on each (every rank still gets the same numbers, so all of them take
+    the same early-stopping decision)."""
+    if session.world == 1:
+        return predict_logits(model, tok, texts, cfg, session.device)
+    rows = np.arange(session.rank, len(texts), session.world)
+    mine = predict_logits(model, tok, [texts[i] for i in rows], cfg, session.device) if len(rows) else None
+    out = None
+    for rank, part in enumerate(session.gather(mine)):
+        if part is None:
+            continue
+        out = np.empty((len(texts), part.shape[1]), dtype=np.float32) if out is None else out
+        out[rank::session.world] = part
+    return out
+
+
+def _binary_dev(model, tok, data, cfg: FinetuneConfig, session=None, device="cpu") -> dict:
     """``calibrate_bias`` keywords for the binary dev rows (sentiment), or none."""
     if data.binary_dev is None:
         return {}
-    return {"binary_logits": predict_logits(model, tok, data.binary_dev.texts, cfg, device),
-            "binary_y": data.binary_dev.labels}
+    logits = (shared_logits(model, tok, data.binary_dev.texts, cfg, session) if session is not None
+              else predict_logits(model, tok, data.binary_dev.texts, cfg, device))
+    return {"binary_logits": logits, "binary_y": data.binary_dev.labels}
 
 
 class RaySession:
@@ -133,11 +152,21 @@ class RaySession:
         ckpt = self._train.Checkpoint.from_directory(str(directory)) if directory is not None else None
         self._train.report(metrics, checkpoint=ckpt)
 
+    def gather(self, obj) -> list:
+        """``obj`` of every rank, in rank order (``torch.distributed.all_gather_object``)."""
+        out = [None] * self.world
+        torch.distributed.all_gather_object(out, obj)
+        return out
+
     def progress_bar(self, total: int, desc: str):
         """Rank 0's progress over one epoch's steps, drawn by the driver (``tqdm_ray``)."""
         from ray.experimental.tqdm_ray import tqdm
 
         return tqdm(total=total, desc=desc)
+
+
+# keys of ``best_branch.pt`` beside the branch's weights (not parameters)
+DEV_LOGITS, BINARY_DEV_LOGITS = "__dev_logits__", "__binary_dev_logits__"
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -221,16 +250,21 @@ def train_loop(config: dict, session) -> None:
         if bar is not None:
             bar.close()
         train_time = time.perf_counter() - t0
-        dev_logits = predict_logits(inner, tok, data.dev.texts, cfg, device)
+        dev_logits = shared_logits(inner, tok, data.dev.texts, cfg, session)
         dev = evaluate(dev_logits.argmax(1), data.dev.labels, data.labels)
+        binary = {}
         if cfg.calibrate:  # judge the epoch as it will be served: with its dev-tuned class offsets
-            offsets, _ = calibrate_bias(dev_logits, data.dev.labels, len(data.labels),
-                                        **_binary_dev(inner, tok, data, cfg, device))
+            binary = _binary_dev(inner, tok, data, cfg, session)
+            offsets, _ = calibrate_bias(dev_logits, data.dev.labels, len(data.labels), **binary)
             dev = evaluate((dev_logits + offsets).argmax(1), data.dev.labels, data.labels)
         improved = dev["macro_f1"] > best_f1
         best_f1, bad = (dev["macro_f1"], 0) if improved else (best_f1, bad + 1)
         if improved:
             best_state = {k: v.detach().cpu().clone() for k, v in inner.branch.state_dict().items()}
+            # the best branch's dev logits travel with it: export calibrates and reports without a pass
+            best_state[DEV_LOGITS] = torch.from_numpy(dev_logits)
+            if binary:
+                best_state[BINARY_DEV_LOGITS] = torch.from_numpy(binary["binary_logits"])
         rates.append(seen * world / train_time)
         curve.append({"step": step, "epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
                       "dev_macro_f1": dev["macro_f1"], "dev_accuracy": dev["accuracy"]})
@@ -305,6 +339,7 @@ def export(cfg: FinetuneConfig, checkpoint: Path, last_metrics: dict, out_dir: P
     out_dir.mkdir(parents=True, exist_ok=True)
     state = load_state(checkpoint / "state.pt")
     best = load_state(checkpoint / "best_branch.pt")
+    saved_dev, saved_binary = best.pop(DEV_LOGITS, None), best.pop(BINARY_DEV_LOGITS, None)
     data = load_task(cfg)
     tok, base = _base_model(cfg, home)
     model = BranchClassifier(base, len(data.labels), cfg.branch_layers, cfg.dropout)
@@ -315,11 +350,16 @@ def export(cfg: FinetuneConfig, checkpoint: Path, last_metrics: dict, out_dir: P
     if metrics["curve"]:
         plot_training_curve(metrics["curve"], out_dir / "training_curve.png", f"{cfg.task} / {cfg.model} "
                             f"K={cfg.branch_layers}, {cfg.workers} worker(s)")
-    dev_logits = predict_logits(model, tok, data.dev.texts, cfg, device)
+    # the loop scored the best branch on dev already (same data: load_task is deterministic)
+    reuse = saved_dev is not None and len(saved_dev) == len(data.dev.texts)
+    dev_logits = saved_dev.numpy() if reuse else predict_logits(model, tok, data.dev.texts, cfg, device)
     if cfg.calibrate:  # per-class logit offsets tuned on dev, folded into the head (serving unchanged)
         metrics["dev_uncalibrated"] = evaluate(dev_logits.argmax(1), data.dev.labels, data.labels)
-        offsets, _ = calibrate_bias(dev_logits, data.dev.labels, len(data.labels),
-                                    **_binary_dev(model, tok, data, cfg, device))
+        binary = ({"binary_logits": saved_binary.numpy(), "binary_y": data.binary_dev.labels}
+                  if reuse and saved_binary is not None and data.binary_dev is not None
+                  and len(saved_binary) == len(data.binary_dev.texts)
+                  else _binary_dev(model, tok, data, cfg, device=device))
+        offsets, _ = calibrate_bias(dev_logits, data.dev.labels, len(data.labels), **binary)
         with torch.no_grad():
             model.branch.head.bias += torch.from_numpy(offsets).to(model.branch.head.bias)
         dev_logits = dev_logits + offsets  # what the folded head now gives, without a second pass

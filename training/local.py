@@ -60,6 +60,9 @@ class LocalSession:
         for old in self._checkpoints()[: -self.keep]:
             shutil.rmtree(old)
 
+    def gather(self, obj) -> list:
+        return [obj]
+
     def progress_bar(self, total: int, desc: str):
         return None
 

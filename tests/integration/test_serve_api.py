@@ -57,7 +57,7 @@ def test_graph_equals_in_process_recommender(server, demo_rec):
 
 
 def test_new_item_is_recommendable_within_a_second(server):
-    client, _ = server
+    client, args = server
     item = {"title": "北斗卫星通话三防手机", "description": "支持卫星通话和短信，防水防摔，户外探险必备",
             "category": ["phones", "rugged"], "brand": "峰野", "price": 2999, "rating": 4.6, "stock": 10,
             "language": "zh"}
@@ -73,7 +73,14 @@ def test_new_item_is_recommendable_within_a_second(server):
             break
         time.sleep(0.05)
     assert found_after is not None and found_after < 1.0, found_after
-    assert client.get("/v1/items/phones-sat").json()["title"] == item["title"]
+    # GET is answered by any retriever replica; the PUT promises them all within sync_interval_s
+    # (a CI run read one replica a moment before it synced: KeyError 'title' on its 404)
+    got = client.get("/v1/items/phones-sat")
+    while got.status_code == 404 and time.time() - t_put < 1.0 + args.sync_interval_s:
+        time.sleep(0.05)
+        got = client.get("/v1/items/phones-sat")
+    assert got.status_code == 200 and got.json()["title"] == item["title"], (got.status_code, got.text)
+    time.sleep(max(0.0, t_put + 2 * args.sync_interval_s - time.time()))  # every replica has it: DELETE's check
     assert client.delete("/v1/items/phones-sat").status_code == 200
     time.sleep(0.6)
     assert client.get("/v1/items/phones-sat").status_code == 404
