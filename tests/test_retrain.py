@@ -1,4 +1,6 @@
 """Retraining's data and decision: labelled reviews out of the event store, promotion only if not worse."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -251,3 +253,35 @@ def test_the_export_writes_nothing_even_for_a_corrupt_snapshot(tmp_path):
     got = dict(click_sequences([SQLiteStore(path)], set("abcdefg"), dim=DIM))
     assert got == {"u": list("abcdefg")}  # from the older snapshot and the log
     assert db.execute("SELECT seq, blob FROM profile_snapshots ORDER BY seq").fetchall() == rows
+
+
+def test_a_retrain_continues_the_serving_head_only_when_it_has_the_configs_layers(data_dir):
+    """``retrain sentiment|intent`` starts the candidate from the serving branch when that branch has
+    the K the config trains (the shipped intent branch: K=2), else from the trunk's own layers, and
+    says which in decision.json; the loop refuses a start branch of other labels or another K."""
+    import dataclasses
+
+    import torch
+    from safetensors.torch import load_file
+
+    from ecrec.training.finetune_data import FinetuneConfig
+    from ecrec.training.intent_data import intent_labels
+    from training.finetune import _base_model, start_branch
+    from training.retrain import _start_from
+
+    shipped = Path(__file__).resolve().parents[1] / "ecrec" / "artifacts" / "intent_branch_e5-small.safetensors"
+    assert _start_from(shipped, 2, False) == (str(shipped), "from the serving head intent_branch_e5-small.safetensors")
+    assert _start_from(shipped, 1, False) == (
+        None, "from the trunk's own layers (the serving head has K=2, the config trains K=1)")
+    assert _start_from(shipped, 2, True)[0] is None and _start_from(None, 2, False)[0] is None
+
+    cfg = FinetuneConfig(task="intent", branch_layers=2, init_branch=str(shipped))
+    _, base = _base_model(cfg, None)
+    labels = intent_labels(str(data_dir))
+    state = start_branch(cfg, base, labels)
+    saved = load_file(str(shipped))
+    assert set(state) == set(saved) and all(torch.equal(state[k], saved[k].float()) for k in saved)
+    with pytest.raises(ValueError, match="K=2 do not match the task's .* K=3"):
+        start_branch(dataclasses.replace(cfg, branch_layers=3), base, labels)
+    with pytest.raises(ValueError, match="do not match"):
+        start_branch(cfg, base, ["negative", "neutral", "positive"])

@@ -165,6 +165,17 @@ class RaySession:
         return tqdm(total=total, desc=desc)
 
 
+def start_branch(cfg: FinetuneConfig, base, labels: list[str]) -> dict:
+    """The weights of ``cfg.init_branch``, refused unless it has the task's labels and as many layers."""
+    from ecrec.text.classifier import load_branch
+
+    branch, meta = load_branch(cfg.init_branch, base)
+    if list(meta["labels"]) != list(labels) or meta["branch_layers"] != cfg.branch_layers:
+        raise ValueError(f"init_branch {cfg.init_branch}: labels {meta['labels']} / K={meta['branch_layers']} "
+                         f"do not match the task's {list(labels)} / K={cfg.branch_layers}")
+    return branch.state_dict()
+
+
 # keys of ``best_branch.pt`` beside the branch's weights (not parameters)
 DEV_LOGITS, BINARY_DEV_LOGITS = "__dev_logits__", "__binary_dev_logits__"
 
@@ -191,6 +202,8 @@ def train_loop(config: dict, session) -> None:
     data = load_task(cfg)
     tok, base = _base_model(cfg, config.get("home"))
     model = BranchClassifier(base, len(data.labels), cfg.branch_layers, cfg.dropout)
+    if cfg.init_branch:  # a retrain continues the serving head (before DDP copies the weights to every rank)
+        model.branch.load_state_dict(start_branch(cfg, base, data.labels))
     model = session.prepare_model(model)
     inner = model.module if hasattr(model, "module") else model
     loader = session.prepare_loader(

@@ -131,6 +131,23 @@ def _stamp(candidate: Path, promoted: Path, run: str) -> None:
     save_file(load_file(str(candidate)), str(promoted), metadata={"ecrec": json.dumps(meta, ensure_ascii=False)})
 
 
+def _start_from(serving: Path | None, branch_layers: int, from_scratch: bool) -> tuple[str | None, str]:
+    """(the branch the candidate starts from, or None; why, for decision.json). A retrain continues
+    the serving head when it has the layers the config trains: it then needs fewer examples to be
+    as good on everything the head already knows, and learns the new ones on top."""
+    from safetensors import safe_open
+
+    if from_scratch:
+        return None, "from the trunk's own layers (--from-scratch)"
+    if serving is None or not Path(serving).exists():
+        return None, "from the trunk's own layers (no serving head)"
+    with safe_open(str(serving), "pt") as f:
+        k = json.loads(f.metadata()["ecrec"]).get("branch_layers")
+    if k != branch_layers:
+        return None, f"from the trunk's own layers (the serving head has K={k}, the config trains K={branch_layers})"
+    return str(serving), f"from the serving head {Path(serving).name}"
+
+
 HEAD_KEY = {"sentiment": "sentiment_head", "intent": "intent_head"}  # AppArgs / Encoder user_config key
 
 
@@ -155,6 +172,7 @@ def _retrain(args) -> None:
     from ecrec.text.encoder import EncoderConfig, TextEncoder
     from ecrec.operations.retrain import should_promote
     from ecrec.text.sentiment import load_head
+    from ecrec.training.finetune_data import FinetuneConfig
     from training.cli import CONFIGS, _settings
 
     if args.task == "sentiment" and args.labelled:
@@ -166,19 +184,23 @@ def _retrain(args) -> None:
     out = Path(args.out or f"runs/retrain-{args.task}-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
     out.mkdir(parents=True, exist_ok=True)
     decision: dict = {"task": args.task, "out": str(out)}
+    serve_cfg = yaml.safe_load(Path(args.serve_config).read_text())
+    app_args = serve_cfg["applications"][0].setdefault("args", {})
+    serving_path = _serving_head(args.task, serve_cfg, app_args.get("model", "e5-small"))
     step = _steps(args.task)
     step("export the labelled data")
     decision["exported"] = _export(args, out)
     overrides = {"extra_train": str(out / "labelled.jsonl")} if decision["exported"] else {}
     overrides.update(_settings(args.set))
-    step("fine-tune the candidate (Ray Train)")
+    cfg = FinetuneConfig.from_yaml(args.config, task=args.task, data_dir=str(args.data), **overrides)
+    init, decision["start"] = _start_from(serving_path, cfg.branch_layers, args.from_scratch)
+    if init:
+        overrides["init_branch"] = init
+    step(f"fine-tune the candidate (Ray Train), {decision['start']}")
     candidate = _train(args, overrides, out)
 
     step("score the serving and the candidate head on the fixed holdout")
-    serve_cfg = yaml.safe_load(Path(args.serve_config).read_text())
-    app_args = serve_cfg["applications"][0].setdefault("args", {})
     enc = TextEncoder(EncoderConfig(model=app_args.get("model", "e5-small")), args.home)
-    serving_path = _serving_head(args.task, serve_cfg, enc.config.model)
     decision["serving_head"], decision["candidate_head"] = str(serving_path), str(candidate)
     holdout = {"candidate": _holdout(args.task, enc, load_head(candidate, enc), str(args.data), args.holdout)}
     if serving_path is not None:
@@ -335,6 +357,9 @@ def register(sub) -> None:
     p.add_argument("--min-users", type=int, default=50,
                    help="sequence: refuse to train on fewer shoppers with 3 or more clicks")
     p.add_argument("--tolerance", type=float, default=0.0, help="how much worse still counts as not worse")
+    p.add_argument("--from-scratch", action="store_true",
+                   help="sentiment/intent: start from the trunk's layers, not the serving head (the default "
+                        "when the serving head has the config's branch_layers)")
     p.add_argument("--serve-config", type=Path, default=Path("deployments/serve_config.yaml"))
     p.add_argument("--deploy", action="store_true", help="serve deploy the promoted config")
     p.add_argument("--serve-address", default="http://127.0.0.1:8265", help="Ray dashboard for serve deploy")

@@ -45,6 +45,10 @@ class FinetuneConfig:
         "help": "online_shopping rows (trained categories) kept for calibrating neutral"})
     heldout_per_category: int = field(default=1000, metadata={"help": "test rows per held-out category"})
     zh_variants: int = field(default=3, metadata={"help": "augmented variants per Chinese intent utterance"})
+    none_marc: int = field(default=1500, metadata={"help": "MARC train reviews per language in intent's 'none' class"})
+    init_branch: str | None = field(default=None, metadata={
+        "help": "start from this branch (.safetensors, same labels and branch_layers) instead of the trunk's own "
+                "top layers: `ecrec retrain` continues the serving head"})
     cache_trunk: bool = field(default=True, metadata={"help": "keep frozen-trunk states after epoch 1"})
     class_weights: str | None = field(default=None, metadata={"help": "None or 'balanced' (inverse frequency)"})
     calibrate: bool = field(default=False, metadata={"help": "tune per-class logit biases on dev"})
@@ -148,7 +152,8 @@ def load_task(cfg: FinetuneConfig) -> TaskData:
     if cfg.task == "intent":
         from ecrec.training.intent_data import intent_splits
 
-        d = intent_splits(cfg.data_dir, cfg.seed, zh_variants=cfg.zh_variants, train_limit=cfg.train_limit)
+        d = intent_splits(cfg.data_dir, cfg.seed, zh_variants=cfg.zh_variants, train_limit=cfg.train_limit,
+                          none_marc=cfg.none_marc)
         split = lambda t: Split(list(t[0]), np.asarray(t[1]))  # noqa: E731
         tests = {k: split(v) for k, v in d["tests"].items()} if cfg.eval_test else {}
         # the clarify threshold is fitted on the Chinese service utterances of dev: the English dev

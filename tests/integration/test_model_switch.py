@@ -132,7 +132,8 @@ def test_retrain_sentiment_keeps_the_serving_head_when_the_candidate_is_worse(se
 
 
 def test_retrain_intent_on_help_desk_labels_promotes_and_rolls_out(server, data_dir, tmp_path, metrics_text):
-    """`ecrec retrain intent --labelled`: utterances a help desk labelled are trained on, both
+    """`ecrec retrain intent --labelled`: utterances a help desk labelled are trained on, continuing
+    the serving branch (same K), both
     intent heads are scored on the same held-out intent sets, the candidate is not worse than the
     shipped branch on any of them (the real rule: tolerance 0), and the promoted head swaps in place;
     the intents it gives are sane and the metrics carry its version. A file with an unknown intent
@@ -153,17 +154,20 @@ def test_retrain_intent_on_help_desk_labels_promotes_and_rolls_out(server, data_
                ("怎么申请退款", "get_refund"), ("帮我取消订单", "cancel_order"), ("订单不要了，取消吧", "cancel_order")]
     labelled.write_text("".join(json.dumps({"text": t, "label": y}, ensure_ascii=False) + "\n" for t, y in tickets))
     out = tmp_path / "intentrun"
+    # K=2 like the shipped branch: the candidate continues it (from scratch, this budget needed
+    # train_limit=1500 and 3,000 MARC reviews, 275 s, to be promoted; train_limit=1000 was a text worse)
     main(["retrain", "intent", "--labelled", str(labelled), "--config", "training/configs/smoke.yaml",
-          "--set", "train_limit=1500", "--set", "branch_layers=2", "--data", str(data_dir), "--holdout", "20",
-          "--out", str(out)])  # less (train_limit=1000, zh_variants=1) was measured worse by a text: not promoted
+          "--set", "train_limit=300", "--set", "none_marc=300", "--set", "zh_variants=1", "--set", "branch_layers=2",
+          "--data", str(data_dir), "--holdout", "20", "--out", str(out)])
     decision = json.loads((out / "decision.json").read_text())
     h = decision["holdout"]
+    assert decision["start"] == "from the serving head intent_branch_e5-small.safetensors", decision["start"]
     assert decision["exported"] == 6 and decision["promoted"] and decision["why"].startswith("not worse"), decision
     assert set(h["serving"]) == set(h["candidate"]) >= {"bitext_heldout_groups", "zh_test"}
     # the shipped branch on the fixed slices (measured: accuracy 1.0 held-out groups, 0.95 zh_test) ...
     assert h["serving"]["bitext_heldout_groups"]["accuracy"] >= 0.95 and h["serving"]["zh_test"]["accuracy"] >= 0.9, h
-    # ... and the candidate (measured: 1.0 and 1.0; promoted because it is not worse on any set)
-    assert h["candidate"]["bitext_heldout_groups"]["accuracy"] >= 0.95 and h["candidate"]["zh_test"]["accuracy"] >= 0.95, h
+    # ... and the candidate (measured: 1.0 and 0.95; promoted because it is not worse on any set)
+    assert h["candidate"]["bitext_heldout_groups"]["accuracy"] >= 0.95 and h["candidate"]["zh_test"]["accuracy"] >= 0.9, h
     encoder = [d for d in yaml.safe_load(open(decision["serve_config"]))["applications"][0]["deployments"]
                if d["name"] == "Encoder"][0]["user_config"]
     promoted = encoder["intent_head"]
@@ -221,8 +225,10 @@ def test_retrain_sequence_learns_what_shoppers_click_next_and_rolls_out(server, 
                                                      "args": args.model_dump(mode="json", exclude_none=True)}]}))
     out = tmp_path / "seqrun"
     main(["retrain", "sequence", "--state-dir", str(state), "--serve-config", str(cfg), "--out", str(out),
-          "--set", "epochs=60", "--set", "lr=1e-3", "--set", "patience=60", "--set", "time_cap_s=300",
-          "--set", "cpus_per_worker=0.25"])  # shares the session's 2-CPU Ray with the Serve app
+          "--set", "epochs=20", "--set", "batch_size=16", "--set", "lr=1e-3", "--set", "patience=20",
+          "--set", "time_cap_s=300", "--set", "cpus_per_worker=0.25"])  # shares the session's 2-CPU Ray with the Serve app
+    # batch 16: ~400 walks give each of the 2 workers 12 steps an epoch (batch 128 gave 1, and needed 60
+    # epochs of ~2 s, mostly Ray Train's per-epoch report); measured valid N@10 0.96 after 20 epochs
     decision = json.loads((out / "decision.json").read_text())
     h = decision["holdout"]
     # a walk caught in a short cycle of the rule has fewer than three distinct items: left out

@@ -10,7 +10,7 @@ USERS = 400
 
 
 def test_short_ray_train_run_beats_popularity(server, data_dir, tmp_path):
-    from ecrec.text.encoder import EncoderConfig, TextEncoder
+    from ecrec.text.encoder import EncoderConfig, TextEncoder, default_home
     from ecrec.evaluation.data import load_unisrec
     from ecrec.evaluation.harness import item_vectors
     from ecrec.evaluation.methods import Popularity, Sequence
@@ -19,9 +19,13 @@ def test_short_ray_train_run_beats_popularity(server, data_dir, tmp_path):
     from ecrec.training.sequence_training import SequenceTrainConfig
     from training.sequence import fit
 
-    ds = load_unisrec(data_dir / "recsys" / "amazon_scientific").user_slice(USERS)
-    # titles carry most of an item's text: 32 tokens keep the test's embedding pass short
-    X = item_vectors(ds, TextEncoder(EncoderConfig(max_length=32)), tmp_path / "cache")
+    full = load_unisrec(data_dir / "recsys" / "amazon_scientific")
+    ds = full.user_slice(USERS)
+    # the whole catalog's vectors from the model home's cache, where the unit tier's search eval put
+    # them (same encoder, same texts: in `make test` no pass here), cut to the slice's items
+    every = item_vectors(full, TextEncoder(EncoderConfig()), default_home() / "cache")
+    row = {it.id: n for n, it in enumerate(full.items)}
+    X = every[[row[it.id] for it in ds.items]]
     cfg = SequenceTrainConfig(model=SequenceConfig(id_items=ds.n_items), epochs=8, patience=8, batch_size=64,
                               workers=2, threads=1, cpus_per_worker=0.25)
     model, report = fit(X, ds, cfg, data_dir / "recsys" / "amazon_scientific", storage=tmp_path / "ray",
