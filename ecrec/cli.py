@@ -209,6 +209,24 @@ def _drift_plot(args) -> None:
     print(f"{len(points)} points, {sum(p['alarm'] for p in points)} under alarm -> {path}")
 
 
+PLUGIN_GROUP = "ecrec.commands"
+
+
+def _register_plugins(sub) -> None:
+    """The sub-commands other installed packages declare in the ``ecrec.commands`` entry-point group
+    (this project's Ray shells declare theirs in pyproject.toml). One that cannot import here (Ray
+    missing) is left out: its commands are simply not offered."""
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=PLUGIN_GROUP):
+        try:
+            register = ep.load()
+        except ImportError as e:
+            logging.getLogger(__name__).debug("commands of %s not offered: %s", ep.value, e)
+            continue
+        register(sub)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="ecrec", description=__doc__)
     parser.add_argument("--home", type=Path, default=None,
@@ -305,9 +323,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=Path("drift.png"))
     p.set_defaults(fn=_drift_plot)
 
-    from ecrec import cli_ext
-
-    cli_ext.register(sub)
+    _register_plugins(sub)
     args = parser.parse_args(argv)
     args.home = args.home or default_home()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,

@@ -228,7 +228,6 @@ def _retrain(args) -> None:
 def _retrain_sequence(args) -> None:
     from deployments.config import AppArgs
     from ecrec.retrieval.artifact import read_artifact
-    from ecrec.cli import main
     from ecrec.evaluation.data import load_dataset
     from ecrec.operations.retrain import click_sequences, sequence_holdout, should_promote, write_recbole
     from ecrec.retrieval.sequence import load_sequence_model, shipped_sequence_path
@@ -269,15 +268,15 @@ def _retrain_sequence(args) -> None:
     step("fine-tune the candidate (Ray Train)")
     candidate = out / "candidate" / "sequence.safetensors"
     # id rows cost catalog x 384 floats in every retriever and a scan per request: text only past a size
-    ids_flag = "--ids" if len(ids) <= args.max_id_items else "--no-ids"
-    argv = ["train-sequence", "--data", str(data), "--format", "recbole", "--vectors", str(data / "vectors.npy"),
-            "--out", str(candidate), "--storage", str(out / "ray"), "--name", f"retrain-{out.name}", ids_flag,
-            *(["--init", str(serving)] if serving else []), *[x for kv in args.set or [] for x in ("--set", kv)]]
-    if args.submit:
+    with_ids = len(ids) <= args.max_id_items
+    if args.submit:  # a Ray Job needs a command line; the paths must be the same on the cluster (shared storage)
         from ray.job_submission import JobStatus, JobSubmissionClient
 
+        argv = ["train-sequence", "--data", str(data), "--format", "recbole", "--vectors", str(data / "vectors.npy"),
+                "--out", str(candidate), "--storage", str(out / "ray"), "--name", f"retrain-{out.name}",
+                "--ids" if with_ids else "--no-ids", *(["--init", str(serving)] if serving else []),
+                *[x for kv in args.set or [] for x in ("--set", kv)]]
         client = JobSubmissionClient(args.submit)
-        # the paths in argv must be the same on the cluster (a shared filesystem), and so must --out
         job = client.submit_job(entrypoint=shlex.join(["ecrec", *argv]),
                                 runtime_env={"working_dir": str(Path.cwd())})
         while (status := client.get_job_status(job)) not in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
@@ -285,7 +284,12 @@ def _retrain_sequence(args) -> None:
         if status != JobStatus.SUCCEEDED:
             raise SystemExit(f"training job {job} {status}:\n{client.get_job_logs(job)[-3000:]}")
     else:
-        main(argv)
+        from training.cli import _settings
+        from training.sequence import train_and_save
+
+        train_and_save(data, candidate, fmt="recbole", vectors=data / "vectors.npy", ids=with_ids, init=serving,
+                       settings=_settings(args.set), storage=out / "ray", name=f"retrain-{out.name}",
+                       home=Path(args.home))
 
     step("score the serving and the candidate model on each shopper's last item")
     test = load_dataset(data, "recbole").test

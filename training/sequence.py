@@ -15,15 +15,18 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
-
-from ecrec.retrieval.sequence import SequenceConfig
-from ecrec.training.sequence_training import SequenceTrainConfig
 
 log = logging.getLogger(__name__)
 
 
+# torch and the model modules are imported where they are used: `ecrec --help` lists this module's
+# command without loading torch (tests/test_core_boundary.py)
+
+
 def config_from_dict(d: dict) -> SequenceTrainConfig:
+    from ecrec.retrieval.sequence import SequenceConfig
+    from ecrec.training.sequence_training import SequenceTrainConfig
+
     d = dict(d)
     return SequenceTrainConfig(model=SequenceConfig(**d.pop("model")), **d)
 
@@ -31,6 +34,7 @@ def config_from_dict(d: dict) -> SequenceTrainConfig:
 def train_loop_per_worker(config: dict) -> None:
     import ray.train
     import ray.train.torch
+    import torch
 
     from ecrec.evaluation.data import load_dataset
     from ecrec.training.sequence_training import train_sequence
@@ -67,6 +71,7 @@ def fit(X: np.ndarray, ds, cfg: SequenceTrainConfig, data_dir: str | Path | None
     was read from (workers reload it; only paths travel); ``users``: ``ds`` is that
     ``user_slice`` of it; ``init_from``: a sequence model to fine-tune (its weights where the shapes
     agree, its id rows for the items it knows)."""
+    import torch
     from ray.train import CheckpointConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -131,32 +136,50 @@ def typed_settings(cls, settings: dict) -> dict:
     return out
 
 
-def _train(args) -> None:
-    from ecrec.text.encoder import TextEncoder, EncoderConfig
+def train_and_save(data: Path, out: Path, *, fmt: str = "auto", vectors: Path | None = None, ids: bool = True,
+                   init: Path | None = None, settings: dict | None = None, workers: int = 2, threads: int = 1,
+                   epochs: int = 40, time_cap_s: float = 900.0, include_valid: bool = False,
+                   storage: Path = Path("runs/ray"), name: str | None = None, home: Path | None = None) -> Path:
+    """Train the sequence retriever on ``data`` with Ray Train and save it to ``out`` (with
+    ``sequence_report.json`` beside it): what ``ecrec train-sequence`` runs, and what ``ecrec retrain
+    sequence`` calls directly. ``vectors``: the items' vectors (the served index's), else their text is
+    encoded; ``settings``: ``SequenceTrainConfig`` fields (``--set``), cast to their types."""
     from ecrec.evaluation.data import load_dataset
     from ecrec.evaluation.harness import item_vectors
-    from ecrec.retrieval.sequence import load_sequence_model, save_sequence_model
+    from ecrec.retrieval.sequence import SequenceConfig, load_sequence_model, save_sequence_model
+    from ecrec.text.encoder import EncoderConfig, TextEncoder, default_home
+    from ecrec.training.sequence_training import SequenceTrainConfig
+
+    ds = load_dataset(data, fmt)
+    if vectors:  # the vectors the served index holds, exported with the data
+        X = np.load(vectors)
+        if X.shape[0] != ds.n_items:
+            raise SystemExit(f"{vectors}: {X.shape[0]} vectors for {ds.n_items} items")
+    else:
+        home = home or default_home()
+        X = item_vectors(ds, TextEncoder(EncoderConfig(), home), home / "cache")
+    base = load_sequence_model(init)[0].config if init else SequenceConfig()
+    model_cfg = dataclasses.replace(base, id_items=ds.n_items if ids else 0)
+    cfg = SequenceTrainConfig(model=model_cfg, workers=workers, threads=threads, epochs=epochs,
+                              time_cap_s=time_cap_s, include_valid=include_valid)
+    cfg = dataclasses.replace(cfg, **typed_settings(SequenceTrainConfig, settings or {}))
+    model, report = fit(X, ds, cfg, data, fmt, storage, name, init_from=init)
+    vocab = [it.id for it in ds.items] if ids else []
+    saved = save_sequence_model(model, out, {"dataset": ds.name, "items": ds.n_items, "vocab": vocab,
+                                             "trained_on": "train+valid" if include_valid else "train",
+                                             **{k: v for k, v in report.items() if k != "history"}})
+    (saved.parent / "sequence_report.json").write_text(json.dumps(report, indent=2, default=float))
+    print(json.dumps({k: v for k, v in report.items() if k != "history"}, indent=2, default=float))
+    return saved
+
+
+def _train(args) -> None:
     from training.cli import _settings
 
-    ds = load_dataset(args.data, args.format)
-    if args.vectors:  # the vectors the served index holds, exported with the data
-        X = np.load(args.vectors)
-        if X.shape[0] != ds.n_items:
-            raise SystemExit(f"{args.vectors}: {X.shape[0]} vectors for {ds.n_items} items")
-    else:
-        X = item_vectors(ds, TextEncoder(EncoderConfig(), args.home), args.home / "cache")
-    base = load_sequence_model(args.init)[0].config if args.init else SequenceConfig()
-    model_cfg = dataclasses.replace(base, id_items=ds.n_items if args.ids else 0)
-    cfg = SequenceTrainConfig(model=model_cfg, workers=args.workers, threads=args.threads, epochs=args.epochs,
-                              time_cap_s=args.time_cap, include_valid=args.include_valid)
-    cfg = dataclasses.replace(cfg, **typed_settings(SequenceTrainConfig, _settings(args.set)))
-    model, report = fit(X, ds, cfg, args.data, args.format, args.storage, args.name, init_from=args.init)
-    vocab = [it.id for it in ds.items] if args.ids else []
-    out = save_sequence_model(model, args.out, {"dataset": ds.name, "items": ds.n_items, "vocab": vocab,
-                                                "trained_on": "train+valid" if args.include_valid else "train",
-                                                **{k: v for k, v in report.items() if k != "history"}})
-    (out.parent / "sequence_report.json").write_text(json.dumps(report, indent=2, default=float))
-    print(json.dumps({k: v for k, v in report.items() if k != "history"}, indent=2, default=float))
+    out = train_and_save(args.data, args.out, fmt=args.format, vectors=args.vectors, ids=args.ids, init=args.init,
+                         settings=_settings(args.set), workers=args.workers, threads=args.threads,
+                         epochs=args.epochs, time_cap_s=args.time_cap, include_valid=args.include_valid,
+                         storage=args.storage, name=args.name, home=args.home)
     print(f"saved {out} (serve it with sequence_model={out})")
 
 

@@ -1,2 +1,2 @@
 """Customer-service chat: slots by rules, a dialogue policy, replies in the shopper's language,
-sessions that live with the user's profile shard. Ray-free; ``deployments/routes_chat.py`` wires it."""
+sessions that live with the user's profile shard. Ray-free; the Serve shell wires it to the chat route."""

@@ -1,1 +1,1 @@
-"""Fine-tuning inputs (Ray-free; ``training/`` runs them on Ray Train): datasets, splits, augmentation, batching."""
+"""Fine-tuning inputs (Ray-free; the Ray Train drivers run them): datasets, splits, augmentation, batching."""

@@ -1,4 +1,4 @@
-"""Datasets, configuration and evaluation for fine-tuning (Ray-free; ``training/`` runs them)."""
+"""Datasets, configuration and evaluation for fine-tuning (Ray-free; the Ray Train drivers run them)."""
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -1,6 +1,6 @@
 """Training the sequence retriever: next-item prediction with a full softmax over the catalog.
 
-Ray-free: ``train_sequence`` is the loop every worker runs; ``training/sequence.py`` runs it
+Ray-free: ``train_sequence`` is the loop every worker runs; the Ray Train driver runs it
 under Ray Train (DDP), and ``ecrec eval`` runs it in-process when Ray is absent. Every rank
 evaluates the whole valid split (so all ranks take the same early-stopping decision) and the
 best epoch's weights by valid NDCG@10 are kept.
