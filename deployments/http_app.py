@@ -61,9 +61,14 @@ async def _overloaded(_: Request, e: Exception):
 @app.exception_handler(RayTaskError)
 async def _remote_error(_: Request, e: RayTaskError):
     """A remote call that raised. A store that could not take a write (disk full, Redis down or out
-    of memory) is a 503 that says so; the event was not acknowledged, so a retry is safe."""
+    of memory), or a shard replaced by a newer incarnation (fenced), is a 503 that says so; the
+    event was not acknowledged, so a retry is safe."""
+    from ecrec.profiles.fencing import FencedError
     from ecrec.profiles.store import is_store_error
 
+    if isinstance(e.cause, FencedError):  # the retry reaches the new incarnation
+        log.warning("%s", e.cause)
+        return JSONResponse({"detail": str(e.cause)}, status_code=503, headers={"Retry-After": "1"})
     if is_store_error(e.cause):
         log.error("profile store error: %s: %s", type(e.cause).__name__, e.cause)
         return JSONResponse({"detail": f"the profile store could not take this request ({type(e.cause).__name__}: "

@@ -2,7 +2,9 @@
 
 They are detached named actors (created on first use by whichever replica gets there first),
 so they outlive the replica that created them; ``max_restarts`` brings a killed shard back,
-restoring its users from its store before it answers again.
+restoring its users from its store before it answers again. Each start takes a new fencing epoch
+(``ecrec.profiles.fencing``): a copy left running on a partitioned node is refused at its next
+write and answers ``FencedError`` from then on (the ingress answers 503 + Retry-After).
 
 Shards own the writes. Reads (GET recommendations) go to the store itself where the ingress can
 reach it (``ecrec.profiles.reader``), and to the shard only where the store cannot say.
@@ -45,7 +47,7 @@ class ProfileShardActor:
         secret = erasure_key(state_dir) if store == "sqlite" else None
         self.shard = ProfileShard(self.store, dim, ProfileConfig(max_future_skew_s=max_future_skew_s),
                                   snapshot_every=snapshot_every, secret=secret,
-                                  max_bytes=int(cache_mb * 2**20) if cache_mb else None)
+                                  max_bytes=int(cache_mb * 2**20) if cache_mb else None, shard_id=index)
         from ray.util import metrics
 
         tags = ("model_version",)  # "<encoder+heads>@<index artifact>" of the list, as the ingress tags it
@@ -144,8 +146,7 @@ class ProfileShardActor:
         return self.shard.get_blob(user_id)
 
     def chat_get(self, user_id: str, session_id: str, idle_s: float):
-        self.shard.chats.idle_s = idle_s
-        return self.shard.chats.get(user_id, session_id)
+        return self.shard.chat_get(user_id, session_id, idle_s)
 
     def chat_commit(self, session, expected_turns: int, event, analysis):
         return self.shard.chat_commit(session, expected_turns, event, analysis)

@@ -119,3 +119,20 @@ def redis_url(tmp_path_factory):
     yield f"redis://127.0.0.1:{port}/0"
     proc.terminate()
     proc.wait(10)
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def make_store(request, tmp_path):
+    """A factory: each call opens the same durable store again, as a restarted shard would (on
+    SQLite a file, on a real redis-server a key space of its own per test)."""
+    if request.param == "sqlite":
+        from ecrec.profiles.store import SQLiteStore
+
+        return lambda: SQLiteStore(tmp_path / "s.db")
+    url = request.getfixturevalue("redis_url")
+    import uuid
+
+    from ecrec.profiles.store_redis import RedisStore
+
+    prefix = f"t-{uuid.uuid4().hex[:8]}"  # one server for the session, a key space per test
+    return lambda: RedisStore(url, prefix=prefix)

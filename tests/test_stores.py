@@ -3,31 +3,17 @@ new process, bounded logs, erasure, chat sessions; lazy loading and the memory b
 from __future__ import annotations
 
 import time
-import uuid
 
 import numpy as np
 import pytest
 
 from ecrec.profiles.events import Event
 from ecrec.profiles.shard import ProfileShard
-from ecrec.profiles.store import SQLiteStore
 
 DIM = 16
 rng = np.random.default_rng(0)
 V = rng.standard_normal((60, DIM)).astype(np.float32)
 V /= np.linalg.norm(V, axis=1, keepdims=True)
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def make_store(request, tmp_path):
-    """A factory: each call opens the same durable store again, as a restarted shard would."""
-    if request.param == "sqlite":
-        return lambda: SQLiteStore(tmp_path / "s.db")
-    url = request.getfixturevalue("redis_url")
-    from ecrec.profiles.store_redis import RedisStore
-
-    prefix = f"t-{uuid.uuid4().hex[:8]}"  # one server for the session, a key space per test
-    return lambda: RedisStore(url, prefix=prefix)
 
 
 def _click(user, n, eid=None):

@@ -63,8 +63,9 @@ class ChatSessions:
 
     PURGE_EVERY_S = 60.0
 
-    def __init__(self, store, idle_s: float = 1800.0):
-        self.store, self.idle_s = store, idle_s
+    def __init__(self, store, idle_s: float = 1800.0, fence=None):
+        """``fence``: the owning shard's (``ecrec.profiles.fencing``), carried by every write."""
+        self.store, self.idle_s, self.fence = store, idle_s, fence
         self._purged_at = 0.0
 
     def get(self, user_id: str, session_id: str, now: float | None = None) -> tuple[ChatSession | None, str]:
@@ -77,15 +78,15 @@ class ChatSessions:
             return None, "unknown"
         s = ChatSession.from_bytes(blob)
         if s.expired(now, self.idle_s):
-            self.store.delete_chat(user_id, session_id)
+            self.store.delete_chat(user_id, session_id, fence=self.fence)
             return None, "expired"
         return s, "ok"
 
     def put(self, s: ChatSession) -> None:
-        self.store.put_chat(s.user_id, s.session_id, s.updated_at, s.to_bytes())
+        self.store.put_chat(s.user_id, s.session_id, s.updated_at, s.to_bytes(), fence=self.fence)
 
     def purge(self, now: float | None = None) -> int:
         """Drop sessions idle past ``idle_s``; returns how many."""
         now = time.time() if now is None else now
         self._purged_at = now
-        return self.store.purge_chats(now - self.idle_s)
+        return self.store.purge_chats(now - self.idle_s, fence=self.fence)

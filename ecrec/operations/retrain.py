@@ -61,7 +61,9 @@ def click_sequences(stores: Iterable, catalog: set[str], dim: int = 384, min_len
     from ecrec.profiles.shard import ProfileShard
 
     for store in stores:
-        shard = ProfileShard(store, dim)  # only to read: ``peek`` caches nothing and writes nothing
+        # only to read: ``peek`` caches nothing and writes nothing; not serving, so it takes no epoch
+        # (taking one would fence the live shard beside it)
+        shard = ProfileShard(store, dim, serving=False)
         for user_id in store.users():
             profile = shard.peek(user_id)
             items = [i for i in (profile.recent if profile else []) if i in catalog]

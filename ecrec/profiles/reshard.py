@@ -6,6 +6,12 @@ snapshot + log), writes it as a snapshot into its new shard with the event ids (
 idempotency, copies every erasure tombstone to every new shard (they are keyed by the state
 directory's ``erasure.key``, not by shard), and records the new layout. The old directory is kept
 beside the new one until the operator deletes it.
+
+Fencing (``ecrec.profiles.fencing``): each old shard is opened as a serving shard, so it takes a
+new epoch in its file before its users are read; a shard process that should have been stopped and
+still writes there is refused from then on (its client gets an error, not a lost acknowledgement),
+instead of writing into what becomes the backup. The new files are written without a fence (no
+shard serves them yet); the first shard to serve one takes its epoch 1.
 """
 from __future__ import annotations
 
@@ -55,7 +61,7 @@ def reshard(state_dir: str | Path, shards: int, dim: int | None = None, model: s
         if not path.exists():
             continue
         old = SQLiteStore(path)
-        shard = ProfileShard(old, layout.dim, secret=key)
+        shard = ProfileShard(old, layout.dim, secret=key, shard_id=i)  # takes an epoch: see the docstring
         for user_id in list(shard.users()):
             profile = shard.get(user_id)
             j = shard_of(user_id, shards)

@@ -9,6 +9,11 @@ once and never replays the whole store. Hot profiles stay in memory, least recen
 out, within ``max_bytes``. Each is held in its stored form (``UserProfile.to_bytes``, at most
 ``ProfileConfig.max_bytes``) and decoded on use; a profile leaving the cache with events
 since its last snapshot is snapshotted first, so loading it again is one snapshot and no replay.
+
+One writer per shard, even when a replaced copy lives on (``ecrec.profiles.fencing``): a serving
+shard takes a new epoch from the store when it starts, every write carries it, and the first
+write the store refuses (a newer incarnation took over) stops this one: from then on every call
+raises ``FencedError`` without touching the store, and its cache is dropped.
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ import numpy as np
 
 from ecrec.chat.session import ChatSession, ChatSessions
 from ecrec.profiles.events import Event, check_timestamp
+from ecrec.profiles.fencing import READER_EPOCH, Fence, FencedError, stops_when_fenced
 from ecrec.operations.attribution import Attribution
 from ecrec.profiles.profile import CorruptProfileError, ProfileConfig, UserProfile
 from ecrec.text.sentiment import Clause, Sentiment, TextAnalysis
@@ -86,10 +92,15 @@ class _Cached:
 class ProfileShard:
     def __init__(self, store: EventStore, dim: int, config: ProfileConfig = ProfileConfig(),
                  snapshot_every: int = 50, secret: bytes | None = None, max_bytes: int | None = None,
-                 max_absent: int = 100_000):
+                 max_absent: int = 100_000, shard_id: int = 0, serving: bool = True):
         """``secret`` keys the hashes in erasure tombstones: one per state directory (so tombstones
         stay valid when users move between shards), else the store's own. ``max_bytes`` bounds
-        the profiles held in memory (None: no bound)."""
+        the profiles held in memory (None: no bound). ``shard_id``: this shard's index, whose
+        epoch it takes (on Redis all shards share one key space). ``serving=False``: opened only to
+        read beside the live shard (an export); it takes no epoch, so it never fences the live one."""
+        # First: anything an older incarnation writes from here on is refused, so what this one loads is final.
+        self.fence = Fence(shard_id, store.take_epoch(shard_id) if serving else READER_EPOCH)
+        self.fenced: FencedError | None = None  # the store's first refusal: this shard has stopped
         self.store, self.dim, self.config, self.snapshot_every = store, dim, config, snapshot_every
         self.max_bytes, self.max_absent = max_bytes, max_absent
         self._cache: OrderedDict[str, _Cached] = OrderedDict()
@@ -99,7 +110,7 @@ class ProfileShard:
         self._secret = secret if secret is not None else store.secret()
         self._tombstones: dict[bytes, tuple[float, set[bytes]]] = {}
         self.corrupt_snapshots: list[str] = []  # users whose newest snapshot was refused when loaded
-        self.chats = ChatSessions(store)
+        self.chats = ChatSessions(store, fence=self.fence)
         self.attribution = Attribution()  # served lists and what they led to (memory only: metrics)
         self.restore()
 
@@ -108,6 +119,7 @@ class ProfileShard:
         """The profiles in memory now (not every user: see ``users``)."""
         return {u: c.profile for u, c in self._cache.items()}
 
+    @stops_when_fenced
     def users(self):
         return self.store.users()
 
@@ -142,7 +154,7 @@ class ProfileShard:
                           "it or the log, and dropping it", user_id, sseq, e)
                 self.corrupt_snapshots.append(user_id)
                 if repair:
-                    self.store.drop_snapshot(user_id, sseq)  # never a fall-back for a later snapshot
+                    self.store.drop_snapshot(user_id, sseq, fence=self.fence)  # never a fall-back for a later snapshot
         if p is None:
             p = UserProfile(user_id, self.dim)
             if snaps:
@@ -187,14 +199,30 @@ class ProfileShard:
                 self._cache.move_to_end(user_id)
                 continue
             if c.since_snapshot:  # loading it again must not replay: snapshot what it holds
-                self.store.snapshot(user_id, c.last_seq, c.blob)
+                try:
+                    self.store.snapshot(user_id, c.last_seq, c.blob, fence=self.fence)
+                except FencedError as e:  # stopped (the cache is dropped); the write that led here stands
+                    self._fence(e)
+                    return
             del self._cache[user_id]
             self.cached_bytes -= c.nbytes
             self.evictions += 1
 
     def stats(self) -> dict:
+        """Answered even when fenced: it says so (``fenced_by``: the epoch that took over)."""
         return {"cached_profiles": len(self._cache), "cached_bytes": self.cached_bytes, "max_bytes": self.max_bytes,
-                "loads": self.loads, "evictions": self.evictions, "corrupt_snapshots": len(self.corrupt_snapshots)}
+                "loads": self.loads, "evictions": self.evictions, "corrupt_snapshots": len(self.corrupt_snapshots),
+                "epoch": self.fence.epoch, "fenced_by": self.fenced.newest if self.fenced is not None else None}
+
+    def _fence(self, e: FencedError) -> None:
+        """A newer incarnation took over: stop, and drop every cached profile (its copies are now
+        the truth; nothing here may be served or snapshotted again)."""
+        if self.fenced is None:
+            log.error("%s", e)
+        self.fenced = e
+        self._cache.clear()
+        self._absent.clear()
+        self.cached_bytes = 0
 
     def _replay(self, p: UserProfile, payload: bytes) -> UserProfile:
         head, vecs = decode_payload(payload)
@@ -208,16 +236,19 @@ class ProfileShard:
         analysis = analysis_from_body(head, vecs[i:]) if "a" in head else None
         return p.apply(event, item_vec, analysis, self.config)
 
+    @stops_when_fenced
     def get(self, user_id: str) -> UserProfile | None:
         c = self._entry(user_id)
         return c.profile if c is not None else None
 
+    @stops_when_fenced
     def get_blob(self, user_id: str) -> bytes | None:
         """The profile in its stored form, not decoded (``UserProfile.from_bytes`` reads it): what
         a shard hands to another process."""
         c = self._entry(user_id)
         return c.blob if c is not None else None
 
+    @stops_when_fenced
     def peek(self, user_id: str) -> UserProfile | None:
         """The profile as the store holds it, read without caching it or writing anything (an
         export beside the live shard: no snapshot on eviction, no repair of a corrupt one)."""
@@ -248,6 +279,7 @@ class ProfileShard:
         version, applied, _, _ = self.apply_event(event, item_vec, analysis)
         return version, applied
 
+    @stops_when_fenced
     def apply_event(self, event: Event, item_vec: np.ndarray | None,
                     analysis: TextAnalysis | None) -> tuple[int, bool, list[str], list[str]]:
         """``apply``, also returning the profile's ``recent`` items before and after (co-visits)."""
@@ -264,7 +296,7 @@ class ProfileShard:
                                            "dim": self.dim, **body}, vecs)
         head = new.stored_bytes()  # logged with the event: readers of the store see the profile after it
         try:
-            seq = self.store.append(event.user_id, event_id, payload, head)
+            seq = self.store.append(event.user_id, event_id, payload, head, fence=self.fence)
         except Exception:
             # The write may have landed (a reply lost to a timeout): forget the cached profile so the
             # next access reloads it from the store, instead of a retry finding the id seen and the
@@ -279,6 +311,7 @@ class ProfileShard:
     def record_impressions(self, user_id: str, item_ids: list[str], now: float) -> bool:
         return self.record_impressions_many([(user_id, item_ids, now)]) == 1
 
+    @stops_when_fenced
     def record_impressions_many(self, batch: list[tuple[str, list[str], float]]) -> int:
         """Count items as shown, all of ``batch`` in one transaction. Users without a profile are
         skipped: a cold user's list is popular items anyway, and a late impression must never
@@ -293,7 +326,7 @@ class ProfileShard:
             rows.append((user_id, encode_payload("impressions", {"items": list(item_ids), "now": now,
                                                                  "dim": self.dim}, [])))
         try:
-            seqs = self.store.append_many(rows, [blob for _, _, blob in updates])
+            seqs = self.store.append_many(rows, [blob for _, _, blob in updates], fence=self.fence)
         except Exception:
             for user_id, _, _ in updates:  # as in ``apply``: the store is the truth when unsure
                 self._forget(user_id)
@@ -302,6 +335,7 @@ class ProfileShard:
             self._after_write(user_id, p, seq, blob)
         return len(seqs)
 
+    @stops_when_fenced
     def served_many(self, lists: list[tuple]) -> int:
         """Lists shown: each ``(request_id, user_id or None, [(item id, source)], ts, arm,
         model_version, cold, impressions)`` enters the attribution ledger; where ``impressions``
@@ -312,6 +346,7 @@ class ProfileShard:
         shown = [(user_id, [i for i, _ in items], ts) for _, user_id, items, ts, *_, imp in lists if imp and user_id]
         return self.record_impressions_many(shown) if shown else 0
 
+    @stops_when_fenced
     def attribute(self, request_id: str | None, event: Event, analysis: TextAnalysis | None = None) -> dict | None:
         """Count an applied event in the online metrics; where it names the list it came from,
         attribute it there (``Attribution.event``)."""
@@ -329,10 +364,12 @@ class ProfileShard:
         since = (old.since_snapshot if old is not None else 0) + 1
         entry = _Cached.of(profile, seq, since, blob)
         self._put(user_id, entry)
-        if since >= self.snapshot_every:
+        if since >= self.snapshot_every and self.fenced is None:
             try:
-                self.store.snapshot(user_id, seq, entry.blob)
+                self.store.snapshot(user_id, seq, entry.blob, fence=self.fence)
                 entry.since_snapshot = 0
+            except FencedError as e:  # taken over since the write: that write stands (logged before), then stop
+                self._fence(e)
             except Exception:
                 log.exception("user %s: snapshot at seq %d failed; the log keeps the events", user_id, seq)
 
@@ -342,6 +379,7 @@ class ProfileShard:
             self.cached_bytes -= c.nbytes
         self._absent.pop(user_id, None)
 
+    @stops_when_fenced
     def delete(self, user_id: str, now: float | None = None) -> bool:
         """Erase a user, leaving a tombstone (keyed hashes of the id and its event ids, and the
         time): events from before it, and retries of erased event ids, are never applied again."""
@@ -356,11 +394,20 @@ class ProfileShard:
 
         self._forget(user_id)  # first: even if the store's reply is lost, no cached copy comes back
         self.attribution.forget(user_id)
-        self.store.delete_user(user_id, tombstone)  # rows and tombstone: one transaction
+        self.store.delete_user(user_id, tombstone, fence=self.fence)  # rows and tombstone: one transaction
         self._tombstones[key] = (now, keys)
         self._absent[user_id] = None
         return existed
 
+    @stops_when_fenced
+    def chat_get(self, user_id: str, session_id: str, idle_s: float | None = None):
+        """``ChatSessions.get`` (expired sessions deleted, idle ones swept) through this shard, so
+        a fenced shard answers ``FencedError`` here too."""
+        if idle_s is not None:
+            self.chats.idle_s = idle_s
+        return self.chats.get(user_id, session_id)
+
+    @stops_when_fenced
     def chat_commit(self, session: ChatSession, expected_turns: int, event: Event | None = None,
                     analysis: TextAnalysis | None = None) -> tuple[bool, int | None]:
         """Store a chat turn's new state (and apply its profile event first), unless another turn

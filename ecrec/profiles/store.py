@@ -16,6 +16,9 @@ Each write may also carry the user's profile as it is after the write (its *head
 same transaction: a process that is not the user's shard (the ingress serving GET
 recommendations) reads it with ``read_head`` instead of asking the shard, and knows it is
 current, because a head older than the user's newest logged event is never handed out.
+
+Writes are fenced (``ecrec.profiles.fencing``): a serving shard takes an epoch when it starts
+(``take_epoch``), and each of its writes (``fence=``) is refused if a newer one was taken since.
 """
 from __future__ import annotations
 
@@ -26,7 +29,12 @@ import time
 from pathlib import Path
 from typing import Iterator, Protocol
 
+from ecrec.profiles.fencing import Fence, FencedError
+
 SEEN_RETENTION_S = 7 * 86400.0
+# The ``meta`` row holding the newest epoch. One file is one shard, so the row is not named by
+# shard index: whoever opens the file (a tool that does not know the index) fences the same shard.
+EPOCH_KEY = "epoch"
 CURRENT, ABSENT, BEHIND = "current", "absent", "behind"  # what ``read_head`` found
 
 
@@ -54,11 +62,19 @@ def is_store_error(e: BaseException | None) -> bool:
 
 
 class EventStore(Protocol):
-    def append(self, user_id: str, event_id: str, payload: bytes, head: bytes | None = None) -> int | None:
+    """Every write a shard makes takes ``fence`` (keyword): refused whole with ``FencedError``
+    when a newer epoch of ``fence.shard`` was taken; ``None`` (offline tools) is not checked."""
+
+    def take_epoch(self, shard: int) -> int:
+        """A new epoch for ``shard``, above every one handed out before (atomic on the store)."""
+
+    def append(self, user_id: str, event_id: str, payload: bytes, head: bytes | None = None, *,
+               fence: Fence | None = None) -> int | None:
         """Durably log an event (and the user's profile after it, ``head``, in the same
         transaction); return its sequence number, or None if ``event_id`` was seen (nothing written)."""
 
-    def append_many(self, rows: list[tuple[str, bytes]], heads: list[bytes] | None = None) -> list[int]:
+    def append_many(self, rows: list[tuple[str, bytes]], heads: list[bytes] | None = None, *,
+                    fence: Fence | None = None) -> list[int]:
         """Durably log (user_id, payload) rows without event ids, with each row's ``heads``, in
         one transaction."""
 
@@ -67,7 +83,7 @@ class EventStore(Protocol):
         the store does not know, or (BEHIND, None) when it knows the user but holds no current
         head (written before heads existed, resharded, expired): then only the shard can say."""
 
-    def snapshot(self, user_id: str, seq: int, blob: bytes) -> None:
+    def snapshot(self, user_id: str, seq: int, blob: bytes, *, fence: Fence | None = None) -> None:
         """Store a profile snapshot covering events up to ``seq``; keep the previous one (a
         fall-back if the newest is ever unreadable) and drop the log before the previous one."""
 
@@ -79,23 +95,23 @@ class EventStore(Protocol):
     def users(self) -> Iterator[str]:
         """Every user with a snapshot or a logged event."""
 
-    def delete_user(self, user_id: str, tombstone=None) -> list[str]:
+    def delete_user(self, user_id: str, tombstone=None, *, fence: Fence | None = None) -> list[str]:
         """Erase a user's snapshots, events and seen ids (and write ``tombstone(ids)`` with them)."""
 
-    def drop_snapshot(self, user_id: str, seq: int) -> None:
+    def drop_snapshot(self, user_id: str, seq: int, *, fence: Fence | None = None) -> None:
         """Remove a snapshot refused at restore, so it never becomes a fall-back itself."""
-        self._tx(lambda db: db.execute("DELETE FROM profile_snapshots WHERE user_id = ? AND seq = ?", (user_id, seq)))
 
     def put_tombstone(self, key: bytes, deleted_at: float, event_keys: bytes) -> None: ...
 
-    def put_chat(self, user_id: str, session_id: str, updated_at: float, state: bytes) -> None:
+    def put_chat(self, user_id: str, session_id: str, updated_at: float, state: bytes, *,
+                 fence: Fence | None = None) -> None:
         """Durably store a chat session's state (``ecrec.chat.session``), replacing the last."""
 
     def get_chat(self, user_id: str, session_id: str) -> bytes | None: ...
 
-    def delete_chat(self, user_id: str, session_id: str) -> None: ...
+    def delete_chat(self, user_id: str, session_id: str, *, fence: Fence | None = None) -> None: ...
 
-    def purge_chats(self, idle_before: float) -> int: ...
+    def purge_chats(self, idle_before: float, *, fence: Fence | None = None) -> int: ...
 
     def tombstones(self) -> Iterator[tuple[bytes, float, bytes]]: ...
 
@@ -181,10 +197,32 @@ class SQLiteStore:
 
             self._tx(move)  # rolled back whole if it fails half-way
 
-    def _tx(self, fn):
-        return transaction(self._db, self._lock, fn)
+    def _tx(self, fn, fence: Fence | None = None):
+        """``fn`` in a write transaction; with ``fence``, only if no newer epoch was taken: read inside the same BEGIN IMMEDIATE, which holds the file's write lock, so no
+        ``take_epoch`` can come between the check and the write."""
+        if fence is None:
+            return transaction(self._db, self._lock, fn)
 
-    def append(self, user_id: str, event_id: str, payload: bytes, head: bytes | None = None) -> int | None:
+        def checked(db):
+            row = db.execute("SELECT value FROM meta WHERE key = ?", (EPOCH_KEY,)).fetchone()
+            newest = int(row[0]) if row else 0
+            if newest > fence.epoch:
+                raise FencedError(fence.shard, fence.epoch, newest)  # rolls the transaction back
+            return fn(db)
+
+        return transaction(self._db, self._lock, checked)
+
+    def take_epoch(self, shard: int) -> int:
+        """(``shard`` is not part of the row's key: this file is the shard.)"""
+        def bump(db):
+            db.execute("INSERT OR IGNORE INTO meta VALUES (?, 0)", (EPOCH_KEY,))
+            db.execute("UPDATE meta SET value = value + 1 WHERE key = ?", (EPOCH_KEY,))
+            return int(db.execute("SELECT value FROM meta WHERE key = ?", (EPOCH_KEY,)).fetchone()[0])
+
+        return self._tx(bump)
+
+    def append(self, user_id: str, event_id: str, payload: bytes, head: bytes | None = None, *,
+               fence: Fence | None = None) -> int | None:
         def write(db):
             db.execute("INSERT INTO seen_events VALUES (?, ?, ?)", (user_id, event_id, time.time()))
             seq = int(db.execute("INSERT INTO events (user_id, event_id, payload) VALUES (?, ?, ?)",
@@ -194,11 +232,12 @@ class SQLiteStore:
             return seq
 
         try:
-            return self._tx(write)
+            return self._tx(write, fence)
         except sqlite3.IntegrityError:
             return None
 
-    def append_many(self, rows: list[tuple[str, bytes]], heads: list[bytes] | None = None) -> list[int]:
+    def append_many(self, rows: list[tuple[str, bytes]], heads: list[bytes] | None = None, *,
+                    fence: Fence | None = None) -> list[int]:
         def write(db):
             seqs = []
             for i, (u, p) in enumerate(rows):
@@ -208,13 +247,13 @@ class SQLiteStore:
                     db.execute("INSERT OR REPLACE INTO profile_heads VALUES (?, ?, ?)", (u, seqs[-1], heads[i]))
             return seqs
 
-        return self._tx(write) if rows else []
+        return self._tx(write, fence) if rows else []
 
     def read_head(self, user_id: str) -> tuple[str, bytes | None]:
         with self._lock:
             return read_head_sqlite(self._db, user_id)
 
-    def snapshot(self, user_id: str, seq: int, blob: bytes) -> None:
+    def snapshot(self, user_id: str, seq: int, blob: bytes, *, fence: Fence | None = None) -> None:
         def write(db):
             db.execute("INSERT OR REPLACE INTO profile_snapshots VALUES (?, ?, ?)", (user_id, seq, blob))
             kept = [s for (s,) in db.execute("SELECT seq FROM profile_snapshots WHERE user_id = ? "
@@ -225,7 +264,7 @@ class SQLiteStore:
             db.execute("DELETE FROM seen_events WHERE user_id = ? AND at < ?",
                        (user_id, time.time() - self.seen_retention_s))
 
-        self._tx(write)
+        self._tx(write, fence)
 
     def load_user(self, user_id: str):
         with self._lock:
@@ -241,7 +280,7 @@ class SQLiteStore:
             rows = self._db.execute("SELECT user_id FROM profile_snapshots UNION SELECT user_id FROM events").fetchall()
         yield from sorted(u for (u,) in rows)
 
-    def delete_user(self, user_id: str, tombstone=None) -> list[str]:
+    def delete_user(self, user_id: str, tombstone=None, *, fence: Fence | None = None) -> list[str]:
         """Erase the user's rows; ``tombstone(event_ids) -> (key, deleted_at, event_keys)``, when
         given, is written in the same transaction (a crash never leaves one without the other)."""
         def write(db):
@@ -252,14 +291,15 @@ class SQLiteStore:
                 db.execute("INSERT OR REPLACE INTO tombstones VALUES (?, ?, ?)", tombstone(ids))
             return ids
 
-        ids = self._tx(write)
+        ids = self._tx(write, fence)
         with self._lock:  # erased means erased: checkpoint so no WAL frame keeps the user's data
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return ids
 
-    def drop_snapshot(self, user_id: str, seq: int) -> None:
+    def drop_snapshot(self, user_id: str, seq: int, *, fence: Fence | None = None) -> None:
         """Remove a snapshot refused at restore, so it never becomes a fall-back itself."""
-        self._tx(lambda db: db.execute("DELETE FROM profile_snapshots WHERE user_id = ? AND seq = ?", (user_id, seq)))
+        self._tx(lambda db: db.execute("DELETE FROM profile_snapshots WHERE user_id = ? AND seq = ?", (user_id, seq)),
+                 fence)
 
     def put_tombstone(self, key: bytes, deleted_at: float, event_keys: bytes) -> None:
         self._tx(lambda db: db.execute("INSERT OR REPLACE INTO tombstones VALUES (?, ?, ?)",
@@ -282,9 +322,10 @@ class SQLiteStore:
         return self._tx(read_or_make)
 
     # ---- chat sessions (``ecrec.chat.session``): one row per (user, session), replaced each turn
-    def put_chat(self, user_id: str, session_id: str, updated_at: float, state: bytes) -> None:
+    def put_chat(self, user_id: str, session_id: str, updated_at: float, state: bytes, *,
+                 fence: Fence | None = None) -> None:
         self._tx(lambda db: db.execute("INSERT OR REPLACE INTO chat_sessions VALUES (?, ?, ?, ?)",
-                                       (user_id, session_id, updated_at, state)))
+                                       (user_id, session_id, updated_at, state)), fence)
 
     def get_chat(self, user_id: str, session_id: str) -> bytes | None:
         with self._lock:
@@ -292,13 +333,13 @@ class SQLiteStore:
                                    (user_id, session_id)).fetchone()
         return bytes(row[0]) if row else None
 
-    def delete_chat(self, user_id: str, session_id: str) -> None:
+    def delete_chat(self, user_id: str, session_id: str, *, fence: Fence | None = None) -> None:
         self._tx(lambda db: db.execute("DELETE FROM chat_sessions WHERE user_id = ? AND session_id = ?",
-                                       (user_id, session_id)))
+                                       (user_id, session_id)), fence)
 
-    def purge_chats(self, idle_before: float) -> int:
+    def purge_chats(self, idle_before: float, *, fence: Fence | None = None) -> int:
         return self._tx(lambda db: db.execute("DELETE FROM chat_sessions WHERE updated_at < ?",
-                                              (idle_before,)).rowcount)
+                                              (idle_before,)).rowcount, fence)
 
     def chat_rows(self) -> list[tuple[str, str, float, bytes]]:
         """Every chat session (used when resharding)."""

@@ -14,12 +14,17 @@ restarted on another node, or a cluster with another shard count, finds its user
     {p}:users                    set   users with data
     {p}:tombstones               hash  user key -> at|event keys (keyed hashes: no personal data)
     {p}:secret                   the store's random key
+    {p}:epoch:{shard}            INCR: the newest epoch a serving incarnation of that shard took
 
 Each write is one Lua script, so it is atomic on the server. A head expires ``HEAD_TTL_S`` after
 its user's last write (a reader then asks the shard), so heads cost memory for active users only. What "acknowledged" means is the
 server's AOF setting (``redis-server --appendonly yes``): with ``appendfsync always`` an
 acknowledged event is on disk before the answer; with ``everysec`` (Redis's default) a crash of
 the Redis host can lose the last second. ``open_store`` warns when AOF is off.
+
+Writes are fenced (``ecrec.profiles.fencing``): each write script ends its KEYS with the shard's
+epoch key and its ARGV with the writer's epoch, and checks them before writing anything, so a
+write from a replaced incarnation is refused whole, in the same atomic step.
 """
 from __future__ import annotations
 
@@ -28,14 +33,25 @@ import os
 import struct
 import time
 
+from ecrec.profiles.fencing import Fence, FencedError
 from ecrec.profiles.store import ABSENT, BEHIND, CURRENT, SEEN_RETENTION_S
 
 HEAD_TTL_S = 86400
 
 log = logging.getLogger(__name__)
 
+# The start of every write script: the last KEYS entry is the shard's epoch key, the last ARGV the
+# writer's epoch ('' for an offline tool's write: not checked). Nothing is written before it, so
+# a refused write applies nothing.
+_FENCE = """
+local fence = ARGV[#ARGV]
+if fence ~= '' then
+  local newest = tonumber(redis.call('GET', KEYS[#KEYS]) or '0')
+  if newest > tonumber(fence) then return redis.error_reply('FENCED ' .. newest) end
+end
+"""
 # KEYS: seen, seq, ev, users, head.  ARGV: event id, payload, now, user, head ("" for none), ttl.
-_APPEND = """
+_APPEND = _FENCE + """
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[3]) == 0 then return false end
 local seq = redis.call('INCR', KEYS[2])
 redis.call('HSET', KEYS[3], seq, ARGV[2])
@@ -44,9 +60,10 @@ if ARGV[5] ~= '' then redis.call('SET', KEYS[5], struct.pack('<d', seq) .. ARGV[
 return seq
 """
 # KEYS: seq, users; then per row its ev key and head key.  ARGV: ttl; then per row user, payload, head.
-_APPEND_MANY = """
+# (Then the fence's key and epoch, as in every write script.)
+_APPEND_MANY = _FENCE + """
 local out = {}
-for i = 0, (#KEYS - 2) / 2 - 1 do
+for i = 0, (#KEYS - 3) / 2 - 1 do
   local seq = redis.call('INCR', KEYS[1])
   redis.call('HSET', KEYS[3 + 2 * i], seq, ARGV[3 + 3 * i])
   redis.call('SADD', KEYS[2], ARGV[2 + 3 * i])
@@ -72,7 +89,7 @@ if newest >= 0 or redis.call('EXISTS', KEYS[3]) == 1 then return {2} end
 return {0}
 """
 # KEYS: snap, ev, seen, users.  ARGV: seq, blob, seen cutoff, user.
-_SNAPSHOT = """
+_SNAPSHOT = _FENCE + """
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('SADD', KEYS[4], ARGV[4])
 local seqs = {}
@@ -95,7 +112,7 @@ return #seqs
 
 # KEYS: chats index.  ARGV: cutoff, prefix.  Each member is checked and removed under the script,
 # so a session written after the scan (its score moved past the cutoff) is never deleted.
-_PURGE = """
+_PURGE = _FENCE + """
 local n = 0
 for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])) do
   local score = tonumber(redis.call('ZSCORE', KEYS[1], m))
@@ -107,6 +124,21 @@ for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1]))
   end
 end
 return n
+"""
+
+# KEYS: chat, chats.  ARGV: session, at|state, chats member, at.
+_PUT_CHAT = _FENCE + """
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
+"""
+# KEYS: chat, chats.  ARGV: session, chats member.
+_DELETE_CHAT = _FENCE + """
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[2])
+"""
+# KEYS: snap.  ARGV: seq.
+_DROP_SNAPSHOT = _FENCE + """
+redis.call('HDEL', KEYS[1], ARGV[1])
 """
 
 
@@ -144,9 +176,27 @@ class RedisStore:
         self._snapshot = self.r.register_script(_SNAPSHOT)
         self._read_head = self.r.register_script(_READ_HEAD)
         self._purge = self.r.register_script(_PURGE)
+        self._put_chat = self.r.register_script(_PUT_CHAT)
+        self._delete_chat = self.r.register_script(_DELETE_CHAT)
+        self._drop_snapshot = self.r.register_script(_DROP_SNAPSHOT)
 
     def _k(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
+
+    def take_epoch(self, shard: int) -> int:
+        return int(self.r.incr(self._k("epoch", str(shard))))
+
+    def _write(self, script, keys: list, args: list, fence: Fence | None):
+        """Run a write script with the fence's key and epoch last; its refusal as ``FencedError``."""
+        import redis
+
+        key = self._k("epoch", str(fence.shard)) if fence is not None else self._k("epoch")
+        try:
+            return script(keys=[*keys, key], args=[*args, fence.epoch if fence is not None else ""])
+        except redis.ResponseError as e:
+            if fence is not None and str(e).startswith("FENCED "):
+                raise FencedError(fence.shard, fence.epoch, int(str(e).split()[1])) from None
+            raise
 
     def durability(self) -> dict:
         """The server's persistence settings (what an acknowledged write survives); unknown where
@@ -160,20 +210,22 @@ class RedisStore:
         return {"appendonly": cfg.get("appendonly"), "appendfsync": cfg.get("appendfsync")}
 
     # ---- events and snapshots ----------------------------------------------------------------
-    def append(self, user_id: str, event_id: str, payload: bytes, head: bytes | None = None) -> int | None:
-        seq = self._append(keys=[self._k("seen", user_id), self._k("seq"), self._k("ev", user_id), self._k("users"),
-                                 self._k("head", user_id)],
-                           args=[event_id, payload, repr(time.time()), user_id, head or b"", HEAD_TTL_S])
+    def append(self, user_id: str, event_id: str, payload: bytes, head: bytes | None = None, *,
+               fence: Fence | None = None) -> int | None:
+        seq = self._write(self._append, [self._k("seen", user_id), self._k("seq"), self._k("ev", user_id),
+                                         self._k("users"), self._k("head", user_id)],
+                          [event_id, payload, repr(time.time()), user_id, head or b"", HEAD_TTL_S], fence)
         return int(seq) if seq is not None else None
 
-    def append_many(self, rows: list[tuple[str, bytes]], heads: list[bytes] | None = None) -> list[int]:
+    def append_many(self, rows: list[tuple[str, bytes]], heads: list[bytes] | None = None, *,
+                    fence: Fence | None = None) -> list[int]:
         if not rows:
             return []
         keys, args = [self._k("seq"), self._k("users")], [HEAD_TTL_S]
         for i, (u, p) in enumerate(rows):
             keys += [self._k("ev", u), self._k("head", u)]
             args += [u, p, heads[i] if heads is not None else b""]
-        return [int(s) for s in self._append_many(keys=keys, args=args)]
+        return [int(s) for s in self._write(self._append_many, keys, args, fence)]
 
     def read_head(self, user_id: str) -> tuple[str, bytes | None]:
         out = self._read_head(keys=[self._k("head", user_id), self._k("ev", user_id), self._k("snap", user_id)])
@@ -182,10 +234,10 @@ class RedisStore:
             return CURRENT, bytes(out[1])
         return (ABSENT if code == 0 else BEHIND), None
 
-    def snapshot(self, user_id: str, seq: int, blob: bytes) -> None:
-        self._snapshot(keys=[self._k("snap", user_id), self._k("ev", user_id), self._k("seen", user_id),
-                             self._k("users")],
-                       args=[seq, blob, repr(time.time() - self.seen_retention_s), user_id])
+    def snapshot(self, user_id: str, seq: int, blob: bytes, *, fence: Fence | None = None) -> None:
+        self._write(self._snapshot, [self._k("snap", user_id), self._k("ev", user_id), self._k("seen", user_id),
+                                     self._k("users")],
+                    [seq, blob, repr(time.time() - self.seen_retention_s), user_id], fence)
 
     def load_user(self, user_id: str):
         with self.r.pipeline(transaction=True) as pipe:
@@ -199,19 +251,24 @@ class RedisStore:
     def users(self):
         yield from sorted(u.decode() for u in self.r.smembers(self._k("users")))
 
-    def drop_snapshot(self, user_id: str, seq: int) -> None:
-        self.r.hdel(self._k("snap", user_id), seq)
+    def drop_snapshot(self, user_id: str, seq: int, *, fence: Fence | None = None) -> None:
+        self._write(self._drop_snapshot, [self._k("snap", user_id)], [seq], fence)
 
     # ---- erasure -----------------------------------------------------------------------------
-    def delete_user(self, user_id: str, tombstone=None) -> list[str]:
-        """Rows and tombstone in one MULTI/EXEC, retried if the user's keys change meanwhile."""
+    def delete_user(self, user_id: str, tombstone=None, *, fence: Fence | None = None) -> list[str]:
+        """Rows and tombstone in one MULTI/EXEC, retried if the user's keys (or the fence's epoch
+        key: a new incarnation starting) change meanwhile."""
         import redis
 
         keys = [self._k(kind, user_id) for kind in ("ev", "snap", "head", "seen", "chat")]
+        epoch_key = self._k("epoch", str(fence.shard)) if fence is not None else None
         while True:
             with self.r.pipeline(transaction=True) as pipe:
                 try:
-                    pipe.watch(*keys)
+                    pipe.watch(*keys, *([epoch_key] if fence is not None else []))
+                    newest = int(pipe.get(epoch_key) or 0) if fence is not None else 0
+                    if fence is not None and newest > fence.epoch:
+                        raise FencedError(fence.shard, fence.epoch, newest)
                     ids = [e.decode() for e in pipe.hkeys(self._k("seen", user_id))]
                     sessions = [s.decode() for s in pipe.hkeys(self._k("chat", user_id))]
                     pipe.multi()
@@ -240,26 +297,23 @@ class RedisStore:
         return bytes(self.r.get(self._k("secret")))
 
     # ---- chat sessions -----------------------------------------------------------------------
-    def put_chat(self, user_id: str, session_id: str, updated_at: float, state: bytes) -> None:
-        with self.r.pipeline(transaction=True) as pipe:
-            pipe.hset(self._k("chat", user_id), session_id, _pack(updated_at, state))
-            pipe.zadd(self._k("chats"), {f"{user_id}\0{session_id}": updated_at})
-            pipe.execute()
+    def put_chat(self, user_id: str, session_id: str, updated_at: float, state: bytes, *,
+                 fence: Fence | None = None) -> None:
+        self._write(self._put_chat, [self._k("chat", user_id), self._k("chats")],
+                    [session_id, _pack(updated_at, state), f"{user_id}\0{session_id}", repr(updated_at)], fence)
 
     def get_chat(self, user_id: str, session_id: str) -> bytes | None:
         raw = self.r.hget(self._k("chat", user_id), session_id)
         return _unpack(raw)[1] if raw is not None else None
 
-    def delete_chat(self, user_id: str, session_id: str) -> None:
-        with self.r.pipeline(transaction=True) as pipe:
-            pipe.hdel(self._k("chat", user_id), session_id)
-            pipe.zrem(self._k("chats"), f"{user_id}\0{session_id}")
-            pipe.execute()
+    def delete_chat(self, user_id: str, session_id: str, *, fence: Fence | None = None) -> None:
+        self._write(self._delete_chat, [self._k("chat", user_id), self._k("chats")],
+                    [session_id, f"{user_id}\0{session_id}"], fence)
 
-    def purge_chats(self, idle_before: float) -> int:
+    def purge_chats(self, idle_before: float, *, fence: Fence | None = None) -> int:
         """Sessions idle since before ``idle_before``, in one script (every shard sweeps the same
         index: a session one shard writes meanwhile is never deleted by another)."""
-        return int(self._purge(keys=[self._k("chats")], args=[repr(idle_before), self.prefix]))
+        return int(self._write(self._purge, [self._k("chats")], [repr(idle_before), self.prefix], fence))
 
     def chat_rows(self) -> list[tuple[str, str, float, bytes]]:
         out = []
