@@ -18,6 +18,7 @@ from ecrec.retrieval.covisit import CoVisits
 from ecrec.retrieval.index import Filters, VectorIndex
 from ecrec.profiles.profile import ProfileConfig, UserProfile
 from ecrec.profiles.profile_codec import item_key
+from ecrec.text.language import is_chinese
 
 
 @dataclass(frozen=True)
@@ -105,10 +106,6 @@ class _Trending:
 def stable_seed(*parts) -> int:
     """A seed that is the same in every process (never Python's salted ``hash``)."""
     return int.from_bytes(hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=8).digest(), "little")
-
-
-def _is_zh(s: str) -> bool:
-    return any("\u4e00" <= ch <= "\u9fff" for ch in s)
 
 
 class Ranker:
@@ -378,7 +375,7 @@ class Ranker:
         out = []
         for s, i in scored:
             it = self.items[i]
-            zh, same = _is_zh(it.title), it.top_category == cat
+            zh, same = is_chinese(it.title), it.top_category == cat
             reason = (("同类相似商品" if zh else "Similar, same category") if same
                       else ("相似商品" if zh else "Similar item"))
             out.append({"item_id": i, "title": it.title, "score": float(s), "category": it.category,
@@ -413,7 +410,7 @@ class Ranker:
         shown = np.array([self.stats.impressions.get(i, 0) for i in pool], dtype=np.float64)
         draws = rng.beta(1 + clicks, 1 + np.maximum(0, shown - clicks))
         picks = [pool[j] for j in np.argsort(-np.asarray(draws), kind="stable")[:n]]
-        explored = [Recommendation(i, 0.0, "explore", "新品推荐，来看看" if _is_zh(self.items[i].title)
+        explored = [Recommendation(i, 0.0, "explore", "新品推荐，来看看" if is_chinese(self.items[i].title)
                                    else "New for you to discover", {"explore": 1.0}) for i in picks]
         return recs[: k - len(explored)] + explored
 
@@ -423,15 +420,15 @@ class Ranker:
 
     def _reason(self, source: str, x: np.ndarray, profile, text) -> str:
         if source == "request" and text:
-            return f"符合你的需求：{text[:40]}" if _is_zh(text) else f"Matches your request: {text[:60]}"
+            return f"符合你的需求：{text[:40]}" if is_chinese(text) else f"Matches your request: {text[:60]}"
         if source == "bought_together" and profile is not None and profile.recent:
             ref = self.items.get(profile.recent[-1])
             title = ref.title if ref else profile.recent[-1]
-            return f"买了「{title}」的人也买了" if _is_zh(title) else f"Often bought with {title}"
+            return f"买了「{title}」的人也买了" if is_chinese(title) else f"Often bought with {title}"
         if source.startswith("similar:"):
             ref = self.items.get(source.split(":", 1)[1])
             title = ref.title if ref else source.split(":", 1)[1]
-            return f"与你喜欢的「{title}」相似" if _is_zh(title) else f"Similar to {title}, which you liked"
+            return f"与你喜欢的「{title}」相似" if is_chinese(title) else f"Similar to {title}, which you liked"
         if profile is not None and source in ("interest", "sequence"):
             # The closest thing the shopper said or did; item-to-item cosines run higher than
             # text-to-item ones (passage vs query vectors), so item reasons need a clear lead.
@@ -443,12 +440,12 @@ class Ranker:
                     if s >= best_s:  # a tie (two clauses that fed one interest): the newer one
                         best, best_s = r, s
             if best is not None and best.kind == "text":
-                return f"因为你说：{best.label}" if _is_zh(best.label) else f"Because you said: “{best.label}”"
+                return f"因为你说：{best.label}" if is_chinese(best.label) else f"Because you said: “{best.label}”"
             if best is not None:
                 ref = self.items.get(best.label)
                 title = ref.title if ref else best.label
-                return f"因为你关注了「{title}」" if _is_zh(title) else f"Because you showed interest in {title}"
-            return "根据你的兴趣" if profile.reasons and _is_zh(profile.reasons[-1].label) else "Based on your interests"
+                return f"因为你关注了「{title}」" if is_chinese(title) else f"Because you showed interest in {title}"
+            return "根据你的兴趣" if profile.reasons and is_chinese(profile.reasons[-1].label) else "Based on your interests"
         if source == "fresh":
             return "New arrival"
         return "Popular right now"
