@@ -48,6 +48,8 @@ class CatalogView:
         self.sequence = load_sequence(args.sequence_model, args.model)
         self.board = get_board(args)
         self.interval = args.sync_interval_s
+        # apply() changes items, index and counters from the sync thread while requests read them;
+        # the rankers themselves keep nothing per request (a lock for them alone is not needed)
         self.lock = threading.Lock()
         self._stop = threading.Event()
         self._load_artifact()

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from ecrec.operations.drift import DriftConfig, DriftMonitor, Reference, psi, top_share
-from ecrec.text.prepare import detect_language
+from ecrec.text.language import detect_language
 
 N = 300
 

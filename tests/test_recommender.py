@@ -206,3 +206,68 @@ def test_items_that_left_the_profile_table_stay_out_of_the_list(demo_rec):
     again = {i for i in ids if demo_rec.items[i].rebuyable}  # consumables may come back
     assert len(shown) == 30 and not (shown & (set(ids) - again)), sorted(shown & set(ids))
     assert not shown & set(disliked)  # a dislike holds even for a consumable
+
+
+def test_one_ranker_serves_two_threads_at_once(demo_rec):
+    """Two threads ranking on one Ranker for different shoppers at different times get exactly
+    the lists each gets alone. The ranker once kept the request's time on itself (``self._now``):
+    a request ranked in between used the other's clock for its interest query."""
+    import sys
+    import threading
+
+    late = NOW + 30 * 86400  # a month on, the session interest has decayed away
+    phones = sorted(i for i, it in demo_rec.items.items() if it.top_category == "phones")
+    books = sorted(i for i, it in demo_rec.items.items() if it.top_category == "books")
+    for user, old, recent in (("ra", phones, books), ("rb", books, phones)):
+        for t, i in enumerate(old[:8]):  # long-term: a month and a half ago
+            demo_rec.ingest(Event(user_id=user, type="click", item_id=i, ts=NOW - 45 * 86400 + 60 * t))
+        for t, i in enumerate(recent[:3]):  # this session
+            demo_rec.ingest(Event(user_id=user, type="click", item_id=i, ts=NOW - 300 + 60 * t))
+    ranker, k = demo_rec.ranker, len(demo_rec.items)  # every candidate is listed: a changed one shows
+    jobs = [(demo_rec.profile("ra"), NOW), (demo_rec.profile("rb"), late)]
+
+    def ranked(profile, now):
+        return [r.item_id for r in ranker.recommend(profile, k, now)]
+
+    alone = [ranked(p, now) for p, now in jobs]
+    assert alone[0] != ranked(jobs[0][0], late) and alone[1] != ranked(jobs[1][0], NOW)  # time matters
+    rounds, start, wrong = 60, threading.Barrier(2, timeout=60), [[], []]
+
+    def worker(j):
+        for n in range(rounds):
+            start.wait()  # both requests begin together, every round
+            try:
+                if ranked(*jobs[j]) != alone[j]:
+                    wrong[j].append(n)
+            except Exception as e:  # noqa: BLE001 (a thread's exception would otherwise only be printed)
+                wrong[j].append(f"{n}: {e!r}")
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as the interpreter allows
+    try:
+        threads = [threading.Thread(target=worker, args=(j,)) for j in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert wrong == [[], []], f"rounds that differed from ranking alone: {wrong}"
+
+
+def test_one_exclusion_for_every_source_and_exploration(demo_rec):
+    """What a request leaves out (the caller's exclude, the shopper's dislikes) is decided once, in
+    ``Ranker.request``, and neither a candidate source nor exploration brings it back: the newest
+    items, which the fresh source and the exploration pool walk first, are all left out here."""
+    from ecrec.retrieval.ranking import Ranker
+
+    newest = sorted(demo_rec.items, key=lambda i: -demo_rec.items[i].created_at)[:40]
+    for t, i in enumerate(newest[:20]):
+        demo_rec.ingest(Event(user_id="ex", type="dislike", item_id=i, ts=NOW - 100 + t))
+    ranker = Ranker(demo_rec.index, demo_rec.items, demo_rec.stats, RankingConfig(explore_share=0.3))
+    req = ranker.request(demo_rec.profile("ex"), 20, NOW, Filters(exclude=frozenset(newest[20:])))
+    assert all(req.excluded(i) and not req.allows(i) for i in newest)
+    assert not {i for i, _ in ranker.candidates(req)} & set(newest)
+    recs = ranker.rank(req)
+    assert len(recs) == 20 and sum(r.source == "explore" for r in recs) == 6
+    assert not {r.item_id for r in recs} & set(newest)

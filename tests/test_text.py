@@ -1,6 +1,7 @@
 import pytest
 
-from ecrec.text.prepare import TextError, clean, detect_language, split_clauses
+from ecrec.text.language import detect_language, is_chinese
+from ecrec.text.prepare import TextError, clean, split_clauses
 
 
 def test_seed_review_splits_into_two_clauses():
@@ -44,3 +45,27 @@ def test_clean_rejects_empty_or_non_text(bad):
 ])
 def test_language_detection(text, lang):
     assert detect_language(text) == lang
+
+
+@pytest.mark.parametrize("text,zh", [
+    ("这款手机拍照效果很好", True), ("The battery lasts two days", False),
+    ("能用apple pay吗", True),  # Chinese with an English name: 3 Han, 2 words
+    ("sign up在哪", True), ("退kuan", True),  # a tie (2 Han : 2 words, 1 : 1) is Chinese
+    ("this 面膜 is so hydrating, love it", False),  # English with a Chinese word: 2 Han, 6 words
+    ("订单 12345678901234", True),  # digits count for neither (the old augmentation rule said no)
+    ("12345 !!!", False), ("？？？！！", False), ("👍👍", False), ("", False), ("a b c", False),
+    ("\u3400\u4dbf", True), ("\uf900", True),  # Extension A and the compatibility block are Han too
+])
+def test_is_chinese_known_answers(text, zh):
+    assert is_chinese(text) is zh
+
+
+@pytest.mark.parametrize("text,lang,zh", [
+    ("这款手机拍照效果很好", "zh", True), ("The battery lasts two days", "en", False), ("12345 !!!", "other", False),
+    ("这个 laptop 的 keyboard 和 screen 都不错", "mixed", True),  # 7 Han, 3 words
+    ("the 蓝牙耳机 battery is weak today", "mixed", False),  # 4 Han, 5 words
+    ("does this 耳机 have ANC?", "en", False),
+])
+def test_is_chinese_agrees_with_detect_language(text, lang, zh):
+    """'zh' is always Chinese, 'en' and 'other' never; a 'mixed' text is settled by the counts."""
+    assert detect_language(text) == lang and is_chinese(text) is zh

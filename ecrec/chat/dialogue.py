@@ -21,6 +21,7 @@ from ecrec.chat import replies
 from ecrec.chat.session import TREND, ChatSession
 from ecrec.chat.slots import PriceRange, categories, extract, price_range
 from ecrec.chat.upset import UpsetDetector
+from ecrec.text.language import HAN, LATIN_WORD
 from ecrec.text.prepare import TextError
 
 # What each service intent needs before it is done ("contact": an email or a phone number).
@@ -179,7 +180,7 @@ def _bare(message: str, slots: dict) -> bool:
     for v in slots.values():
         if isinstance(v, str):
             rest = rest.replace(v, " ")
-    return len(re.findall(r"[A-Za-z]{2,}", rest)) + (len(re.findall(r"[\u4e00-\u9fff]", rest)) + 1) // 2 <= 4
+    return len(LATIN_WORD.findall(rest)) + (len(HAN.findall(rest)) + 1) // 2 <= 4
 
 
 def _public(slots: dict) -> dict:

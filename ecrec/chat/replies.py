@@ -7,7 +7,7 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-from ecrec.text.prepare import detect_language
+from ecrec.text.language import detect_language, is_chinese
 
 REPLIES_FILE = Path(__file__).parent.parent / "data" / "chat_replies.json"
 LANGUAGES = ("zh", "en")
@@ -17,7 +17,6 @@ NONE_NAME = {"zh": "咨询商品或随便聊聊", "en": "ask about products or j
 GENERIC_DONE = {"zh": "已收到您的请求，我们会尽快处理。", "en": "Got it: your request has been passed on and will be handled shortly."}
 # what carries no language: emails, phone and order numbers
 _NO_LANGUAGE = re.compile(r"\S+@\S+|[A-Za-z]*\d[\w-]*")
-_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
 
 
 @lru_cache(maxsize=4)
@@ -26,19 +25,14 @@ def templates(path: str = str(REPLIES_FILE)) -> dict:
 
 
 def reply_language(text: str, requested: str | None, previous: str | None) -> str:
-    """The language to answer in: the one asked for; else the message's (a mixed message: the
-    dominant one by share of Han characters against Latin words); else, for a message with no
-    words (an order number), the conversation's so far; else English."""
+    """The language to answer in: the one asked for; else the message's (``is_chinese``, which
+    also settles a mixed message); else, for a message with no words (an order number), the
+    conversation's so far; else English."""
     if requested in LANGUAGES:
         return requested
     text = _NO_LANGUAGE.sub(" ", text)
-    lang = detect_language(text)
-    if lang in LANGUAGES:
-        return lang
-    if lang == "mixed":
-        han = len(_HAN.findall(text))
-        words = len(re.findall(r"[A-Za-z]{2,}", text))
-        return "zh" if han >= 2 * words else "en"
+    if detect_language(text) != "other":
+        return "zh" if is_chinese(text) else "en"
     return previous if previous in LANGUAGES else "en"
 
 

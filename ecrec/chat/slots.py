@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from ecrec.text.language import HAN_CHARS
+
 CATEGORIES_FILE = Path(__file__).parent.parent / "data" / "chat_categories.json"
 
 EMAIL = re.compile(r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,24}(?![A-Za-z0-9-])")
@@ -35,9 +37,9 @@ _ZH_UNITS = {"十": 10, "百": 100, "千": 1000, "万": 10000}
 _NUM = (r"((?<![\d.,])(?:\d{1,3}(?:,\d{3}){1,4}|\d{1,12})(?:\.\d{1,2})?\s*[kK千万]?"
         r"|[零〇一二两三四五六七八九十百千万]{1,12})")
 _CUR_BEFORE = r"(?:¥|￥|\$|rmb\s?|cny\s?|usd\s?)?"
-_CUR_AFTER = r"\s*(?:元|块钱|块(?![\u4e00-\u9fff])|rmb|yuan|dollars?|usd|cny|bucks)?"
+_CUR_AFTER = rf"\s*(?:元|块钱|块(?![{HAN_CHARS}])|rmb|yuan|dollars?|usd|cny|bucks)?"
 AMOUNT = re.compile(r"(?:(?:¥|￥|\$|rmb\s?|cny\s?|usd\s?)\s?" + _NUM + r"|" + _NUM
-                    + r"\s*(?:元|块钱|块(?![\u4e00-\u9fff])|rmb|yuan|dollars?|usd|cny|bucks)(?![a-z]))", re.I)
+                    + rf"\s*(?:元|块钱|块(?![{HAN_CHARS}])|rmb|yuan|dollars?|usd|cny|bucks)(?![a-z]))", re.I)
 _CURRENCY = re.compile(r"¥|￥|\$|元|块|rmb|cny|usd|yuan|dollar|bucks", re.I)
 MIN_BARE_PRICE = 50  # a bound without a currency below this is a count or an age ("under 5"), not a price
 _AMT = _CUR_BEFORE + r"\s?" + _NUM + _CUR_AFTER

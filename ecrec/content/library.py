@@ -28,6 +28,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ecrec.retrieval.index import Filters, ItemMeta, VectorIndex
+from ecrec.text.language import is_chinese
 
 DEMO_CONTENT = Path(__file__).resolve().parents[1] / "data" / "demo_content.jsonl"
 Kind = Literal["guide", "article", "review"]
@@ -56,7 +57,7 @@ class Content(BaseModel):
 
     def model_post_init(self, _) -> None:
         if not self.language:  # frozen: set through the instance dict once, at construction
-            object.__setattr__(self, "language", "zh" if _cjk_share(self.title + self.body) > 0.2 else "en")
+            object.__setattr__(self, "language", "zh" if is_chinese(self.title + self.body) else "en")
 
     @property
     def top_category(self) -> str:
@@ -71,11 +72,6 @@ class Content(BaseModel):
     def summary(self, chars: int = 110) -> str:
         text = " ".join(self.body.split())
         return text if len(text) <= chars else text[: chars - 1].rstrip() + "…"
-
-
-def _cjk_share(s: str) -> float:
-    s = [ch for ch in s if not ch.isspace()]
-    return sum("\u4e00" <= ch <= "\u9fff" for ch in s) / max(1, len(s))
 
 
 def load_content(path: str | Path) -> list[Content]:

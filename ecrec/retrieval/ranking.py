@@ -3,6 +3,10 @@
 Candidates come from named sources walked in order with an exclude-set (interest vectors,
 items similar to recent positives, trending, fresh); a cold user falls back to the request's
 text, then popular items. Every recommendation carries its score parts and a reason.
+
+A request travels as a ``RankRequest`` (``request.py``, built once by ``Ranker.request``) from
+method to method; the Ranker keeps only what many requests share (catalog orders, the trending
+order), so threads may rank on one Ranker at once.
 """
 from __future__ import annotations
 
@@ -16,8 +20,9 @@ import numpy as np
 from ecrec.retrieval.catalog import Item
 from ecrec.retrieval.covisit import CoVisits
 from ecrec.retrieval.index import Filters, VectorIndex
+from ecrec.retrieval.request import RankRequest, exclusion
 from ecrec.profiles.profile import ProfileConfig, UserProfile
-from ecrec.profiles.profile_codec import item_key
+from ecrec.text.language import is_chinese
 
 
 @dataclass(frozen=True)
@@ -83,7 +88,7 @@ class Recommendation:
 TRENDING_TOP = 1024  # items ranked by popularity + rating; past them the walk goes by rating alone
 
 
-@dataclass
+@dataclass(frozen=True)
 class _CatalogOrders:
     stamp: tuple
     ids: list[str]
@@ -93,7 +98,7 @@ class _CatalogOrders:
     fresh: list[str]  # newest first
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Trending:
     stamp: tuple
     version: int
@@ -107,10 +112,6 @@ def stable_seed(*parts) -> int:
     return int.from_bytes(hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=8).digest(), "little")
 
 
-def _is_zh(s: str) -> bool:
-    return any("\u4e00" <= ch <= "\u9fff" for ch in s)
-
-
 class Ranker:
     def __init__(self, index: VectorIndex, items: dict[str, Item], stats: ItemStats,
                  config: RankingConfig = RankingConfig(), profile_config: ProfileConfig = ProfileConfig(),
@@ -118,9 +119,10 @@ class Ranker:
         self.index, self.items, self.stats = index, items, stats
         self.config, self.profile_config = config, profile_config
         self.sequence = sequence  # ecrec.retrieval.sequence.SequenceModel or None
+        # shared by every request, replaced whole (never changed in place) and stamped with what
+        # they were computed from: a thread reads each once and keeps the one it read
         self._orders: _CatalogOrders | None = None
         self._trending: _Trending | None = None
-        self._now = 0.0
 
     def covisit_scores(self, profile: UserProfile | None) -> dict[str, float]:
         if profile is None or not profile.recent or self.config.covisit_weight <= 0:
@@ -138,46 +140,32 @@ class Ranker:
             return None
         return self.sequence.query(np.stack([self.index.vector(i) for i in recent]), recent)
 
-    # ---- candidates ----------------------------------------------------------------------
-    def _excluded(self, profile: UserProfile | None) -> set[str]:
-        if profile is None:
-            return set()
-        out = set(profile.disliked)
-        out.update(i for i in profile.purchased if not (i in self.items and self.items[i].rebuyable))
-        if self.config.exclude_seen:
-            out.update(i for i in profile.seen if not (i in self.items and self.items[i].rebuyable))
-        return out
+    # ---- one request ---------------------------------------------------------------------
+    def request(self, profile: UserProfile | None, k: int, now: float, filters: Filters | None = None,
+                text_vec: np.ndarray | None = None, text: str | None = None) -> RankRequest:
+        """Everything a ranking reads about one request, computed once."""
+        if not isinstance(k, int) or k <= 0:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        base = filters or Filters()
+        excluded = exclusion(profile, self.items, self.config.exclude_seen, base.exclude)
+        filters = Filters(base.categories, base.min_price, base.max_price, base.in_stock, excluded.ids)
+        return RankRequest(profile, k, now, filters, excluded, self.index.allowed(filters), text_vec, text,
+                           self.sequence_query(profile), self.covisit_scores(profile))
 
-    def _hidden(self, profile: UserProfile | None):
-        """A test for the items that left the profile's item table and are known only by their
-        32-bit key (``profile_codec``) as disliked, bought, or seen: they stay out too."""
-        if profile is None or not (profile.disliked_keys or profile.bought_keys
-                                   or (self.config.exclude_seen and profile.seen_keys)):
-            return lambda i: False
-        seen = profile.seen_keys if self.config.exclude_seen else {}
-
-        def hidden(i: str) -> bool:
-            k = item_key(i)
-            if k in profile.disliked_keys:
-                return True
-            if i in self.items and self.items[i].rebuyable:
-                return False
-            return k in profile.bought_keys or k in seen
-        return hidden
-
+    # ---- shared orders -------------------------------------------------------------------
     def _catalog_orders(self) -> _CatalogOrders:
         """Orders that change only with the catalog (numpy sorts, once per catalog version)."""
         stamp = (len(self.items), self.index.version)
-        if self._orders is None or self._orders.stamp != stamp:
+        orders = self._orders
+        if orders is None or orders.stamp != stamp:
             ids = self.index.ids
             rating = np.array([self.items[i].rating for i in ids], np.float64)
             created = np.array([self.items[i].created_at for i in ids], np.float64)
-            self._orders = _CatalogOrders(
+            orders = self._orders = _CatalogOrders(
                 stamp, ids, {i: j for j, i in enumerate(ids)}, rating,
                 [ids[j] for j in np.argsort(-rating, kind="stable")],
                 [ids[j] for j in np.argsort(-created, kind="stable")])
-            self._trending = None
-        return self._orders
+        return orders
 
     def _trending_top(self, now: float) -> _Trending:
         """The ``TRENDING_TOP`` items by popularity + 0.1 x rating. Recomputed when the counters
@@ -185,7 +173,8 @@ class Ranker:
         a top-k selection in numpy, never a sort of the whole catalog per request."""
         orders = self._catalog_orders()
         t = self._trending
-        if (t is None or t.stamp != orders.stamp or (t.version != self.stats.version and not
+        version = self.stats.version  # read before the counters: a bump meanwhile recomputes next time
+        if (t is None or t.stamp != orders.stamp or (t.version != version and not
                                                      0 <= now - t.at < self.config.trending_refresh_s)):
             score = 0.1 * orders.rating
             pos = orders.pos
@@ -197,16 +186,17 @@ class Ranker:
             top = np.argpartition(-score, m - 1)[:m] if m else np.zeros(0, np.int64)
             top = top[np.lexsort((top, -score[top]))]  # by score, ties in catalog order
             ids = [orders.ids[j] for j in top]
-            t = self._trending = _Trending(orders.stamp, self.stats.version, now, ids, frozenset(ids))
+            t = self._trending = _Trending(orders.stamp, version, now, ids, frozenset(ids))
         return t
 
-    def _popular(self, n: int, allowed) -> list[str]:
-        t, orders = self._trending_top(self._now), self._catalog_orders()
+    # ---- candidates ----------------------------------------------------------------------
+    def _popular(self, req: RankRequest, n: int) -> list[str]:
+        t, orders = self._trending_top(req.now), self._catalog_orders()
         walk = itertools.chain(t.top, (i for i in orders.by_rating if i not in t.top_set))
-        return self._first(walk, n, allowed)
+        return self._first(walk, n, req.allows)
 
-    def _fresh(self, n: int, allowed) -> list[str]:
-        return self._first(self._catalog_orders().fresh, n, allowed)
+    def _fresh(self, req: RankRequest, n: int) -> list[str]:
+        return self._first(self._catalog_orders().fresh, n, req.allows)
 
     @staticmethod
     def _first(order, n: int, allowed) -> list[str]:
@@ -218,32 +208,25 @@ class Ranker:
                     break
         return out
 
-    def candidates(self, profile, text_vec, filters: Filters, seq_vec=None,
-                   covisit: dict | None = None) -> list[tuple[str, str]]:
-        """(item id, source) pairs, first source wins, in source order."""
+    def candidates(self, req: RankRequest) -> list[tuple[str, str]]:
+        """(item id, source) pairs, first source wins, in source order; none that ``req`` excludes."""
         n = self.config.candidates_per_source
+        profile, seq_vec, covisit, excluded = req.profile, req.seq_vec, req.covisit, req.excluded
         seen: dict[str, str] = {}
-        hidden = self._hidden(profile)
 
-        def take(ids, source):
+        def take(ids, source):  # the index already left out ``excluded.ids``; not the keyed ones
             for i in ids:
-                if not hidden(i):
+                if not excluded(i):
                     seen.setdefault(i, source)
-
-        ok = self.index.allowed(filters)
-        exclude = filters.exclude
-
-        def allowed(i):
-            return i not in exclude and (ok is None or i in ok) and not hidden(i)
 
         # every vector query of this request in one index call, taken in source order below
         queries: list[tuple[np.ndarray, int, str]] = []
-        if text_vec is not None:
-            queries.append((text_vec, n, "request"))
+        if req.text_vec is not None:
+            queries.append((req.text_vec, n, "request"))
         if seq_vec is not None:
             queries.append((self.sequence.search_vector(seq_vec).numpy(), n, "sequence"))
         if profile is not None and not profile.is_cold:
-            q = profile.interest_vector(self._now, self.profile_config) - \
+            q = profile.interest_vector(req.now, self.profile_config) - \
                 self.config.avoid_weight * profile.avoid_vector()
             queries.append((q, n, "interest"))
             for c in profile.interest_centroids():
@@ -252,7 +235,7 @@ class Ranker:
                 if item in self.index:
                     queries.append((self.index.vector(item), 10, f"similar:{item}"))
         hits = self.index.search_many(np.stack([np.asarray(q, np.float32).reshape(-1) for q, _, _ in queries]),
-                                      [k for _, k, _ in queries], filters) if queries else []
+                                      [k for _, k, _ in queries], req.filters) if queries else []
         results = list(zip(hits, (src for _, _, src in queries)))
         head = [r for r in results if r[1] in ("request", "sequence")]
         for found, source in head:
@@ -260,47 +243,42 @@ class Ranker:
         if seq_vec is not None:  # what the retriever learned from clicks, which text search cannot find
             # 4n rows, so that n are left once filters and the shopper's own items are taken out
             take(self._first(self.sequence.id_candidates(seq_vec, 4 * n), n,
-                             lambda i: allowed(i) and i in self.items), "sequence")
+                             lambda i: req.allows(i) and i in self.items), "sequence")
         if covisit:
             best = sorted(covisit, key=lambda i: (-covisit[i], i))
-            take(self._first([i for i in best if i in self.items], n, allowed), "bought_together")
+            take(self._first([i for i in best if i in self.items], n, req.allows), "bought_together")
         for found, source in results[len(head):]:
             take((i for i, _ in found), source)
-        take(self._popular(n // 3, allowed), "trending")
-        take(self._fresh(n // 6, allowed), "fresh")
+        take(self._popular(req, n // 3), "trending")
+        take(self._fresh(req, n // 6), "fresh")
         return list(seen.items())
 
     # ---- scoring -------------------------------------------------------------------------
     def recommend(self, profile: UserProfile | None, k: int, now: float, filters: Filters | None = None,
                   text_vec: np.ndarray | None = None, text: str | None = None) -> list[Recommendation]:
-        if not isinstance(k, int) or k <= 0:
-            raise ValueError(f"k must be a positive integer, got {k!r}")
-        self._now = now
-        excluded = self._excluded(profile)
-        base = filters or Filters()
-        filters = Filters(base.categories, base.min_price, base.max_price, base.in_stock,
-                          frozenset(base.exclude) | frozenset(excluded))
-        seq_vec = self.sequence_query(profile)
-        covisit = self.covisit_scores(profile)
-        cands = [(i, s) for i, s in self.candidates(profile, text_vec, filters, seq_vec, covisit)
-                 if i not in excluded]  # (items known only by key are left out inside ``candidates``)
+        """Top ``k`` for one request; safe to call from several threads at once (the catalog and
+        the counters must not change meanwhile: that is the caller's lock, if it changes them)."""
+        return self.rank(self.request(profile, k, now, filters, text_vec, text))
+
+    def rank(self, req: RankRequest) -> list[Recommendation]:
+        cands = self.candidates(req)
         if not cands:
             return []
         ids = [i for i, _ in cands]
         X = np.stack([self.index.vector(i) for i in ids])  # (n, dim)
-        parts = self._parts(ids, X, profile, text_vec, now, seq_vec)
-        if covisit:
-            top = max(covisit.values())
+        parts = self._parts(ids, X, req)
+        if req.covisit:
+            top = max(req.covisit.values())
             parts["bought_together"] = self.config.covisit_weight * np.array(
-                [covisit.get(i, 0.0) / top for i in ids], np.float32)
+                [req.covisit.get(i, 0.0) / top for i in ids], np.float32)
         score = sum(parts.values())
-        order = self._mmr(X, score, k)
+        order = self._mmr(X, score, req.k)
         recs = [self._rec(ids[j], cands[j][1], score[j], {p: float(v[j]) for p, v in parts.items()},
-                          X[j], profile, text) for j in order]
-        return self._explore(recs, profile, filters, k, now)
+                          X[j], req.profile, req.text) for j in order]
+        return self._explore(recs, req)
 
-    def _parts(self, ids, X, profile, text_vec, now, seq_vec=None) -> dict[str, np.ndarray]:
-        c = self.config
+    def _parts(self, ids, X, req: RankRequest) -> dict[str, np.ndarray]:
+        c, profile, text_vec, now, seq_vec = self.config, req.profile, req.text_vec, req.now, req.seq_vec
         sim = np.zeros(len(ids), np.float32)
         avoid = np.zeros(len(ids), np.float32)
         warm = profile is not None and not profile.is_cold
@@ -378,7 +356,7 @@ class Ranker:
         out = []
         for s, i in scored:
             it = self.items[i]
-            zh, same = _is_zh(it.title), it.top_category == cat
+            zh, same = is_chinese(it.title), it.top_category == cat
             reason = (("同类相似商品" if zh else "Similar, same category") if same
                       else ("相似商品" if zh else "Similar item"))
             out.append({"item_id": i, "title": it.title, "score": float(s), "category": it.category,
@@ -386,34 +364,31 @@ class Ranker:
         return out
 
     # ---- exploration ---------------------------------------------------------------------
-    def _explore(self, recs, profile, filters, k, now) -> list[Recommendation]:
+    def _explore(self, recs, req: RankRequest) -> list[Recommendation]:
+        k, profile = req.k, req.profile
         n = int(math.floor(k * self.config.explore_share))
         if n == 0 or len(recs) < k:
             return recs
         # The pool: the newest items still short of impressions (bounded, so a million-item
-        # catalog costs the same as ours), passing the request's filters.
-        ok = self.index.allowed(filters)
-        hidden = self._hidden(profile)
+        # catalog costs the same as ours), that the request allows.
         kept = {r.item_id for r in recs[: k - n]}
-        limit, size, shown, exclude = (self.config.explore_max_impressions, self.config.explore_pool,
-                                       self.stats.impressions, filters.exclude)
+        limit, size, shown = self.config.explore_max_impressions, self.config.explore_pool, self.stats.impressions
         pool = []
         for i in self._catalog_orders().fresh:
-            if (shown.get(i, 0) < limit and i not in exclude and i not in kept and (ok is None or i in ok)
-                    and not hidden(i)):
+            if shown.get(i, 0) < limit and i not in kept and req.allows(i):
                 pool.append(i)
                 if len(pool) == size:
                     break
         if not pool:
             return recs
         rng = np.random.default_rng(stable_seed(self.config.seed, profile.user_id if profile else "",
-                                                profile.version if profile else 0, int(now // 60)))
+                                                profile.version if profile else 0, int(req.now // 60)))
         # Beta(1 + clicks, 1 + unclicked impressions); clicks can arrive without a logged impression
         clicks = np.array([self.stats.clicks.get(i, 0) for i in pool], dtype=np.float64)
         shown = np.array([self.stats.impressions.get(i, 0) for i in pool], dtype=np.float64)
         draws = rng.beta(1 + clicks, 1 + np.maximum(0, shown - clicks))
         picks = [pool[j] for j in np.argsort(-np.asarray(draws), kind="stable")[:n]]
-        explored = [Recommendation(i, 0.0, "explore", "新品推荐，来看看" if _is_zh(self.items[i].title)
+        explored = [Recommendation(i, 0.0, "explore", "新品推荐，来看看" if is_chinese(self.items[i].title)
                                    else "New for you to discover", {"explore": 1.0}) for i in picks]
         return recs[: k - len(explored)] + explored
 
@@ -423,15 +398,15 @@ class Ranker:
 
     def _reason(self, source: str, x: np.ndarray, profile, text) -> str:
         if source == "request" and text:
-            return f"符合你的需求：{text[:40]}" if _is_zh(text) else f"Matches your request: {text[:60]}"
+            return f"符合你的需求：{text[:40]}" if is_chinese(text) else f"Matches your request: {text[:60]}"
         if source == "bought_together" and profile is not None and profile.recent:
             ref = self.items.get(profile.recent[-1])
             title = ref.title if ref else profile.recent[-1]
-            return f"买了「{title}」的人也买了" if _is_zh(title) else f"Often bought with {title}"
+            return f"买了「{title}」的人也买了" if is_chinese(title) else f"Often bought with {title}"
         if source.startswith("similar:"):
             ref = self.items.get(source.split(":", 1)[1])
             title = ref.title if ref else source.split(":", 1)[1]
-            return f"与你喜欢的「{title}」相似" if _is_zh(title) else f"Similar to {title}, which you liked"
+            return f"与你喜欢的「{title}」相似" if is_chinese(title) else f"Similar to {title}, which you liked"
         if profile is not None and source in ("interest", "sequence"):
             # The closest thing the shopper said or did; item-to-item cosines run higher than
             # text-to-item ones (passage vs query vectors), so item reasons need a clear lead.
@@ -443,12 +418,12 @@ class Ranker:
                     if s >= best_s:  # a tie (two clauses that fed one interest): the newer one
                         best, best_s = r, s
             if best is not None and best.kind == "text":
-                return f"因为你说：{best.label}" if _is_zh(best.label) else f"Because you said: “{best.label}”"
+                return f"因为你说：{best.label}" if is_chinese(best.label) else f"Because you said: “{best.label}”"
             if best is not None:
                 ref = self.items.get(best.label)
                 title = ref.title if ref else best.label
-                return f"因为你关注了「{title}」" if _is_zh(title) else f"Because you showed interest in {title}"
-            return "根据你的兴趣" if profile.reasons and _is_zh(profile.reasons[-1].label) else "Based on your interests"
+                return f"因为你关注了「{title}」" if is_chinese(title) else f"Because you showed interest in {title}"
+            return "根据你的兴趣" if profile.reasons and is_chinese(profile.reasons[-1].label) else "Based on your interests"
         if source == "fresh":
             return "New arrival"
         return "Popular right now"

@@ -14,8 +14,9 @@ import threading
 
 import numpy as np
 
-_WORD = re.compile(r"[a-z0-9]+(?:[.'-][a-z0-9]+)*|[\u3400-\u4dbf\u4e00-\u9fff]+")
-_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
+from ecrec.text.language import HAN, HAN_CHARS
+
+_WORD = re.compile(rf"[a-z0-9]+(?:[.'-][a-z0-9]+)*|[{HAN_CHARS}]+")
 STOPWORDS = frozenset("""a an and are as at be by for from has have i in is it its me my of on or our that the this
 to was were with you your any some want need looking recommend please what which who how do does can
 我 的 了 是 有 吗 呢 吧 和 与 要 想 买 一个 一款 什么 哪个 哪款 推荐 有没有 适合""".split())
@@ -34,7 +35,7 @@ def tokenize(text: str) -> list[str]:
     out = []
     for m in _WORD.finditer(text.lower()):
         w = m.group(0)
-        if _HAN.match(w):
+        if HAN.match(w):
             out.extend(t for t in _jieba().lcut_for_search(w) if t.strip() and t not in STOPWORDS)
         elif w not in STOPWORDS:
             out.append(_singular(w))

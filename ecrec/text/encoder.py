@@ -225,7 +225,7 @@ class TextEncoder:
         """Language centering: zh vectors - d/2, en vectors + d/2 (d = mean zh - mean en), renormalised."""
         if self.language_shift is None:
             return x
-        from ecrec.text.prepare import detect_language
+        from ecrec.text.language import detect_language
 
         d = self.language_shift[role]
         sign = np.array([{"zh": -0.5, "en": 0.5}.get(detect_language(t), 0.0) for t in texts], np.float32)

@@ -1,4 +1,5 @@
-"""Text preparation: normalisation, limits, language detection and clause splitting (zh + en)."""
+"""Text preparation: normalisation, limits and clause splitting (zh + en); the language of a text
+is ``ecrec.text.language``'s."""
 from __future__ import annotations
 
 import re
@@ -11,8 +12,6 @@ MAX_CLAUSES = 16  # clauses past this are merged into the last one: one text cos
 _CONTROL = re.compile(r"[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u200b-\u200f\u2028-\u202e\ufeff]")
 _SPACE = re.compile(r"\s+")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
-_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-_LATIN = re.compile(r"[A-Za-z]")
 
 # Sentence ends split hard; contrast markers start a new clause (the marker stays with it).
 _SENTENCE_END = re.compile(r"(?<=[。！？!?；;\n])|(?<=[.])(?=\s)")
@@ -55,21 +54,6 @@ def clean(text: object, max_chars: int = MAX_CHARS) -> CleanText:
         raise TextError("text is empty or only whitespace/control characters")
     truncated = len(text) > max_chars or original > max_chars * 4
     return CleanText(text[:max_chars].rstrip(), truncated, original)
-
-
-def detect_language(text: str) -> str:
-    """'zh', 'en', or 'mixed' from the share of Han characters among letters; 'other' if neither."""
-    han = len(_HAN.findall(text))
-    latin_words = len(re.findall(r"[A-Za-z]{2,}", text))
-    if han == 0 and latin_words == 0:
-        return "other"
-    # Compare Han characters with Latin words (one word ~ one or two Han characters of content).
-    share = han / (han + 2 * latin_words)
-    if share >= 0.8:
-        return "zh"
-    if share <= 0.2:
-        return "en"
-    return "mixed"
 
 
 def split_clauses(text: str, min_chars: int = 2, max_clauses: int = MAX_CLAUSES) -> list[str]:

@@ -15,7 +15,8 @@ from typing import Sequence
 import numpy as np
 
 from ecrec.training.datasets import SENTIMENT_LABELS
-from ecrec.text.prepare import clean, detect_language, split_clauses
+from ecrec.text.language import detect_language
+from ecrec.text.prepare import clean, split_clauses
 
 log = logging.getLogger(__name__)
 

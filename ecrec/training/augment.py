@@ -10,6 +10,8 @@ from __future__ import annotations
 import random
 import re
 
+from ecrec.text.language import is_chinese
+
 ZH_TYPOS = {"在": "再", "再": "在", "的": "得", "账": "帐", "帐": "账", "订": "定", "吗": "嘛", "么": "嘛",
             "登录": "登陆", "收货": "收获", "已经": "以经", "怎么": "咋", "什么": "啥", "一下": "一哈",
             "退款": "退kuan", "物流": "wuliu"}
@@ -18,10 +20,6 @@ ZH_TAILS = ["", "？", "？？？", "！", "，谢谢", "，急", "，谢谢啦"
 EN_OPENERS = ["hi, ", "hello ", "please ", "hey, ", "excuse me, ", "", "um ", "quick question: "]
 EN_TAILS = ["", "?", "??", "!", " please", " thanks", " asap", "."]
 _PUNCT = re.compile(r"[，。！？、,.!?~～…]+")
-
-
-def is_chinese(text: str) -> bool:
-    return sum("\u4e00" <= ch <= "\u9fff" for ch in text) >= max(1, len(text) // 4)
 
 
 def _zh_variant(text: str, rng: random.Random) -> str:

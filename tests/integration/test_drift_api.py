@@ -17,7 +17,7 @@ def _post(client, user, texts):
 
 def test_language_shift_raises_the_drift_alarm(server, data_dir):
     from ecrec.training.datasets import load_marc
-    from ecrec.text.prepare import detect_language
+    from ecrec.text.language import detect_language
 
     client, _ = server
     zh = [t for t in load_marc(data_dir, "zh", "test")[0][::40] if detect_language(t) == "zh"]
