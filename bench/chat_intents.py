@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/chat_intents.py [--data ../shared/data] [--out docs/eval/chat-intents.json]
 
-The test sets are the language-quality issue's (``ecrec.training.intent_data.intent_splits``): Bitext's
+The test sets are the language-quality issue's (``ecrec.learning.intent_data.intent_splits``): Bitext's
 held-out paraphrase groups, its random rows, the separately written Chinese test set, and the
 ``none`` texts (held-out project texts and MARC reviews). Every message opens a new session, so
 the figure is the first turn's. Besides the intent label, it reports where the chat routed each
@@ -59,7 +59,7 @@ def main() -> None:
     ap.add_argument("--none-marc", type=int, default=200, help="MARC reviews per language in the none test")
     args = ap.parse_args()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    from ecrec.training.intent_data import intent_splits
+    from ecrec.learning.intent_data import intent_splits
 
     splits = intent_splits(args.data)
     labels = splits["labels"]

@@ -67,7 +67,7 @@ def main() -> None:
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
-    from ecrec.training.datasets import load_marc
+    from ecrec.learning.datasets import load_marc
 
     zh, _ = load_marc(args.data, "zh", "test")
     en, _ = load_marc(args.data, "en", "test")

@@ -80,7 +80,7 @@ def _heads(enc, tmp: Path):
 
     from ecrec.text.classifier import Branch, save_branch
     from ecrec.text.sentiment import load_head
-    from ecrec.training.datasets import SENTIMENT_LABELS
+    from ecrec.learning.datasets import SENTIMENT_LABELS
 
     heads = []
     n = enc.model.config.num_hidden_layers

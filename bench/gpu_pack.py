@@ -30,7 +30,7 @@ EXTRA_TEXTS = ("这款手机拍照效果很好，但电池续航不太理想", "
 
 def _texts(data_dir: Path) -> list[str]:
     from ecrec.text.prepare import clean, split_clauses
-    from ecrec.training.datasets import load_marc, load_online_shopping_categories
+    from ecrec.learning.datasets import load_marc, load_online_shopping_categories
 
     raw = [t for lang in ("zh", "en") for split in ("train", "test") for t in load_marc(data_dir, lang, split)[0]]
     raw += load_online_shopping_categories(data_dir)[0] + list(EXTRA_TEXTS)

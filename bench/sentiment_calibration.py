@@ -13,7 +13,7 @@ import sys
 
 import numpy as np
 
-from ecrec.training.finetune_data import calibrate_bias, evaluate_binary
+from ecrec.learning.finetune_data import calibrate_bias, evaluate_binary
 from ecrec.evaluation.metrics import accuracy_macro_f1
 
 

@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def reviews(data_dir: str, n_per_lang: int, seed: int = 0) -> list[str]:
-    from ecrec.training.datasets import load_marc
+    from ecrec.learning.datasets import load_marc
 
     out = []
     for lang in ("zh", "en"):

@@ -31,9 +31,9 @@ STEPS_EXAMPLES = 1536
 
 def plain_loop(cfg, bucketed: bool, epochs: int) -> list[float]:
     """samples/s per epoch of a one-process loop doing the same steps as a Ray Train worker."""
-    from ecrec.training.batching import TrunkCache
+    from ecrec.learning.batching import TrunkCache
     from ecrec.text.classifier import BranchClassifier
-    from ecrec.training.finetune_data import load_task
+    from ecrec.learning.finetune_data import load_task
     from training.finetune import _base_model, _loader, _prefix
 
     torch.set_num_threads(2)
@@ -67,7 +67,7 @@ def main() -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
 
-    from ecrec.training.finetune_data import FinetuneConfig
+    from ecrec.learning.finetune_data import FinetuneConfig
     from training.cli import CONFIGS
     from training.finetune import run
 
@@ -110,7 +110,7 @@ def main() -> None:
 
 
 def _lengths(cfg) -> list[int]:
-    from ecrec.training.finetune_data import load_task
+    from ecrec.learning.finetune_data import load_task
     from training.finetune import _base_model, _prefix
 
     data = load_task(cfg)

@@ -99,7 +99,7 @@ class Ingress(ChatRoutes, CatalogRoutes, AdminRoutes):
         # Impressions and interaction counts are soft signals: buffered and flushed every 100 ms
         # as one call per shard, instead of two extra remote calls on every request.
         self._served: dict[int, list] = {}  # shard -> lists shown (attribution, impressions)
-        from ecrec.operations.retrain import sequence_version
+        from ecrec.operations.retrain_policy import sequence_version
 
         # the ranking side of the version: the index artifact, and the sequence retriever when it
         # is not the shipped one ("<artifact 8 hex>+sequence-<run>", "+none" when it is off)

@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from ecrec.training.datasets import DEFAULT_DATA
+from ecrec.learning.datasets import DEFAULT_DATA
 from ecrec.text.encoder import MODELS, EncoderConfig, default_home
 
 
@@ -26,7 +26,7 @@ def _demo(args) -> None:
 
 def _train_probe(args) -> None:
     from ecrec.text.encoder import TextEncoder
-    from ecrec.training.probe_training import fit_marc_probe
+    from ecrec.learning.probe_training import fit_marc_probe
     from ecrec.text.sentiment import probe_path
 
     enc = TextEncoder(EncoderConfig(model=args.model, max_length=args.max_length), args.home)
@@ -41,7 +41,7 @@ def _train_probe(args) -> None:
 def _fit_shift(args) -> None:
     import numpy as np
 
-    from ecrec.training.datasets import load_marc
+    from ecrec.learning.datasets import load_marc
     from ecrec.text.encoder import TextEncoder, fit_language_shift, language_shift_path
     from ecrec.text.prepare import clean
 
@@ -137,9 +137,9 @@ def _eval_search(args) -> None:
 
 
 def _intent_groups(args) -> None:
-    from ecrec.training.datasets import load_intents
+    from ecrec.learning.datasets import load_intents
     from ecrec.text.encoder import TextEncoder, encode_cached
-    from ecrec.training.intent_data import GROUPS, paraphrase_groups, save_groups
+    from ecrec.learning.intent_data import GROUPS, paraphrase_groups, save_groups
 
     texts, names = load_intents(args.data)
     enc = TextEncoder(EncoderConfig(model="e5-small", max_length=64, align_languages=False), args.home)
@@ -177,7 +177,7 @@ def _eval_text(args) -> None:
 def _drift_reference(args) -> None:
     import random
 
-    from ecrec.training.datasets import load_marc
+    from ecrec.learning.datasets import load_marc
     from ecrec.operations.drift import reference_from_texts
     from ecrec.recommender import RecommenderConfig, load_analyzer
 

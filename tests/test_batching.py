@@ -3,9 +3,9 @@ import numpy as np
 import torch
 from transformers import BertConfig, BertModel
 
-from ecrec.training.batching import LengthBuckets, TrunkCache
+from ecrec.learning.batching import LengthBuckets, TrunkCache
 from ecrec.text.classifier import BranchClassifier
-from ecrec.training.finetune_data import balanced_weights, calibrate_bias
+from ecrec.learning.finetune_data import balanced_weights, calibrate_bias
 
 
 def test_ranks_get_disjoint_equal_shares_and_batches_group_lengths():

@@ -13,7 +13,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SHELLS = ("deployments", "training")
 # a shell's module or file named in a string: `training.sequence`, "deployments/app.py", "training:x";
-# not `ecrec.training.x` or `ecrec/training/` (the core's own package)
+# not `ecrec.learning.x` or `ecrec/learning/` (the core's own package)
 NAMED = re.compile(r"(?<![\w./])(?:%s)(?:\.[A-Za-z_]|/|:[A-Za-z_])" % "|".join(SHELLS))
 
 
@@ -38,8 +38,8 @@ def test_the_check_finds_each_way_of_naming_a_shell():
            'importlib.import_module("training.sequence")\nimportlib.import_module("deployments")\n'
            'def f():\n    """wired by deployments/routes_chat.py"""\n')
     assert [line for line, _ in shell_references(bad)] == [1, 2, 3, 4, 5, 7]
-    good = ('from ecrec.training.datasets import load_marc\nfrom . import training\n'
-            'x = "see ecrec/training/augment.py"\nreport["training"] = 1\ny = "training. Then"\n')
+    good = ('from ecrec.learning.datasets import load_marc\nfrom . import training\n'
+            'x = "see ecrec/learning/augment.py"\nreport["training"] = 1\ny = "training. Then"\n')
     assert shell_references(good) == []
 
 

@@ -12,7 +12,7 @@ N = 300
 
 @pytest.fixture(scope="module")
 def streams(encoder, data_dir):
-    from ecrec.training.datasets import load_marc, load_online_shopping_categories
+    from ecrec.learning.datasets import load_marc, load_online_shopping_categories
 
     rng = random.Random(0)
     zh_train, _ = load_marc(data_dir, "zh", "train")

@@ -17,7 +17,7 @@ from ecrec.evaluation.harness import EvalOptions, format_table, run_eval
 from ecrec.evaluation.methods import ItemKNN, Popularity, ZeroShot, recency_weights
 from ecrec.profiles.events import Event
 from ecrec.profiles.profile import LEGACY_MAGIC, ProfileConfig, UserProfile
-from ecrec.training.sequence_training import exclude_history, mask_history, top_k
+from ecrec.learning.sequence_training import exclude_history, mask_history, top_k
 
 HOME = Path("/work/main/.ecrec")
 

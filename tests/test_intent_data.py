@@ -5,9 +5,9 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from ecrec.training.augment import variants
-from ecrec.training.finetune_data import calibrate_bias, evaluate_binary
-from ecrec.training.intent_data import NONE_TEXTS, ZH_TEST, ZH_TRAIN, clarify_threshold, hold_out_groups, read_jsonl
+from ecrec.learning.augment import variants
+from ecrec.learning.finetune_data import calibrate_bias, evaluate_binary
+from ecrec.learning.intent_data import NONE_TEXTS, ZH_TEST, ZH_TRAIN, clarify_threshold, hold_out_groups, read_jsonl
 
 INTENTS = {"cancel_order", "change_order", "change_shipping_address", "check_cancellation_fee", "check_invoices",
            "check_payment_methods", "check_refund_policy", "complaint", "contact_customer_service",
@@ -103,8 +103,8 @@ def test_binary_dev_rows_pull_neutral_down():
 
 
 def test_shopping_splits_hold_out_whole_categories(data_dir):
-    from ecrec.training.datasets import load_online_shopping_categories
-    from ecrec.training.finetune_data import FinetuneConfig, shopping_splits
+    from ecrec.learning.datasets import load_online_shopping_categories
+    from ecrec.learning.finetune_data import FinetuneConfig, shopping_splits
 
     cfg = FinetuneConfig(data_dir=str(data_dir), extra_zh_binary=5000)
     train, dev, tests = shopping_splits(cfg)
@@ -122,11 +122,11 @@ def test_shopping_splits_hold_out_whole_categories(data_dir):
 
 
 def test_intent_splits_keep_paraphrase_groups_apart(data_dir):
-    from ecrec.training.intent_data import GROUPS, intent_splits, load_groups
+    from ecrec.learning.intent_data import GROUPS, intent_splits, load_groups
 
     d = intent_splits(data_dir)
     groups = load_groups(data_dir / "intents" / "bitext_20k_utterances.csv", GROUPS)
-    from ecrec.training.datasets import load_intents
+    from ecrec.learning.datasets import load_intents
 
     texts, _ = load_intents(data_dir)
     group_of = {}
@@ -138,7 +138,7 @@ def test_intent_splits_keep_paraphrase_groups_apart(data_dir):
     assert len(held) > 3000
     assert not any(group_of[t] & train_groups for t in held)  # no held-out utterance's group trained
     assert d["labels"][-1] == "none" and len(d["labels"]) == 28
-    from ecrec.training.intent_data import NearTexts, normalise
+    from ecrec.learning.intent_data import NearTexts, normalise
 
     train = {normalise(t) for t in d["train"][0]}
     for name in ("bitext_heldout_groups", "zh_test"):  # (random rows are the flattering protocol figure)

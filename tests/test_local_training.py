@@ -90,7 +90,7 @@ def test_local_branch_serves(local_runs, data_dir):
     that serving's longer ``max_length`` (128 tokens, training 48) reads further."""
     from ecrec.text.encoder import EncoderConfig, TextEncoder
     from ecrec.text.sentiment import BranchHead, TextAnalyzer, load_head
-    from ecrec.training.finetune_data import FinetuneConfig, load_task
+    from ecrec.learning.finetune_data import FinetuneConfig, load_task
 
     tmp, _, _, _, m2 = local_runs
     enc = TextEncoder(EncoderConfig())

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from ecrec.profiles.events import Event
-from ecrec.operations.retrain import labelled_reviews, should_promote
+from ecrec.operations.retrain_policy import labelled_reviews, should_promote
 from ecrec.text.sentiment import Clause, Sentiment, TextAnalysis
 from ecrec.profiles.shard import ProfileShard
 from ecrec.profiles.store import SQLiteStore
@@ -51,8 +51,8 @@ def test_promotion_rule():
 def test_labelled_files_name_the_bad_line(tmp_path, data_dir):
     """``read_labelled`` for both tasks: labels become the task's class ids; an unknown label or a
     line that is not JSON is refused with its line number, before any training starts."""
-    from ecrec.training.finetune_data import read_labelled
-    from ecrec.training.intent_data import intent_labels
+    from ecrec.learning.finetune_data import read_labelled
+    from ecrec.learning.intent_data import intent_labels
 
     intents = intent_labels(str(data_dir))
     assert len(intents) == 28 and intents[-1] == "none" and "cancel_order" in intents
@@ -75,7 +75,7 @@ def test_click_sequences_are_what_the_retriever_reads_and_split_leave_last_out(t
     with fewer than 3 left out; as RecBole files it reads back leave-last-out."""
     from ecrec.retrieval.catalog import Item
     from ecrec.evaluation.data import load_dataset
-    from ecrec.operations.retrain import click_sequences, write_recbole
+    from ecrec.operations.retrain_policy import click_sequences, write_recbole
 
     stores = [SQLiteStore(tmp_path / f"s{i}.db") for i in range(2)]
     shards = [ProfileShard(s, DIM, snapshot_every=2) for s in stores]  # snapshots + logs both read
@@ -159,7 +159,7 @@ def test_warm_state_keeps_the_serving_weights_and_the_id_rows_it_knows():
 
 
 def test_sequence_version_names_what_serves():
-    from ecrec.operations.retrain import sequence_version
+    from ecrec.operations.retrain_policy import sequence_version
 
     assert sequence_version(None) == ""
     assert sequence_version("none") == "none"
@@ -169,7 +169,7 @@ def test_sequence_version_names_what_serves():
 def test_sequence_settings_are_typed_and_checked():
     """``--set lr=3e-3`` is a float (YAML alone reads it as a string, and training then failed)."""
     pytest.importorskip("ray")
-    from ecrec.training.sequence_training import SequenceTrainConfig
+    from ecrec.learning.sequence_training import SequenceTrainConfig
     from training.cli import _settings
     from training.sequence import typed_settings
 
@@ -236,7 +236,7 @@ def test_the_export_writes_nothing_even_for_a_corrupt_snapshot(tmp_path):
     from the store (and snapshots what it evicts): a read beside the live shard wrote into it."""
     import sqlite3
 
-    from ecrec.operations.retrain import click_sequences
+    from ecrec.operations.retrain_policy import click_sequences
 
     path = tmp_path / "s.db"
     live = ProfileShard(SQLiteStore(path), DIM, snapshot_every=3)
@@ -264,8 +264,8 @@ def test_a_retrain_continues_the_serving_head_only_when_it_has_the_configs_layer
     import torch
     from safetensors.torch import load_file
 
-    from ecrec.training.finetune_data import FinetuneConfig
-    from ecrec.training.intent_data import intent_labels
+    from ecrec.learning.finetune_data import FinetuneConfig
+    from ecrec.learning.intent_data import intent_labels
     from training.finetune import _base_model, start_branch
     from training.retrain import _start_from
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from ecrec.training.datasets import load_marc
+from ecrec.learning.datasets import load_marc
 from ecrec.evaluation.metrics import accuracy_macro_f1
 from ecrec.text.sentiment import LinearProbe, train_probe
 
@@ -126,7 +126,7 @@ def test_int8_encoder_stays_close_to_fp32_on_marc(analyzer, data_dir):
 
     import torch
 
-    from ecrec.training.datasets import load_marc
+    from ecrec.learning.datasets import load_marc
     from ecrec.text.encoder import EncoderConfig, TextEncoder
     from ecrec.text.sentiment import TextAnalyzer, head_path, intent_head_path, load_head
 

@@ -8,7 +8,7 @@ import torch
 
 from ecrec.evaluation.methods import ZeroShot
 from ecrec.retrieval.sequence import SequenceConfig, SequenceModel, load_sequence_model, save_sequence_model, shipped_sequence_path
-from ecrec.training.sequence_training import exclude_history, top_k
+from ecrec.learning.sequence_training import exclude_history, top_k
 
 DIM = 16
 

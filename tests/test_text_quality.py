@@ -22,14 +22,14 @@ def _slice(texts, y, n, seed=0):
 
 @pytest.fixture(scope="module")
 def sentiment_data(data_dir):
-    from ecrec.training.finetune_data import FinetuneConfig, load_task
+    from ecrec.learning.finetune_data import FinetuneConfig, load_task
 
     return load_task(FinetuneConfig(task="sentiment", data_dir=str(data_dir), eval_test=True))
 
 
 @pytest.fixture(scope="module")
 def intent_data(data_dir):
-    from ecrec.training.finetune_data import FinetuneConfig, load_task
+    from ecrec.learning.finetune_data import FinetuneConfig, load_task
 
     return load_task(FinetuneConfig(task="intent", data_dir=str(data_dir), eval_test=True))
 
@@ -54,7 +54,7 @@ def test_sentiment_branch_on_a_marc_test_slice(analyzer, sentiment_data, lang):
 def test_sentiment_branch_on_held_out_categories(analyzer, sentiment_data):
     """酒店, 水果 and 蒙牛 reviews: categories the branch never trained on. Binary data: the served
     label must not call a clear review neutral, and the polarity must be right."""
-    from ecrec.training.finetune_data import evaluate_binary
+    from ecrec.learning.finetune_data import evaluate_binary
 
     texts, ys = [], []
     for name, split in sentiment_data.tests.items():

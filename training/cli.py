@@ -8,7 +8,7 @@ CONFIGS = Path(__file__).parent / "configs"
 
 
 def _train(args) -> None:
-    from ecrec.training.finetune_data import FinetuneConfig
+    from ecrec.learning.finetune_data import FinetuneConfig
 
     overrides = {"task": args.task, "data_dir": str(args.data) if args.data else None, "workers": args.workers,
                  "epochs": args.epochs}

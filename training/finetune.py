@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ecrec.training.finetune_data import FinetuneConfig
+from ecrec.learning.finetune_data import FinetuneConfig
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def _prefix(cfg: FinetuneConfig, texts: list[str]) -> list[str]:
 
 def _loader(tok, texts, labels, binary, cfg, rank: int, world: int):
     """Length-bucketed batches of this rank's fixed share: (index, ids, mask, label, binary)."""
-    from ecrec.training.batching import LengthBuckets
+    from ecrec.learning.batching import LengthBuckets
 
     enc = tok(texts, truncation=True, max_length=cfg.max_length)["input_ids"]
     ys = labels.tolist()
@@ -191,8 +191,8 @@ def train_loop(config: dict, session) -> None:
     from transformers import get_linear_schedule_with_warmup
 
     from ecrec.text.classifier import BranchClassifier
-    from ecrec.training.batching import TrunkCache
-    from ecrec.training.finetune_data import balanced_weights, binary_masked, calibrate_bias, evaluate, load_task
+    from ecrec.learning.batching import TrunkCache
+    from ecrec.learning.finetune_data import balanced_weights, binary_masked, calibrate_bias, evaluate, load_task
 
     cfg = FinetuneConfig(**config["cfg"])
     torch.manual_seed(cfg.seed)
@@ -346,7 +346,7 @@ def export(cfg: FinetuneConfig, checkpoint: Path, last_metrics: dict, out_dir: P
     """Best branch of the checkpoint folder -> ``branch.safetensors`` (shippable) + an HF folder +
     metrics and reports; the test sets are scored on ``device``."""
     from ecrec.text.classifier import BranchClassifier, export_hf_folder, save_branch
-    from ecrec.training.finetune_data import (calibrate_bias, classification_report, evaluate, evaluate_binary, load_task,
+    from ecrec.learning.finetune_data import (calibrate_bias, classification_report, evaluate, evaluate_binary, load_task,
                                      plot_confusion, plot_training_curve)
 
     out_dir.mkdir(parents=True, exist_ok=True)

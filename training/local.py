@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ecrec.training.finetune_data import FinetuneConfig
+from ecrec.learning.finetune_data import FinetuneConfig
 
 
 class LocalSession:

@@ -1,7 +1,7 @@
 """``ecrec retrain sentiment|intent|sequence``: export, fine-tune, evaluate against the serving model, promote, roll out.
 
 1. The labelled data goes to ``<out>/labelled.jsonl``: for sentiment, the rated reviews still in
-   the event store's logs (``ecrec.operations.retrain.labelled_reviews``); for intent, the
+   the event store's logs (``ecrec.operations.retrain_policy.labelled_reviews``); for intent, the
    utterances the help desk labelled (``--labelled``): the store holds no intent labels, only
    the intents the model itself predicted.
 2. The branch is fine-tuned on the shared training data plus that file, with Ray Train: on
@@ -53,8 +53,8 @@ def _stores(args, state_dir: Path | None = None):
 def _holdout(task: str, encoder, head, data_dir: str, n: int) -> dict:
     """The fixed holdout both heads are scored on: a seeded slice of ``n`` texts of each test set
     (sentiment: MARC test zh and en; intent: every held-out intent set)."""
-    from ecrec.training.datasets import load_marc
-    from ecrec.training.finetune_data import FinetuneConfig, evaluate, load_task
+    from ecrec.learning.datasets import load_marc
+    from ecrec.learning.finetune_data import FinetuneConfig, evaluate, load_task
     from ecrec.evaluation.text_eval import head_logits
 
     if task == "sentiment":
@@ -78,14 +78,14 @@ def _export(args, out: Path) -> int:
     """The task's labelled examples into ``<out>/labelled.jsonl``: rated reviews from the event
     store (sentiment), or the operator's labelled utterances (intent: the store keeps only the
     intents the model itself predicted, and training on those would only repeat its mistakes)."""
-    from ecrec.training.finetune_data import read_labelled
-    from ecrec.operations.retrain import labelled_reviews
+    from ecrec.learning.finetune_data import read_labelled
+    from ecrec.operations.retrain_policy import labelled_reviews
 
     if args.task == "sentiment":
         since = time.time() - args.since_days * 86400 if args.since_days else 0.0
         rows = [{"text": r["text"], "label": r["label"]} for r in labelled_reviews(_stores(args), since)]
     else:
-        from ecrec.training.intent_data import intent_labels
+        from ecrec.learning.intent_data import intent_labels
 
         names = intent_labels(str(args.data))
         texts, ids = read_labelled(args.labelled, names)  # refuses unknown intents, naming the line
@@ -111,7 +111,7 @@ def _train(args, cfg_overrides: dict, out: Path) -> Path:
         if status != JobStatus.SUCCEEDED:
             raise SystemExit(f"training job {job} {status}:\n{client.get_job_logs(job)[-3000:]}")
     else:
-        from ecrec.training.finetune_data import FinetuneConfig
+        from ecrec.learning.finetune_data import FinetuneConfig
         from training.cli import _settings
         from training.finetune import run
 
@@ -170,9 +170,9 @@ def _retrain(args) -> None:
     if args.task == "sequence":
         return _retrain_sequence(args)
     from ecrec.text.encoder import EncoderConfig, TextEncoder
-    from ecrec.operations.retrain import should_promote
+    from ecrec.operations.retrain_policy import should_promote
     from ecrec.text.sentiment import load_head
-    from ecrec.training.finetune_data import FinetuneConfig
+    from ecrec.learning.finetune_data import FinetuneConfig
     from training.cli import CONFIGS, _settings
 
     if args.task == "sentiment" and args.labelled:
@@ -229,7 +229,7 @@ def _retrain_sequence(args) -> None:
     from deployments.config import AppArgs
     from ecrec.retrieval.artifact import read_artifact
     from ecrec.evaluation.data import load_dataset
-    from ecrec.operations.retrain import click_sequences, sequence_holdout, should_promote, write_recbole
+    from ecrec.operations.retrain_policy import click_sequences, sequence_holdout, should_promote, write_recbole
     from ecrec.retrieval.sequence import load_sequence_model, shipped_sequence_path
 
     if args.labelled:

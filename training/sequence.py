@@ -1,7 +1,7 @@
 """Ray Train for the sequence retriever (``ecrec train sequence``, and ``ecrec eval`` when a
 dataset has no checkpoint yet).
 
-``TorchTrainer`` runs ``ecrec.training.sequence_training.train_sequence`` on N workers (DDP over gloo on
+``TorchTrainer`` runs ``ecrec.learning.sequence_training.train_sequence`` on N workers (DDP over gloo on
 CPU, NCCL on GPU); each takes every N-th length bucket. Rank 0 reports a checkpoint whenever
 valid NDCG@10 improves; re-running the same run name and storage path resumes from it.
 """
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 def config_from_dict(d: dict) -> SequenceTrainConfig:
     from ecrec.retrieval.sequence import SequenceConfig
-    from ecrec.training.sequence_training import SequenceTrainConfig
+    from ecrec.learning.sequence_training import SequenceTrainConfig
 
     d = dict(d)
     return SequenceTrainConfig(model=SequenceConfig(**d.pop("model")), **d)
@@ -37,7 +37,7 @@ def train_loop_per_worker(config: dict) -> None:
     import torch
 
     from ecrec.evaluation.data import load_dataset
-    from ecrec.training.sequence_training import train_sequence
+    from ecrec.learning.sequence_training import train_sequence
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -148,7 +148,7 @@ def train_and_save(data: Path, out: Path, *, fmt: str = "auto", vectors: Path | 
     from ecrec.evaluation.harness import item_vectors
     from ecrec.retrieval.sequence import SequenceConfig, load_sequence_model, save_sequence_model
     from ecrec.text.encoder import EncoderConfig, TextEncoder, default_home
-    from ecrec.training.sequence_training import SequenceTrainConfig
+    from ecrec.learning.sequence_training import SequenceTrainConfig
 
     ds = load_dataset(data, fmt)
     if vectors:  # the vectors the served index holds, exported with the data

@@ -68,8 +68,8 @@ class UpsetDetector:
 def calm_requests(data_dir: str | Path, every: int = 40) -> list[dict]:
     """Service requests as calm examples: the project's Chinese intent training utterances and every
     ``every``-th Bitext utterance (complaints left out: some are angry)."""
-    from ecrec.training.datasets import load_intents
-    from ecrec.training.intent_data import ZH_TRAIN, read_jsonl
+    from ecrec.learning.datasets import load_intents
+    from ecrec.learning.intent_data import ZH_TRAIN, read_jsonl
 
     zh = [r for r in read_jsonl(ZH_TRAIN) if r["intent"] != "complaint"][::3]
     texts, intents = load_intents(data_dir)

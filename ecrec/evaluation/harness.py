@@ -62,7 +62,7 @@ def sequence_model(ds: SeqDataset, X: np.ndarray, opts: EvalOptions):
     (with ``opts.trainer``, Ray Train under ``ecrec eval`` where Ray is installed; in this process
     otherwise) under the time cap and save it."""
     from ecrec.retrieval.sequence import SequenceConfig, load_sequence_model, save_sequence_model, shipped_sequence_path
-    from ecrec.training.sequence_training import SequenceTrainConfig, train_sequence
+    from ecrec.learning.sequence_training import SequenceTrainConfig, train_sequence
 
     path = opts.checkpoint or default_checkpoint(ds)
     if path.exists():

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ecrec.training.intent_data import NONE, clarify_threshold
+from ecrec.learning.intent_data import NONE, clarify_threshold
 from ecrec.text.sentiment import _softmax as softmax
 
 

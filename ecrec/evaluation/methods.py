@@ -11,7 +11,7 @@ import logging
 import numpy as np
 
 from ecrec.evaluation.data import SeqDataset, Split
-from ecrec.training.sequence_training import exclude_history, top_k_listed
+from ecrec.learning.sequence_training import exclude_history, top_k_listed
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ecrec.retrieval.catalog import Item
-from ecrec.training.datasets import DEFAULT_DATA
+from ecrec.learning.datasets import DEFAULT_DATA
 from ecrec.text.encoder import encode_cached
 from ecrec.profiles.events import Event
 from ecrec.evaluation.metrics import hit_rate_at_k, ndcg_at_k

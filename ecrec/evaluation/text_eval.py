@@ -2,7 +2,7 @@
 (``TextEncoder.encode_with_branches``, the same cleaning, prefix and truncation as production).
 
 ``ecrec eval-text sentiment|intent [--head PATH]`` writes the report as JSON; the test sets are the
-training task's (``ecrec.training.finetune_data.load_task``): MARC test per language, the held-out
+training task's (``ecrec.learning.finetune_data.load_task``): MARC test per language, the held-out
 online_shopping categories, the Bitext paraphrase groups never trained on, the project's Chinese
 test set and the out-of-scope sets.
 """
@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from ecrec.training.finetune_data import FinetuneConfig, evaluate, evaluate_binary, load_task
+from ecrec.learning.finetune_data import FinetuneConfig, evaluate, evaluate_binary, load_task
 from ecrec.text.prepare import clean
 
 

@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ecrec.training.datasets import SENTIMENT_LABELS
+from ecrec.learning.datasets import SENTIMENT_LABELS
 from ecrec.text.language import detect_language
 from ecrec.text.prepare import clean, split_clauses
 

@@ -16,7 +16,7 @@ def _post(client, user, texts):
 
 
 def test_language_shift_raises_the_drift_alarm(server, data_dir):
-    from ecrec.training.datasets import load_marc
+    from ecrec.learning.datasets import load_marc
     from ecrec.text.language import detect_language
 
     client, _ = server

@@ -16,7 +16,7 @@ def test_short_ray_train_run_beats_popularity(server, data_dir, tmp_path):
     from ecrec.evaluation.methods import Popularity, Sequence
     from ecrec.evaluation.metrics import ranking_report
     from ecrec.retrieval.sequence import SequenceConfig
-    from ecrec.training.sequence_training import SequenceTrainConfig
+    from ecrec.learning.sequence_training import SequenceTrainConfig
     from training.sequence import fit
 
     full = load_unisrec(data_dir / "recsys" / "amazon_scientific")

@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def smoke(data_dir, tmp_path_factory, server):
     """Runs inside the session's Ray (the `server` fixture started it)."""
-    from ecrec.training.finetune_data import FinetuneConfig
+    from ecrec.learning.finetune_data import FinetuneConfig
     from training.cli import CONFIGS
     from training.finetune import run
 
@@ -43,7 +43,7 @@ def dev_predictions(smoke):
     """The dev texts, labels and the in-memory model's predictions (the exported best branch loaded
     into a ``BranchClassifier``, as ``export`` scores it)."""
     from ecrec.text.classifier import BranchClassifier, load_branch
-    from ecrec.training.finetune_data import load_task
+    from ecrec.learning.finetune_data import load_task
     from training.finetune import _base_model, predict
 
     cfg, _, out = smoke

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ecrec.training.augment import variants
-from ecrec.training.datasets import load_intents, load_marc, stratified_split
+from ecrec.learning.augment import variants
+from ecrec.learning.datasets import load_intents, load_marc, stratified_split
 
 DATA = Path(__file__).parents[1] / "data"
 ZH_TRAIN = DATA / "intents_zh_train.jsonl"

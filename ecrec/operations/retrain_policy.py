@@ -1,4 +1,5 @@
-"""Retraining from what shoppers wrote: labelled data out of the event store, and the promotion rule.
+"""Retrain's policy (the core half; the Ray driver behind `ecrec retrain` is the shell half): labelled
+data out of the event store, how candidates are scored, and the promotion rule.
 
 Reviews that carry a star rating are labelled sentiment data (1-2 negative, 3 neutral, 4-5
 positive, as in the MARC protocol). The store keeps each user's recent log (older events are
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ecrec.training.datasets import SENTIMENT_LABELS, stars_to_label
+from ecrec.learning.datasets import SENTIMENT_LABELS, stars_to_label
 from ecrec.profiles.shard import decode_payload
 
 
@@ -108,7 +109,7 @@ def sequence_holdout(model, X: np.ndarray, item_ids: list[str], split, k: int = 
     items excluded. Metric names keep k=10 (the catalog may hold fewer items)."""
     from ecrec.evaluation.metrics import ranking_report
     from ecrec.retrieval.sequence import catalog_scores
-    from ecrec.training.sequence_training import exclude_history, top_k
+    from ecrec.learning.sequence_training import exclude_history, top_k
 
     k = min(k, len(item_ids))
     tops = []

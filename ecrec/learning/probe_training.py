@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ecrec.text.encoder import encode_cached
-from ecrec.training.datasets import load_marc, stratified_split
+from ecrec.learning.datasets import load_marc, stratified_split
 from ecrec.evaluation.metrics import accuracy_macro_f1
 from ecrec.text.sentiment import LinearProbe, train_probe
 from ecrec.text.prepare import clean

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from ecrec.training.datasets import (SENTIMENT_LABELS, load_marc, load_online_shopping_categories,
+from ecrec.learning.datasets import (SENTIMENT_LABELS, load_marc, load_online_shopping_categories,
                             stratified_split)
 from ecrec.evaluation.metrics import accuracy_macro_f1
 
@@ -150,7 +150,7 @@ def load_task(cfg: FinetuneConfig) -> TaskData:
                           np.concatenate([train.binary, np.zeros(len(texts_x), dtype=bool)]))
         return TaskData(list(SENTIMENT_LABELS), train, _take(texts, y, dev), tests, binary_dev)
     if cfg.task == "intent":
-        from ecrec.training.intent_data import intent_splits
+        from ecrec.learning.intent_data import intent_splits
 
         d = intent_splits(cfg.data_dir, cfg.seed, zh_variants=cfg.zh_variants, train_limit=cfg.train_limit,
                           none_marc=cfg.none_marc)

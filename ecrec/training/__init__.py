@@ -1,1 +1,0 @@
-"""Fine-tuning inputs (Ray-free; the Ray Train drivers run them): datasets, splits, augmentation, batching."""
