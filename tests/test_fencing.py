@@ -254,3 +254,36 @@ def test_fenced_error_crosses_ray_and_answers_503():
         reply = asyncio.run(_remote_error(None, raised))
         assert reply.status_code == 503 and reply.headers["Retry-After"] == "1"
         assert "newer incarnation of this shard took over" in json.loads(reply.body)["detail"]
+
+
+def test_an_event_stored_just_before_the_takeover_is_acknowledged_once(make_store):
+    """The takeover lands between an event's append and the snapshot after it: the event stands
+    (it is in the log), so its apply and the attribution the actor does next both answer, and only
+    the shard's next call is refused. (Before, ``attribute`` was fenced too: the actor answered 503
+    "not applied" for a stored event, and a client retry without an event_id applied it twice.)"""
+    store = make_store()
+    takeover = []
+
+    class TakenOverAfterAppend:
+        def __getattr__(self, name):
+            real = getattr(store, name)
+            if name != "append":
+                return real
+
+            def append(*a, **kw):
+                out = real(*a, **kw)
+                takeover.append(ProfileShard(make_store(), DIM, snapshot_every=1000))  # a new incarnation starts
+                return out
+
+            return append
+
+    old = ProfileShard(TakenOverAfterAppend(), DIM, snapshot_every=1)  # a snapshot after every event
+    event = _click("ann", 1, "e-1")
+    version, applied, *_ = old.apply_event(event, V[1], None)
+    assert (version, applied) == (1, True) and old.fenced is not None  # stored, then the snapshot was refused
+    assert old.attribute(None, event) is None  # counting the stored event answers
+    with pytest.raises(FencedError):
+        old.apply_event(_click("ann", 2, "e-2"), V[2], None)
+    [new] = takeover
+    assert new.apply(event, V[1], None) == (1, False)  # the retry of the stored event: seen, not applied again
+    assert _logged(make_store()) == Counter({("ann", "e-1"): 1})

@@ -269,15 +269,31 @@ def test_a_retrain_continues_the_serving_head_only_when_it_has_the_configs_layer
     from training.finetune import _base_model, start_branch
     from training.retrain import _start_from
 
-    shipped = Path(__file__).resolve().parents[1] / "ecrec" / "artifacts" / "intent_branch_e5-small.safetensors"
-    assert _start_from(shipped, 2, False) == (str(shipped), "from the serving head intent_branch_e5-small.safetensors")
-    assert _start_from(shipped, 1, False) == (
+    artifacts = Path(__file__).resolve().parents[1] / "ecrec" / "artifacts"
+    shipped = artifacts / "intent_branch_e5-small.safetensors"
+    labels = intent_labels(str(data_dir))
+    assert _start_from(shipped, 2, labels, False) == (
+        str(shipped), "from the serving head intent_branch_e5-small.safetensors")
+    assert _start_from(shipped, 1, labels, False) == (
         None, "from the trunk's own layers (the serving head has K=2, the config trains K=1)")
-    assert _start_from(shipped, 2, True)[0] is None and _start_from(None, 2, False)[0] is None
+    assert _start_from(shipped, 2, ["negative", "neutral", "positive"], False) == (
+        None, "from the trunk's own layers (the serving head's labels are not the task's)")
+    # the linear probe (sentiment_head: probe) is no branch to continue: from scratch, not a crash
+    assert _start_from(artifacts / "sentiment_probe_e5-small.npz", 1, ["negative", "neutral", "positive"], False) == (
+        None, "from the trunk's own layers (the serving head sentiment_probe_e5-small.npz is not a fine-tuned branch)")
+    assert _start_from(shipped, 2, labels, True)[0] is None and _start_from(None, 2, labels, False)[0] is None
+    # a relative path (as a serve config may name it) is handed to the workers absolute
+    import os
+
+    cwd = os.getcwd()
+    try:
+        os.chdir(artifacts)
+        assert _start_from(Path("intent_branch_e5-small.safetensors"), 2, labels, False)[0] == str(shipped)
+    finally:
+        os.chdir(cwd)
 
     cfg = FinetuneConfig(task="intent", branch_layers=2, init_branch=str(shipped))
     _, base = _base_model(cfg, None)
-    labels = intent_labels(str(data_dir))
     state = start_branch(cfg, base, labels)
     saved = load_file(str(shipped))
     assert set(state) == set(saved) and all(torch.equal(state[k], saved[k].float()) for k in saved)

@@ -97,6 +97,8 @@ def shared_logits(model, tok, texts: list[str], cfg: FinetuneConfig, session) ->
     (rows ``rank::world``) and the shares exchanged: the dev split costs 1/world of a pass per worker
     instead of a whole pass on each (every rank still gets the same numbers, so all of them take
     the same early-stopping decision)."""
+    if not texts:  # every rank would gather nothing: no logits to build an epoch's judgement on
+        raise ValueError("nothing to score: the split is empty")
     if session.world == 1:
         return predict_logits(model, tok, texts, cfg, session.device)
     rows = np.arange(session.rank, len(texts), session.world)

@@ -131,21 +131,38 @@ def _stamp(candidate: Path, promoted: Path, run: str) -> None:
     save_file(load_file(str(candidate)), str(promoted), metadata={"ecrec": json.dumps(meta, ensure_ascii=False)})
 
 
-def _start_from(serving: Path | None, branch_layers: int, from_scratch: bool) -> tuple[str | None, str]:
+def _start_from(serving: Path | None, branch_layers: int, labels: list[str],
+                from_scratch: bool) -> tuple[str | None, str]:
     """(the branch the candidate starts from, or None; why, for decision.json). A retrain continues
-    the serving head when it has the layers the config trains: it then needs fewer examples to be
-    as good on everything the head already knows, and learns the new ones on top."""
-    from safetensors import safe_open
+    the serving head when it is a branch with the task's labels and the layers the config trains:
+    it then needs fewer examples to be as good on everything the head already knows, and learns the
+    new ones on top. The path is absolute: Ray Train workers run in directories of their own."""
+    from safetensors import SafetensorError, safe_open
 
+    scratch = "from the trunk's own layers"
     if from_scratch:
-        return None, "from the trunk's own layers (--from-scratch)"
+        return None, f"{scratch} (--from-scratch)"
     if serving is None or not Path(serving).exists():
-        return None, "from the trunk's own layers (no serving head)"
-    with safe_open(str(serving), "pt") as f:
-        k = json.loads(f.metadata()["ecrec"]).get("branch_layers")
-    if k != branch_layers:
-        return None, f"from the trunk's own layers (the serving head has K={k}, the config trains K={branch_layers})"
-    return str(serving), f"from the serving head {Path(serving).name}"
+        return None, f"{scratch} (no serving head)"
+    try:
+        with safe_open(str(serving), "pt") as f:
+            meta = json.loads((f.metadata() or {}).get("ecrec", "{}"))
+    except (SafetensorError, OSError, ValueError):
+        meta = {}
+    if "branch_layers" not in meta:  # the linear probe (.npz), or a file that is not one of our branches
+        return None, f"{scratch} (the serving head {Path(serving).name} is not a fine-tuned branch)"
+    if meta["branch_layers"] != branch_layers:
+        return None, f"{scratch} (the serving head has K={meta['branch_layers']}, the config trains K={branch_layers})"
+    if list(meta.get("labels", [])) != list(labels):
+        return None, f"{scratch} (the serving head's labels are not the task's)"
+    return str(Path(serving).resolve()), f"from the serving head {Path(serving).name}"
+
+
+def _task_labels(task: str, data_dir: str) -> list[str]:
+    from ecrec.learning.datasets import SENTIMENT_LABELS
+    from ecrec.learning.intent_data import intent_labels
+
+    return list(SENTIMENT_LABELS) if task == "sentiment" else intent_labels(data_dir)
 
 
 HEAD_KEY = {"sentiment": "sentiment_head", "intent": "intent_head"}  # AppArgs / Encoder user_config key
@@ -193,7 +210,8 @@ def _retrain(args) -> None:
     overrides = {"extra_train": str(out / "labelled.jsonl")} if decision["exported"] else {}
     overrides.update(_settings(args.set))
     cfg = FinetuneConfig.from_yaml(args.config, task=args.task, data_dir=str(args.data), **overrides)
-    init, decision["start"] = _start_from(serving_path, cfg.branch_layers, args.from_scratch)
+    init, decision["start"] = _start_from(serving_path, cfg.branch_layers, _task_labels(args.task, str(args.data)),
+                                          args.from_scratch)
     if init:
         overrides["init_branch"] = init
     step(f"fine-tune the candidate (Ray Train), {decision['start']}")

@@ -346,10 +346,12 @@ class ProfileShard:
         shown = [(user_id, [i for i, _ in items], ts) for _, user_id, items, ts, *_, imp in lists if imp and user_id]
         return self.record_impressions_many(shown) if shown else 0
 
-    @stops_when_fenced
     def attribute(self, request_id: str | None, event: Event, analysis: TextAnalysis | None = None) -> dict | None:
         """Count an applied event in the online metrics; where it names the list it came from,
-        attribute it there (``Attribution.event``)."""
+        attribute it there (``Attribution.event``). Not fenced: it only counts, in memory, an event
+        this incarnation has stored; refusing it after a takeover fenced the snapshot that followed
+        the stored event would answer "not applied" for an applied event, and a retry without an
+        event_id would apply it twice."""
         if analysis is not None:
             self.attribution.text(analysis.sentiment.label, event.ts)
         if request_id is None:
