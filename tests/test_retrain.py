@@ -267,7 +267,7 @@ def test_a_retrain_continues_the_serving_head_only_when_it_has_the_configs_layer
     from ecrec.learning.finetune_data import FinetuneConfig
     from ecrec.learning.intent_data import intent_labels
     from training.finetune import _base_model, start_branch
-    from training.retrain import _start_from
+    from ecrec.operations.retrain_policy import start_from as _start_from
 
     artifacts = Path(__file__).resolve().parents[1] / "ecrec" / "artifacts"
     shipped = artifacts / "intent_branch_e5-small.safetensors"

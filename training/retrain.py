@@ -122,40 +122,13 @@ def _train(args, cfg_overrides: dict, out: Path) -> Path:
 
 def _stamp(candidate: Path, promoted: Path, run: str) -> None:
     """Copy the branch under a name of its own, so /readyz and every list show the new version."""
-    from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
-    with safe_open(str(candidate), "pt") as f:
-        meta = json.loads(f.metadata()["ecrec"])
+    from ecrec.text.classifier import branch_meta
+
+    meta = branch_meta(candidate)
     meta["name"] = f"{meta.get('name', 'sentiment')}-{run}"
     save_file(load_file(str(candidate)), str(promoted), metadata={"ecrec": json.dumps(meta, ensure_ascii=False)})
-
-
-def _start_from(serving: Path | None, branch_layers: int, labels: list[str],
-                from_scratch: bool) -> tuple[str | None, str]:
-    """(the branch the candidate starts from, or None; why, for decision.json). A retrain continues
-    the serving head when it is a branch with the task's labels and the layers the config trains:
-    it then needs fewer examples to be as good on everything the head already knows, and learns the
-    new ones on top. The path is absolute: Ray Train workers run in directories of their own."""
-    from safetensors import SafetensorError, safe_open
-
-    scratch = "from the trunk's own layers"
-    if from_scratch:
-        return None, f"{scratch} (--from-scratch)"
-    if serving is None or not Path(serving).exists():
-        return None, f"{scratch} (no serving head)"
-    try:
-        with safe_open(str(serving), "pt") as f:
-            meta = json.loads((f.metadata() or {}).get("ecrec", "{}"))
-    except (SafetensorError, OSError, ValueError):
-        meta = {}
-    if "branch_layers" not in meta:  # the linear probe (.npz), or a file that is not one of our branches
-        return None, f"{scratch} (the serving head {Path(serving).name} is not a fine-tuned branch)"
-    if meta["branch_layers"] != branch_layers:
-        return None, f"{scratch} (the serving head has K={meta['branch_layers']}, the config trains K={branch_layers})"
-    if list(meta.get("labels", [])) != list(labels):
-        return None, f"{scratch} (the serving head's labels are not the task's)"
-    return str(Path(serving).resolve()), f"from the serving head {Path(serving).name}"
 
 
 def _task_labels(task: str, data_dir: str) -> list[str]:
@@ -187,7 +160,7 @@ def _retrain(args) -> None:
     if args.task == "sequence":
         return _retrain_sequence(args)
     from ecrec.text.encoder import EncoderConfig, TextEncoder
-    from ecrec.operations.retrain_policy import should_promote
+    from ecrec.operations.retrain_policy import should_promote, start_from
     from ecrec.text.sentiment import load_head
     from ecrec.learning.finetune_data import FinetuneConfig
     from training.cli import CONFIGS, _settings
@@ -210,7 +183,7 @@ def _retrain(args) -> None:
     overrides = {"extra_train": str(out / "labelled.jsonl")} if decision["exported"] else {}
     overrides.update(_settings(args.set))
     cfg = FinetuneConfig.from_yaml(args.config, task=args.task, data_dir=str(args.data), **overrides)
-    init, decision["start"] = _start_from(serving_path, cfg.branch_layers, _task_labels(args.task, str(args.data)),
+    init, decision["start"] = start_from(serving_path, cfg.branch_layers, _task_labels(args.task, str(args.data)),
                                           args.from_scratch)
     if init:
         overrides["init_branch"] = init

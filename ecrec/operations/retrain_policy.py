@@ -126,3 +126,27 @@ def sequence_version(choice) -> str:
     if choice is None:
         return ""
     return "none" if str(choice) == "none" else Path(choice).stem
+
+
+def start_from(serving: Path | None, branch_layers: int, labels: list[str],
+               from_scratch: bool = False) -> tuple[str | None, str]:
+    """(the branch a sentiment/intent candidate starts from, or None; why, for decision.json). A
+    retrain continues the serving head when it is a branch with the task's labels and the layers the
+    config trains: it then needs fewer examples to be as good on everything the head already knows,
+    and learns the new ones on top. The path is absolute: Ray Train workers run in directories of
+    their own."""
+    from ecrec.text.classifier import branch_meta
+
+    scratch = "from the trunk's own layers"
+    if from_scratch:
+        return None, f"{scratch} (--from-scratch)"
+    if serving is None or not Path(serving).exists():
+        return None, f"{scratch} (no serving head)"
+    meta = branch_meta(serving)
+    if "branch_layers" not in meta:  # the linear probe (.npz), or a file that is not one of our branches
+        return None, f"{scratch} (the serving head {Path(serving).name} is not a fine-tuned branch)"
+    if meta["branch_layers"] != branch_layers:
+        return None, f"{scratch} (the serving head has K={meta['branch_layers']}, the config trains K={branch_layers})"
+    if list(meta.get("labels", [])) != list(labels):
+        return None, f"{scratch} (the serving head's labels are not the task's)"
+    return str(Path(serving).resolve()), f"from the serving head {Path(serving).name}"

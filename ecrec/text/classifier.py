@@ -111,14 +111,24 @@ def save_branch(branch: Branch, path: str | Path, labels: list[str], info: dict)
     return path
 
 
+def branch_meta(path: str | Path) -> dict:
+    """What ``save_branch`` wrote beside the weights (labels, branch_layers, name, format), read
+    without loading them; ``{}`` for a file that is no safetensors or carries none (a probe's .npz)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            return json.loads((f.metadata() or {}).get("ecrec", "{}"))
+    except (SafetensorError, OSError, ValueError):
+        return {}
+
+
 def load_branch(path: str | Path, base, templates=None) -> tuple[Branch, dict]:
     """The branch saved at ``path``, its layers built like ``base``'s top layers (or like
     ``templates``, float layers kept for a base whose own layers were quantized)."""
-    from safetensors import safe_open
     from safetensors.torch import load_file
 
-    with safe_open(str(path), "pt") as f:
-        meta = json.loads(f.metadata()["ecrec"])
+    meta = branch_meta(path)
     if meta.get("format") != BRANCH_FORMAT:
         raise ValueError(f"{path}: branch format {meta.get('format')} != {BRANCH_FORMAT}")
     k = meta["branch_layers"]
