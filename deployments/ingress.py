@@ -365,11 +365,8 @@ class Ingress(ChatRoutes, CatalogRoutes, AdminRoutes):
                 self.m_sentiment.inc(tags={"label": analysis.sentiment.label,
                                            "model_version": self._version(analysis)})
             if event.item_id:
-                from ecrec.profiles.profile import ProfileConfig
-
-                w = ProfileConfig().item_weight(event.type)
-                self._interactions.append((event.item_id, w, event.type in ("click", "cart", "purchase"),
-                                           covisit))
+                w, clicked = self.args.profile_config().interaction(event.type)
+                self._interactions.append((event.item_id, w, clicked, covisit))
         out = {"event_id": event.event_id, "user_id": event.user_id, "applied": applied,
                "profile_version": version, "analysis": _out_analysis(analysis) if analysis else None,
                "attribution": hit}
