@@ -119,6 +119,13 @@ class AppArgs(BaseModel):
 
         return Experiment.parse(self.ab_test)
 
+    def profile_config(self):
+        """The app's ``ProfileConfig``: the profile rules and event weights (``interaction``) that
+        the shards, the ingress and the rankers read, with this deploy's clock skew."""
+        from ecrec.profiles.profile import ProfileConfig
+
+        return ProfileConfig(max_future_skew_s=self.max_future_skew_s)
+
     def home(self) -> Path:
         return default_home()
 

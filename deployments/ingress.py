@@ -298,15 +298,25 @@ class Ingress(ChatRoutes, CatalogRoutes, AdminRoutes):
         (decoded once over there); an ObjectRef or None as it is."""
         return profile.stored_bytes() if profile is not None and not isinstance(profile, ray.ObjectRef) else profile
 
-    async def _recommend(self, user_id, k, filters, text_vec=None, text=None, explain=False, source=None):
+    async def _recommend(self, user_id, k, filters, text_vec=None, text=None, explain=False, source=None,
+                         product_answer=False):
         """(cold start?, items with their 1-based ``position``, the list's request id). ``source``
-        names where the list is shown for attribution (a chat answer), else each item's own source."""
+        names where the list is shown for attribution (a chat answer), else each item's own source.
+        ``product_answer``: a chat product question's items (``CatalogEngine.product_answer``), and
+        a fourth value, whether the stated price was dropped because nothing met it."""
         arm = self.experiment.arm_of(user_id) if self.experiment else None
         profile = self._profile_arg(user_id)
+        relaxed = False
         if self.view is not None:  # ranked here: no actor hop at all when the store had the profile
             if isinstance(profile, ray.ObjectRef):
                 profile = await profile
-            cold, items = self.view.rank(profile, k, filters, text_vec, text, arm=arm)
+            if product_answer:
+                cold, items, relaxed = self.view.product_answer(profile, k, filters, text_vec, text, arm=arm)
+            else:
+                cold, items = self.view.rank(profile, k, filters, text_vec, text, arm=arm)
+        elif product_answer:
+            cold, items, relaxed = await self.retriever.product_answer.remote(self._for_remote(profile), k, filters,
+                                                                              text_vec, text, None, arm)
         else:
             cold, items = await self.retriever.recommend.remote(self._for_remote(profile), k, filters, text_vec,
                                                                 text, None, arm)
@@ -317,7 +327,7 @@ class Ingress(ChatRoutes, CatalogRoutes, AdminRoutes):
         self.m_recs.inc(tags={"model_version": self._version()})
         request_id = self._served_list(user_id, [(i["item_id"], source or i["source"]) for i in items], cold,
                                        impressions=True, arm=arm)
-        return cold, items, request_id
+        return (cold, items, request_id, relaxed) if product_answer else (cold, items, request_id)
 
     def _served_list(self, user_id: str | None, items: list[tuple[str, str]], cold: bool,
                      impressions: bool = False, arm: str | None = None) -> str:
@@ -365,11 +375,8 @@ class Ingress(ChatRoutes, CatalogRoutes, AdminRoutes):
                 self.m_sentiment.inc(tags={"label": analysis.sentiment.label,
                                            "model_version": self._version(analysis)})
             if event.item_id:
-                from ecrec.profiles.profile import ProfileConfig
-
-                w = ProfileConfig().item_weight(event.type)
-                self._interactions.append((event.item_id, w, event.type in ("click", "cart", "purchase"),
-                                           covisit))
+                w, clicked = self.args.profile_config().interaction(event.type)
+                self._interactions.append((event.item_id, w, clicked, covisit))
         out = {"event_id": event.event_id, "user_id": event.user_id, "applied": applied,
                "profile_version": version, "analysis": _out_analysis(analysis) if analysis else None,
                "attribution": hit}

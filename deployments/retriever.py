@@ -32,7 +32,10 @@ def as_profile(profile):
 
 
 class CatalogView:
-    """Items + FAISS index + ranker, kept in step with the CatalogBoard; thread-safe."""
+    """A ``CatalogEngine`` (``ecrec.engine``: items, index, rankers, search, content, chat lookups)
+    built from the artifacts where this node has them and kept in step with the CatalogBoard.
+    What is here is wiring: where the artifacts are, the board's sync bookkeeping (seq numbers,
+    epochs), the sync thread. Every answer is the engine's; thread-safe (the engine's lock)."""
 
     def __init__(self, args: AppArgs):
         import faiss
@@ -48,75 +51,62 @@ class CatalogView:
         self.sequence = load_sequence(args.sequence_model, args.model)
         self.board = get_board(args)
         self.interval = args.sync_interval_s
-        # apply() changes items, index and counters from the sync thread while requests read them;
-        # the rankers themselves keep nothing per request (a lock for them alone is not needed)
-        self.lock = threading.Lock()
         self._stop = threading.Event()
-        self._load_artifact()
+        self.engine = self._load_artifact()
+        self.seq, self.stats_version, self.covisit_pos, self.epoch = 0, -1, 0, None
+        self.content_seq, self.content_epoch = 0, None
         self.sync_once()
 
-    def _load_artifact(self) -> None:
-        """The index artifact as built, before any change from the board."""
-        from ecrec.retrieval.artifact import read_artifact
-        from ecrec.retrieval.ranking import ItemStats, Ranker, RankingConfig
+    def _load_artifact(self):
+        """A new engine over the index and content artifacts as built, before any change from the board."""
+        from ecrec.engine import CatalogEngine
+        from ecrec.retrieval.ranking import RankingConfig
+        from ecrec.search.hybrid import SearchConfig
 
-        if not (self.args.resolved_index_dir() / "manifest.json").exists():
+        a = self.args
+        if not (a.resolved_index_dir() / "manifest.json").exists():
             # A node the driver never wrote to: build the same artifact here (deterministic, same id)
             from deployments.index_build import ensure_artifact
 
-            log.warning("no index artifact on this node at %s: building it", self.args.resolved_index_dir())
-            ensure_artifact(self.args)
-        items, self.index, self.manifest = read_artifact(self.args.resolved_index_dir())
-        self.items = {it.id: it for it in items}
-        self.stats = ItemStats()
-        base = RankingConfig(explore_share=self.args.explore_share, seed=self.args.seed)
-        self.ranker = Ranker(self.index, self.items, self.stats, base, sequence=self.sequence)
-        experiment = self.args.experiment()  # one ranker per A/B arm, over the same catalog and counters
-        self.rankers = {arm: Ranker(self.index, self.items, self.stats, experiment.config(arm, base),
-                                    sequence=self.sequence) for arm in experiment.names} if experiment else {}
-        from ecrec.search.hybrid import HybridSearch, SearchConfig
-        from ecrec.search.lexical import LexicalIndex
-
-        a = self.args
-        self.lexical = LexicalIndex(items)
-        self.searcher = HybridSearch(self.lexical, self.index, self.items, SearchConfig(
-            fusion=a.search_fusion, rrf_c=a.search_rrf_c, w_semantic=a.search_semantic_weight,
-            w_personal=a.search_personal_weight))
-        self.seq, self.stats_version, self.covisit_pos, self.epoch = 0, -1, 0, None
-        self._load_content()
-
-    def _load_content(self) -> None:
-        """The content artifact as built (guides, articles), before any edit from the board."""
-        from ecrec.content.artifact import read_content_artifact
-        from ecrec.content.library import ContentLibrary
-
-        if not (self.args.resolved_content_dir() / "manifest.json").exists():  # a node build_app never ran on
+            log.warning("no index artifact on this node at %s: building it", a.resolved_index_dir())
+            ensure_artifact(a)
+        if not (a.resolved_content_dir() / "manifest.json").exists():  # a node build_app never ran on
             from deployments.index_build import ensure_content
 
-            ensure_content(self.args, self.index.dim)
-        docs, x, self.content_manifest = read_content_artifact(self.args.resolved_content_dir())
-        self.content = ContentLibrary.build(docs, x, self.index.dim)
-        self.content_seq, self.content_epoch = 0, None
+            ensure_content(a, json.loads((a.resolved_index_dir() / "manifest.json").read_text())["dim"])
+        return CatalogEngine.from_artifacts(
+            a.resolved_index_dir(), a.resolved_content_dir(),
+            ranking=RankingConfig(explore_share=a.explore_share, seed=a.seed), profile=a.profile_config(),
+            sequence=self.sequence, experiment=a.experiment(),
+            search=SearchConfig(fusion=a.search_fusion, rrf_c=a.search_rrf_c, w_semantic=a.search_semantic_weight,
+                                w_personal=a.search_personal_weight))
+
+    @property
+    def manifest(self) -> dict:
+        return self.engine.manifest
+
+    @property
+    def items(self) -> dict:
+        return self.engine.items
+
+    @property
+    def index(self):
+        return self.engine.index
 
     def content_sync_args(self) -> tuple:
-        return self.content_seq, self.content_epoch, self.content_manifest.get("artifact_id")
+        return self.content_seq, self.content_epoch, self.engine.content_manifest.get("artifact_id")
 
     def apply_content(self, epoch, rows) -> None:
-        from ecrec.content.library import Content
-
-        with self.lock:
-            if self.content_epoch is not None and epoch != self.content_epoch:
-                log.warning("content log epoch changed (%s -> %s): reloading the content artifact",
-                            self.content_epoch, epoch)
-                self._load_content()
-            self.content_epoch = epoch
-            for seq, cid, doc_json, vec in rows:
-                if doc_json is None:
-                    if cid in self.content.docs:
-                        self.content.remove(cid)
-                else:
-                    self.content.upsert(Content.model_validate_json(doc_json), np.frombuffer(vec, np.float32))
-                self.content_seq = seq
+        engine, reload = self.engine, None
+        if self.content_epoch is not None and epoch != self.content_epoch:
+            log.warning("content log epoch changed (%s -> %s): reloading the content artifact",
+                        self.content_epoch, epoch)
+            reload = engine.read_content(self.args.resolved_content_dir(), engine.index.dim)
+            self.content_seq = 0
+        self.content_epoch = epoch
+        last = engine.apply_content_log(rows, reload)
+        if last is not None:
+            self.content_seq = last
 
     def sync_once(self) -> None:
         """One blocking sync, from a constructor or a thread, never on an event loop. ``ray.get``
@@ -131,116 +121,59 @@ class CatalogView:
         return self.seq, self.stats_version, self.covisit_pos, self.epoch, artifact
 
     def apply(self, epoch, rows, stats, covisits) -> None:
-        from ecrec.retrieval.catalog import Item
-        from ecrec.recommender import item_meta
-
-        with self.lock:
-            if self.epoch is not None and epoch != self.epoch:
-                # the board came back on another database: its seq numbers mean something else now
-                log.warning("catalog board epoch changed (%s -> %s): reloading the artifact", self.epoch, epoch)
-                self._load_artifact()
-            self.epoch = epoch
-            for seq, item_id, item_json, vec in rows:
-                if item_json is None:
-                    if item_id in self.items:
-                        self.index.remove([item_id])
-                        del self.items[item_id]
-                        self.lexical.remove(item_id)
-                else:
-                    item = Item.model_validate_json(item_json)
-                    self.index.upsert([item.id], np.frombuffer(vec, np.float32)[None, :], [item_meta(item)])
-                    self.items[item.id] = item
-                    self.lexical.upsert(item)
-                self.seq = seq
-            pos, pairs = covisits
-            self.stats.covisits.merge(pairs)
-            self.covisit_pos = pos
-            if stats is not None:
-                self.stats_version, pop, imp, clicks = stats
-                self.stats.popularity, self.stats.impressions, self.stats.clicks = pop, imp, clicks
-                self.stats.version += 1
+        """One answer of the board's ``sync``: the engine applies it; the seq numbers are kept here."""
+        engine = self.engine
+        if self.epoch is not None and epoch != self.epoch:
+            # the board came back on another database: its seq numbers mean something else now. A
+            # new engine over the artifacts takes this answer, then replaces the serving one whole.
+            log.warning("catalog board epoch changed (%s -> %s): reloading the artifact", self.epoch, epoch)
+            engine = self._load_artifact()
+            self.seq, self.stats_version, self.covisit_pos = 0, -1, 0
+            self.content_seq, self.content_epoch = 0, None
+        self.epoch = epoch
+        pos, pairs = covisits
+        last = engine.apply_log(rows, pairs, stats[1:] if stats is not None else None)
+        if last is not None:
+            self.seq = last
+        self.covisit_pos = pos
+        if stats is not None:
+            self.stats_version = stats[0]
+        self.engine = engine
 
     def vector_of(self, item_id: str) -> np.ndarray | None:
-        """The item's vector, or None when it is not in the catalog (read under the lock: an
-        apply in another thread may be removing it)."""
-        with self.lock:
-            return self.index.vector(item_id) if item_id in self.index else None
+        """The item's vector, or None when it is not in the catalog."""
+        return self.engine.vector_of(item_id)
 
     def rank(self, profile, k: int, filters, text_vec, text, now: float | None = None, arm: str | None = None):
         """(cold start?, plain dicts ready for JSON: cheap to pickle back to the ingress). ``arm``
         picks an A/B arm's ranking settings (the default ranker otherwise). ``profile``: a
         ``UserProfile``, its stored bytes (what a shard hands over), or None."""
-        profile = as_profile(profile)
-        with self.lock:
-            ranker = self.rankers.get(arm, self.ranker)
-            recs = ranker.recommend(profile, k, time.time() if now is None else now, filters, text_vec, text)
-            out = []
-            for r in recs:
-                it = self.items[r.item_id]
-                out.append({"item_id": r.item_id, "title": it.title, "score": r.score, "source": r.source,
-                            "reason": r.reason, "category": it.category, "price": it.price, "parts": r.parts})
-        return profile is None or profile.is_cold, out
+        return self.engine.rank(as_profile(profile), k, filters, text_vec, text, now, arm)
+
+    def product_answer(self, profile, k: int, filters, text_vec, text, now: float | None = None,
+                       arm: str | None = None):
+        """(cold start?, a chat product question's items, whether a stated price was dropped)."""
+        return self.engine.product_answer(as_profile(profile), k, filters, text_vec, text, now, arm)
 
     def search(self, profile, query: str, vector, k: int, filters, now: float | None = None) -> list[dict]:
-        """Hybrid search (``ecrec.search.hybrid``), re-ranked by ``profile`` when given."""
-        profile = as_profile(profile)
-        with self.lock:
-            hits = self.searcher.search(query, vector, k, filters, profile, time.time() if now is None else now)
-            return [{"item_id": h.item_id, "title": self.items[h.item_id].title, "score": h.score,
-                     "category": self.items[h.item_id].category, "price": self.items[h.item_id].price,
-                     "parts": h.parts} for h in hits]
+        return self.engine.search(as_profile(profile), query, vector, k, filters, now)
 
     def content_for(self, profile, k: int, language: str | None, explain: bool = False,
                     now: float | None = None) -> tuple[bool, list[dict]]:
-        """(cold start?, content ranked by ``profile``) as plain dicts."""
-        profile = as_profile(profile)
-        with self.lock:
-            titles = {i: self.items[i].title for i in (profile.recent_positive if profile else ()) if i in self.items}
-            titles.update({i: self.items[i].title for i in (profile.purchased if profile else ()) if i in self.items})
-            now = time.time() if now is None else now
-            shown = ([(r.item_id, self.items[r.item_id].top_category) for r in self.ranker.recommend(profile, 10, now)]
-                     if profile is not None and not profile.is_cold else [])
-            hits = self.content.for_profile(profile, k, now, language, titles, shown)
-            return profile is None or profile.is_cold, [self.content.hit_json(h, explain) for h in hits]
+        return self.engine.content_for(as_profile(profile), k, language, explain, now)
 
-    def related(self, item_id: str, kind: str, k: int, language: str | None, explain: bool = False) -> list[dict] | None:
-        """Content or products for a product page; None when the item is unknown."""
-        with self.lock:
-            if item_id not in self.items:
-                return None
-            vec, item = self.index.vector(item_id), self.items[item_id]
-            if kind == "content":
-                return [self.content.hit_json(h, explain)
-                        for h in self.content.related(item_id, vec, item.top_category, k, language)]
-            return self.ranker.similar_to(item_id, k)
+    def related(self, item_id: str, kind: str, k: int, language: str | None,
+                explain: bool = False) -> list[dict] | None:
+        return self.engine.related(item_id, kind, k, language, explain)
 
     def get_content(self, content_id: str):
-        with self.lock:
-            return self.content.docs.get(content_id)
+        return self.engine.get_content(content_id)
 
     def list_items(self, category: str | None, k: int, offset: int) -> tuple[int, list[dict]]:
-        """(total, one page of items), by category, in catalog order."""
-        with self.lock:
-            key = (self.epoch, self.seq, len(self.items))
-            if getattr(self, "_pages_key", None) != key or len(self._pages) > 256:
-                self._pages, self._pages_key = {}, key  # id lists per category, once per catalog change
-            ids = self._pages.get(category or "")
-            if ids is None:
-                ids = self._pages[category or ""] = [i for i, it in self.items.items()
-                                                     if not category or it.top_category == category]
-            return len(ids), [json.loads(self.items[i].model_dump_json()) for i in ids[offset: offset + k]]
+        return self.engine.list_items(category, k, offset)
 
     def chat_lookup(self, text: str, vector) -> tuple[dict | None, frozenset[str]]:
-        """(the catalog item a chat message names, or None; the catalog's top categories)."""
-        from ecrec.chat.products import ProductMentions, resolve
-
-        with self.lock:
-            key = (self.epoch, self.seq, len(self.items))
-            if getattr(self, "_mentions_key", None) != key:  # rebuilt only when the catalog changed
-                self._mentions = ProductMentions(self.items)
-                self._top_categories = frozenset(it.top_category for it in self.items.values() if it.category)
-                self._mentions_key = key
-            return resolve(text, vector, self._mentions, self.items, self.index.vector), self._top_categories
+        return self.engine.chat_lookup(text, vector)
 
     def sync_in_thread(self) -> None:
         """For hosts without an event loop (the profile shard actor)."""
@@ -287,16 +220,21 @@ class Retriever:
 
     async def item_vector(self, item_id: str) -> np.ndarray | None:
         self._ensure_sync()
-        return self.index.vector(item_id) if item_id in self.index else None
+        return self.view.vector_of(item_id)
 
     async def get_item(self, item_id: str):
         self._ensure_sync()
-        return self.items.get(item_id)
+        return self.view.engine.get_item(item_id)
 
     async def recommend(self, profile, k: int, filters, text_vec, text, now: float | None = None,
                         arm: str | None = None):
         self._ensure_sync()
         return self.view.rank(profile, k, filters, text_vec, text, now, arm)
+
+    async def product_answer(self, profile, k: int, filters, text_vec, text, now: float | None = None,
+                             arm: str | None = None):
+        self._ensure_sync()
+        return self.view.product_answer(profile, k, filters, text_vec, text, now, arm)
 
     async def search(self, profile, query: str, vector, k: int, filters):
         self._ensure_sync()

@@ -82,13 +82,10 @@ class ChatRoutes:
         recs, event, recs_id = None, None, None
         if turn.product_query:
             filters = self._filters(turn.categories or None, turn.price.min_price, turn.price.max_price, False)
-            _, recs, recs_id = await self._recommend(body.user_id, self.args.chat_recommendations, filters,
-                                                     analysis.vector, analysis.text, source="chat")
-            relaxed = not recs and bool(turn.price)
-            if relaxed:  # nothing within the stated price: the nearest items without it, said so
-                _, recs, recs_id = await self._recommend(body.user_id, self.args.chat_recommendations,
-                                                         self._filters(turn.categories or None, None, None, False),
-                                                         analysis.vector, analysis.text, source="chat")
+            # nothing within a stated price: the engine answers with the nearest items without it (relaxed)
+            _, recs, recs_id, relaxed = await self._recommend(body.user_id, self.args.chat_recommendations, filters,
+                                                              analysis.vector, analysis.text, source="chat",
+                                                              product_answer=True)
             turn.reply = new.last_reply = product_reply(lang, (new.session_id, new.turns), len(recs), relaxed)
             event = Event(user_id=body.user_id, type="question", text=analysis.text, ts=now,
                           event_id=f"chat:{new.session_id}:{new.turns}")

@@ -19,8 +19,10 @@ import math
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
+from ecrec.profiles.events import CLICK_TYPES
+
 POSITION_BUCKETS = ((1, "1"), (3, "2-3"), (10, "4-10"), (math.inf, "11+"))
-ATTRIBUTED_TYPES = ("click", "cart", "purchase")
+ATTRIBUTED_TYPES = CLICK_TYPES  # the events that count as clicks are the ones a list is credited with
 
 
 def source_family(source: str) -> str:

@@ -8,6 +8,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 EventType = Literal["view", "click", "cart", "purchase", "dislike", "review", "question", "feedback", "search"]
 ITEM_EVENTS = ("view", "click", "cart", "purchase", "dislike")
+# The positive item events that count as a click: ItemStats' click counts (the ranker's CTR) and the
+# events attribution credits to a served list. Their weights are ProfileConfig's; both are read
+# through ``ProfileConfig.interaction``.
+CLICK_TYPES = ("click", "cart", "purchase")
 TEXT_EVENTS = ("question", "feedback", "search")
 MAX_TEXT_CHARS = 1_000_000  # hard cap on what we accept at all; cleaning truncates far below it
 MAX_FUTURE_SKEW_S = 300.0  # clients' clocks may run a little ahead; more than this is refused

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ecrec.profiles.events import Event
+from ecrec.profiles.events import CLICK_TYPES, ITEM_EVENTS, Event
 
 from ecrec.profiles import profile_codec as codec
 
@@ -67,7 +67,12 @@ class ProfileConfig:
     max_future_skew_s: float = field(default=300.0, metadata={"help": "events stamped later than now + this are refused"})
 
     def item_weight(self, event_type: str) -> float:
-        return getattr(self, event_type) if event_type in ("view", "click", "cart", "purchase", "dislike") else 0.0
+        return getattr(self, event_type) if event_type in ITEM_EVENTS else 0.0
+
+    def interaction(self, event_type: str) -> tuple[float, bool]:
+        """What an item event adds to the item's counters: (its weight, whether it counts as a
+        click). The one place the in-process engine and the Serve graph read both from."""
+        return self.item_weight(event_type), event_type in CLICK_TYPES
 
 
 @dataclass

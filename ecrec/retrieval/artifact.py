@@ -10,8 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ecrec.retrieval.catalog import Item, load_catalog
-from ecrec.retrieval.index import VectorIndex
-from ecrec.recommender import item_meta
+from ecrec.retrieval.index import VectorIndex, item_meta
 
 FORMAT = 1
 

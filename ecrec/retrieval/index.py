@@ -97,6 +97,11 @@ class ItemMeta:
     stock: int
 
 
+def item_meta(item) -> ItemMeta:
+    """What the index filters an ``Item`` by: its top category, price and stock."""
+    return ItemMeta(item.top_category, item.price, item.stock)
+
+
 @dataclass
 class Passing:
     """The items one filter admits, as of one catalog version (exclusions apart)."""

@@ -110,3 +110,20 @@ def server(tmp_path_factory):
     client.close()
     serve.shutdown()
     ray.shutdown()
+
+
+def follow_graph(rec, args) -> None:
+    """The in-process ``Recommender`` takes what the graph's retrievers applied on top of the
+    artifacts: the catalog board's item changes, counters, co-visit pairs and content edits (left by
+    earlier tests), so the two rank from the same state. Call it before replaying a test's events
+    on both (the counters and pairs of those then reach each side once)."""
+    import ray
+
+    board = ray.get_actor("ecrec-catalog-board", namespace=args.namespace)
+    time.sleep(3 * args.sync_interval_s)  # the ingress flushes counters every 0.1 s
+    _, rows, stats, (pos, pairs) = ray.get(board.sync.remote(0, -1, 0))
+    seq = rec.engine.apply_log(rows, pairs, stats[1:] if stats else None) or 0
+    while pairs:  # co-visit pairs come in batches
+        _, _, _, (pos, pairs) = ray.get(board.sync.remote(seq, stats[0] if stats else -1, pos))
+        rec.engine.apply_log([], pairs)
+    rec.engine.apply_content_log(ray.get(board.sync_content.remote(0))[1])

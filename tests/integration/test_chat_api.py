@@ -116,6 +116,26 @@ def test_nothing_within_the_price_says_so_and_shows_the_nearest(server):
     assert all(r["category"][0] == "cameras" for r in a["recommendations"])
 
 
+@pytest.mark.parametrize("message,max_price", [("any waterproof camera under 2000?", 2000.0),
+                                               ("any waterproof camera under 5000?", 5000.0)])
+def test_chat_product_answers_equal_the_in_process_engine(server, demo_rec, message, max_price):
+    """A product question's items are the in-process engine's ``product_answer`` for the filters
+    the turn states (a price nobody meets, 2000, is dropped and said so; 5000 is met)."""
+    from ecrec.chat.dialogue import product_reply
+    from ecrec.retrieval.index import Filters
+    from tests.integration.conftest import follow_graph
+
+    client, args = server
+    follow_graph(demo_rec, args)
+    a = chat(client, f"chat-twin-{uuid.uuid4().hex[:6]}", message)
+    want, relaxed = demo_rec.product_answer(None, message, args.chat_recommendations,
+                                            Filters(categories=frozenset(["cameras"]), max_price=max_price))
+    assert relaxed == (max_price == 2000.0)
+    assert [r["item_id"] for r in a["recommendations"]] == [w["item_id"] for w in want]
+    assert [r["score"] for r in a["recommendations"]] == pytest.approx([w["score"] for w in want], abs=1e-5)
+    assert a["reply"] == product_reply("en", (a["session_id"], a["turn"]), len(want), relaxed)
+
+
 def test_a_conversation_survives_a_killed_shard(server):
     import ray
 

@@ -30,6 +30,27 @@ def test_search_filters_and_k(server):
     assert len(r["items"]) == 7 and all(i["price"] <= 1000 and i["category"][0] == "headphones" for i in r["items"])
 
 
+def test_graph_search_equals_the_in_process_engine(server, demo_rec):
+    """Anonymous and personalized (the same events replayed in process) search: the same items in
+    the same order, the same scores (events 3 days old: the profile barely moves between the two)."""
+    from tests.integration.conftest import follow_graph
+
+    client, args = server
+    follow_graph(demo_rec, args)
+    t0 = time.time() - 3 * 86400
+    for n, e in enumerate([{"type": "purchase", "item_id": "headphones-002"}, {"type": "click", "item_id": "cameras-002"},
+                           {"type": "dislike", "item_id": "headphones-001"}]):
+        e = {"user_id": "search-twin", "ts": t0 + n, **e}
+        assert client.post("/v1/events", json=e).status_code == 200
+        demo_rec.ingest(e)
+    time.sleep(0.5)  # the profile's write reaches the store the ingress reads
+    for query, user in [("降噪耳机", None), ("noise cancelling headphones", "search-twin")]:
+        got = client.post("/v1/search", json={"query": query, "k": 8, **({"user_id": user} if user else {})}).json()
+        want = demo_rec.search(query, user, 8)
+        assert [g["item_id"] for g in got["items"]] == [w["item_id"] for w in want], query
+        assert [g["score"] for g in got["items"]] == pytest.approx([w["score"] for w in want], abs=1e-5)
+
+
 def test_search_is_a_profile_event_and_is_personalized(server):
     client, _ = server
     user = "search-fan"
