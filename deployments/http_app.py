@@ -1,6 +1,14 @@
-"""The FastAPI app the ingress serves: its error handlers, the ASGI guards and the helpers that
-turn texts and analyses into answers. Routes live on the ingress and its route mixins
-(``routes_chat``, ``routes_catalog``, ``routes_admin``)."""
+"""The FastAPI app the ingress serves, built by ``build_http_app`` on each replica: its error
+handlers, the ASGI guards (configured by their constructor) and the route families
+(``routes_admin``, ``routes_catalog``, ``routes_chat``, ``routes_recommend``: ``APIRouter``s of
+plain module functions), plus the helpers that turn texts and analyses into answers.
+
+Why a factory, and not one module-level app: the app is state of a replica (its guards' limits
+and API keys, the services its routes call), so it is built there, after the replica's state
+exists, and nothing at module level changes at start. The ingress hands itself in as the routes'
+services; each route declares what it uses as a ``Protocol`` in its own module and receives the
+object through ``Depends(services)``. The routes are importable by reference: nothing travels by
+value, and two apps built in one process share no state."""
 from __future__ import annotations
 
 import logging
@@ -14,13 +22,40 @@ from ray.serve.exceptions import BackPressureError
 
 from deployments import schemas as s
 from deployments.http_guards import Guards
+from ecrec.operations.security import Gate, RateLimiter
 from ecrec.profiles.events import FutureTimestampError
+from ecrec.retrieval.index import Filters
 from ecrec.text.prepare import TextError, clean
 from ecrec.text.sentiment import AnalysisFailure
 
 log = logging.getLogger(__name__)
-app = FastAPI(title="ecrec", version="1", description="Real-time, text-aware recommendations",
-              responses=s.ERROR_RESPONSES)
+
+
+def build_http_app(services, *, max_body_bytes: int, max_in_flight: int, gate: Gate | None,
+                   limiter: RateLimiter | None) -> FastAPI:
+    """The app of one ingress replica: ``services`` is what its routes call (the ``Ingress``; each
+    route family's ``Protocol`` says what it needs), the rest configures its ``Guards``."""
+    # the route modules import this module's helpers: imported here, once this module exists
+    from deployments import routes_admin, routes_catalog, routes_chat, routes_recommend
+
+    app = FastAPI(title="ecrec", version="1", description="Real-time, text-aware recommendations",
+                  responses=s.ERROR_RESPONSES)
+    app.state.services = services
+    for exc, handler in ((ApiError, _api_error), (RequestValidationError, _validation_error),
+                         (ValidationError, _validation_error), (FutureTimestampError, _future_ts),
+                         (TextError, _text_error), (RayActorError, _overloaded),
+                         (BackPressureError, _overloaded), (RayTaskError, _remote_error)):
+        app.add_exception_handler(exc, handler)
+    app.add_middleware(Guards, max_body_bytes=max_body_bytes, max_in_flight=max_in_flight, gate=gate,
+                       limiter=limiter)
+    for routes in (routes_admin, routes_catalog, routes_chat, routes_recommend):  # (the schema's order)
+        app.include_router(routes.router)
+    return app
+
+
+def services(request: Request):
+    """The routes' dependency: the services of the app that received the request (its ingress)."""
+    return request.app.state.services
 
 
 class ApiError(Exception):
@@ -28,37 +63,29 @@ class ApiError(Exception):
         self.status, self.message, self.headers = status, message, headers
 
 
-@app.exception_handler(ApiError)
 async def _api_error(_: Request, e: ApiError):
     return JSONResponse({"detail": e.message}, status_code=e.status, headers=e.headers)
 
 
-@app.exception_handler(ValidationError)
-@app.exception_handler(RequestValidationError)
 async def _validation_error(_: Request, e: ValidationError | RequestValidationError):
     # never echo the input: it may be NaN or Infinity, which JSON cannot carry (that was a 500)
     return JSONResponse({"detail": [{"loc": list(err["loc"]), "msg": err["msg"], "type": err["type"]}
                                      for err in e.errors()]}, status_code=422)
 
 
-@app.exception_handler(FutureTimestampError)
 async def _future_ts(_: Request, e: FutureTimestampError):
     return JSONResponse({"detail": f"ts: {e}"}, status_code=422)
 
 
-@app.exception_handler(TextError)
 async def _text_error(_: Request, e: TextError):
     return JSONResponse({"detail": f"text: {e}"}, status_code=422)
 
 
-@app.exception_handler(BackPressureError)
-@app.exception_handler(RayActorError)
 async def _overloaded(_: Request, e: Exception):
     return JSONResponse({"detail": "overloaded or restarting, retry shortly"}, status_code=503,
                         headers={"Retry-After": "1"})
 
 
-@app.exception_handler(RayTaskError)
 async def _remote_error(_: Request, e: RayTaskError):
     """A remote call that raised. A store that could not take a write (disk full, Redis down or out
     of memory), or a shard replaced by a newer incarnation (fenced), is a 503 that says so; the
@@ -77,9 +104,12 @@ async def _remote_error(_: Request, e: RayTaskError):
     raise e
 
 
-# Filled in by the ingress at start-up (the middleware is built before the replica exists).
-_GUARD_SETTINGS: dict = {"max_body_bytes": 2 * 1024 * 1024, "max_in_flight": 64}
-app.add_middleware(Guards, settings=_GUARD_SETTINGS)
+def _filters(category, min_price, max_price, in_stock) -> Filters:
+    try:
+        return Filters(categories=frozenset(category) if category else None, min_price=min_price,
+                       max_price=max_price, in_stock=in_stock)
+    except ValueError as e:
+        raise ApiError(422, str(e)) from e
 
 
 def _text(field: str, value: str | None) -> None:

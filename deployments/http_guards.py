@@ -40,23 +40,28 @@ async def _reply(send, status: int, detail: str, headers: dict | None = None) ->
 
 
 class Guards:
-    def __init__(self, app, settings: dict):
-        self.app, self.settings = app, settings  # settings: filled in by the ingress at start-up
+    """The guards of one app, configured once, by their constructor (``app.add_middleware(Guards,
+    max_body_bytes=…, max_in_flight=…, gate=…, limiter=…)``): two apps guard by their own limits.
+    ``gate`` None: no API keys, every route is open; ``limiter`` None: no rate limit."""
+
+    def __init__(self, app, *, max_body_bytes: int, max_in_flight: int, gate: Gate | None = None,
+                 limiter: RateLimiter | None = None):
+        self.app, self.max_body_bytes, self.max_in_flight = app, max_body_bytes, max_in_flight
+        self.gate, self.limiter = gate, limiter
         self.in_flight = 0
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        st = self.settings
         method, path = scope["method"], scope["path"]
         root = scope.get("root_path", "")
         if root and path.startswith(root):  # an app served under a route prefix: classify its own paths
             path = path[len(root):] or "/"
         cls = route_class(method, path)
-        if cls != "public" and self.in_flight >= st["max_in_flight"]:
+        if cls != "public" and self.in_flight >= self.max_in_flight:
             return await _reply(send, 503, "overloaded: too many requests in flight, retry shortly",
                                 {"Retry-After": 1})
-        gate: Gate | None = st.get("gate")
+        gate = self.gate
         client = (scope.get("client") or ("?", 0))[0]
         if gate is not None and cls != "public":
             headers = dict(scope["headers"])
@@ -66,7 +71,7 @@ class Guards:
                 log.warning("%d %s %s from %s: %s", d.status, method, path, client, d.message)  # never the key
                 return await _reply(send, d.status, d.message,
                                     {"WWW-Authenticate": "Bearer"} if d.status == 401 else None)
-            limiter: RateLimiter | None = st.get("limiter")
+            limiter = self.limiter
             if limiter is not None:
                 wait = limiter.retry_after(d.caller, time.monotonic(), d.rate_per_s)
                 if wait:
@@ -81,7 +86,7 @@ class Guards:
             self.in_flight -= 1
 
     async def _with_body(self, scope, receive, send):
-        limit = self.settings["max_body_bytes"]
+        limit = self.max_body_bytes
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             return await _reply(send, 413, f"body of {int(declared)} bytes exceeds the limit of {limit}")

@@ -1,6 +1,16 @@
-"""The HTTP ingress (FastAPI on Serve): validates, routes to encoder / profile shards / retriever,
-answers. Events, recommendations and text analysis live here; search and chat, the catalog and
-storefront, and the operator routes are mixins (``routes_*``) on the same app."""
+"""The HTTP ingress (FastAPI on Serve): the replica's state and the services its routes call
+(encoder, profile shards, retrievers or the replica's own catalog view, metrics, the shown-list
+buffers); the routes are ``APIRouter``s in ``routes_*`` and the app is built by
+``http_app.build_http_app``.
+
+The app is late-bound, ``@serve.ingress()`` without an app: Serve 2.60 calls the class's
+``__serve_build_asgi_app__`` on the replica after ``__init__`` (the ``serve.ingress`` docstring),
+so the app is built from this replica's own state: its guards get their limits and API keys as
+constructor arguments, and its routes get this object as their services (``app.state``, read by
+the routes' ``Depends(services)``). Nothing is shipped by value and no module global changes. A
+builder function (``serve.ingress(build)``) runs before the replica is reachable from it through
+public APIs (``serve.get_replica_context().servable_object`` is set only after initialisation),
+so it would need a module global to find this object: the hook is the public way."""
 from __future__ import annotations
 
 import asyncio
@@ -10,46 +20,32 @@ import time
 import uuid
 
 import numpy as np
-import ray.cloudpickle
-from fastapi import Query
-from fastapi.responses import JSONResponse
+import ray
 from ray import serve
 from ray.exceptions import RayActorError
 
-from deployments import schemas as s
 from deployments.catalog_board import get_board
 from deployments.config import AppArgs
 from deployments.drift import get_drift
-from deployments.http_app import _GUARD_SETTINGS, ApiError, _analysis_or_422, _out_analysis, _text, app
+from deployments.http_app import build_http_app
 from deployments.profiles import get_shards
 from deployments.retriever import make_retrievers
-from deployments import routes_admin, routes_catalog, routes_chat
-from deployments.routes_admin import AdminRoutes
-from deployments.routes_catalog import CatalogRoutes
-from deployments.routes_chat import ChatRoutes
 from ecrec.operations.experiments import DEFAULT_ARM
 from ecrec.operations.security import Gate, RateLimiter, keys_from_env
-from ecrec.profiles.events import Event, check_timestamp
 from ecrec.profiles.reader import ASK_SHARD, ProfileReader
 from ecrec.profiles.shard import shard_of
-from ecrec.retrieval.index import Filters
-from ecrec.text.prepare import encoder_rows
 
 log = logging.getLogger(__name__)
 
-# Serve turns each route's ``self`` into an injected dependency by rewriting the method's signature
-# in this process, then ships the app to the replica. Methods of a class that is importable by name
-# (the route mixins) would travel by reference and arrive unrewritten (``self`` became a required
-# query parameter: 422 on every mixin route), so their modules travel by value, like this one's.
-# (They also keep their annotations as objects, without ``from __future__ import annotations``:
-# a function that travels by value takes only the globals its body names.)
-for _module in (routes_admin, routes_catalog, routes_chat):
-    ray.cloudpickle.register_pickle_by_value(_module)
-
 
 @serve.deployment(name="Ingress")
-@serve.ingress(app)
-class Ingress(ChatRoutes, CatalogRoutes, AdminRoutes):
+@serve.ingress()
+class Ingress:
+    """One ingress replica's state and the services of its routes: it provides each route family's
+    ``Protocol`` (``routes_admin.AdminServices``, ``routes_catalog.CatalogServices``,
+    ``routes_chat.ChatServices``, ``routes_recommend.RecommendServices``); the public names below
+    are what the routes use, the underscored ones its own background work."""
+
     def __init__(self, args: AppArgs, encoder):
         import itertools
 
@@ -80,7 +76,7 @@ class Ingress(ChatRoutes, CatalogRoutes, AdminRoutes):
         from ecrec.chat.upset import UpsetDetector
 
         self.upset = UpsetDetector.load(args.model, manifest["dim"])
-        # every ecrec metric carries model_version: "<encoder+heads>@<index artifact>" (``_version``)
+        # every ecrec metric carries model_version: "<encoder+heads>@<index artifact>" (``model_version``)
         self.m_events = metrics.Counter("ecrec_events", "events applied", tag_keys=("type", "model_version"))
         self.m_sentiment = metrics.Counter("ecrec_sentiment", "texts classified", tag_keys=("label", "model_version"))
         self.m_recs = metrics.Counter("ecrec_recommendations", "recommendation lists served",
@@ -91,9 +87,8 @@ class Ingress(ChatRoutes, CatalogRoutes, AdminRoutes):
                                         "service request)", tag_keys=("label", "model_version"))
 
         keys = keys_from_env()
-        _GUARD_SETTINGS.update(max_body_bytes=args.max_body_bytes, max_in_flight=args.max_in_flight,
-                               gate=Gate(keys, args.read_requires_key) if keys else None,
-                               limiter=RateLimiter(args.rate_limit_per_s))
+        self.gate = Gate(keys, args.read_requires_key) if keys else None  # None: every route is open
+        self.limiter = RateLimiter(args.rate_limit_per_s)
         if not keys:
             log.warning("no API key set (ECREC_API_KEY): every route is open; bind 127.0.0.1 only")
         # Impressions and interaction counts are soft signals: buffered and flushed every 100 ms
@@ -108,7 +103,7 @@ class Ingress(ChatRoutes, CatalogRoutes, AdminRoutes):
         self.encoder_version = ""  # the encoder's model + heads: the last analysis', refreshed every 10 s
         self._version_at = 0.0
         self.experiment = args.experiment()  # A/B arms of the ranking, or None
-        self._interactions: list = []
+        self.interactions: list = []  # (item id, weight, strong?, co-visit): the board's, flushed
         self._shown: list = []
         self._drift_texts: list = []  # (float16 vector, sentiment, intent, language) for the drift monitor
         self._drift_items: list = []
@@ -116,6 +111,11 @@ class Ingress(ChatRoutes, CatalogRoutes, AdminRoutes):
         loop = asyncio.get_event_loop()
         self._flusher = loop.create_task(self._flush_forever())
         self._view_sync = loop.create_task(self._sync_view_forever()) if self.view is not None else None
+
+    def __serve_build_asgi_app__(self):
+        """This replica's app (Serve calls it once, after ``__init__``): its routes call this object."""
+        return build_http_app(self, max_body_bytes=self.args.max_body_bytes, max_in_flight=self.args.max_in_flight,
+                              gate=self.gate, limiter=self.limiter)
 
     async def _sync_view_forever(self) -> None:
         """This replica's catalog view follows the board (item changes, counters, co-visits, content)
@@ -128,7 +128,7 @@ class Ingress(ChatRoutes, CatalogRoutes, AdminRoutes):
                 failed, at = self._failed_generation
                 if self._newer(generation) and (generation != failed or time.monotonic() - at > 30.0):
                     try:
-                        await self._reload_view(generation)
+                        await self.reload_view(generation)
                     except Exception:  # a broken artifact: the old view serves and keeps syncing
                         log.exception("rebuilding the catalog view for reload %s failed; trying again in 30 s",
                                       generation)
@@ -153,7 +153,7 @@ class Ingress(ChatRoutes, CatalogRoutes, AdminRoutes):
         have = self.view_generation
         return have is None or generation[0] != have[0] or generation[1] > have[1]
 
-    async def _reload_view(self, generation) -> None:
+    async def reload_view(self, generation) -> None:
         """Rebuild the catalog view for reload ``generation`` (once: the admin route and the sync
         loop may both see it)."""
         from deployments.retriever import CatalogView
@@ -217,7 +217,7 @@ class Ingress(ChatRoutes, CatalogRoutes, AdminRoutes):
             self._troubles.discard(key)
             log.info(message, *args)
 
-    def _version(self, analysis=None) -> str:
+    def model_version(self, analysis=None) -> str:
         """The model version on metrics and attributed lists: the encoder's model + heads (the one
         that analysed ``analysis``, else the last seen) and the first 8 hex of the index artifact."""
         if analysis is not None and analysis.model:
@@ -228,25 +228,25 @@ class Ingress(ChatRoutes, CatalogRoutes, AdminRoutes):
         batches, self._served = self._served, {}
         for idx, batch in batches.items():
             self.shards[idx].served_many.remote(batch)
-        if self._interactions or self._shown:
-            inter, shown, self._interactions, self._shown = self._interactions, self._shown, [], []
+        if self.interactions or self._shown:
+            inter, shown, self.interactions, self._shown = self.interactions, self._shown, [], []
             self.board.note.remote(inter, shown)
         if self._drift_texts or self._drift_items:
             texts, items, self._drift_texts, self._drift_items = self._drift_texts, self._drift_items, [], []
-            self.drift.observe.remote(texts, items, self._version())
+            self.drift.observe.remote(texts, items, self.model_version())
 
-    def _observe(self, analysis=None, item_id: str | None = None) -> None:
+    def observe(self, analysis=None, item_id: str | None = None) -> None:
         """What the drift monitor compares with its reference: each text, and each item event."""
         if analysis is not None:
             intent = analysis.intent.label if analysis.intent is not None else None
             if intent is not None:
-                self.m_intent.inc(tags={"label": intent, "model_version": self._version(analysis)})
+                self.m_intent.inc(tags={"label": intent, "model_version": self.model_version(analysis)})
             self._drift_texts.append((analysis.vector.astype(np.float16), analysis.sentiment.label, intent,
                                       analysis.language))
         if item_id is not None:
             self._drift_items.append(item_id)
 
-    async def _encoder_call(self, method: str, *args):
+    async def encoder_call(self, method: str, *args):
         """Encoder calls are pure, so one that dies with its replica is sent again once: Serve
         routes it to another replica or to the one replacing it."""
         try:
@@ -255,7 +255,7 @@ class Ingress(ChatRoutes, CatalogRoutes, AdminRoutes):
             log.warning("encoder replica died during %s; retrying once", method)
             return await getattr(self.encoder, method).remote(*args)
 
-    def _item_vector(self, item_id: str):
+    def item_vector(self, item_id: str):
         """An awaitable of the item's vector (None: not in the catalog), from this replica's view
         when it holds one, else a retriever."""
         if self.view is None:
@@ -264,15 +264,16 @@ class Ingress(ChatRoutes, CatalogRoutes, AdminRoutes):
         fut.set_result(self.view.vector_of(item_id))
         return fut
 
-    def _analyze(self, text: str):
-        return asyncio.ensure_future(self._encoder_call("analyze", text))
+    def analyze(self, text: str):
+        """An awaitable of the encoder's analysis of ``text``, started now."""
+        return asyncio.ensure_future(self.encoder_call("analyze", text))
 
     @property
     def retriever(self):
         """Round-robin over this replica's retriever pool."""
         return next(self._next_retriever)
 
-    def _shard(self, user_id: str):
+    def shard(self, user_id: str):
         return self.shards[shard_of(user_id, len(self.shards))]
 
     def _profile_arg(self, user_id: str | None):
@@ -286,9 +287,9 @@ class Ingress(ChatRoutes, CatalogRoutes, AdminRoutes):
             got = self.reader.read(user_id)
             if got is not ASK_SHARD:
                 return got
-        return self._shard(user_id).get_blob.remote(user_id)
+        return self.shard(user_id).get_blob.remote(user_id)
 
-    def _remote_profile(self, user_id: str | None):
+    def remote_profile(self, user_id: str | None):
         """``_profile_arg`` as an argument for another actor: stored bytes, an ObjectRef or None."""
         return self._for_remote(self._profile_arg(user_id))
 
@@ -298,8 +299,8 @@ class Ingress(ChatRoutes, CatalogRoutes, AdminRoutes):
         (decoded once over there); an ObjectRef or None as it is."""
         return profile.stored_bytes() if profile is not None and not isinstance(profile, ray.ObjectRef) else profile
 
-    async def _recommend(self, user_id, k, filters, text_vec=None, text=None, explain=False, source=None,
-                         product_answer=False):
+    async def recommend(self, user_id, k, filters, text_vec=None, text=None, explain=False, source=None,
+                        product_answer=False):
         """(cold start?, items with their 1-based ``position``, the list's request id). ``source``
         names where the list is shown for attribution (a chat answer), else each item's own source.
         ``product_answer``: a chat product question's items (``CatalogEngine.product_answer``), and
@@ -324,13 +325,13 @@ class Ingress(ChatRoutes, CatalogRoutes, AdminRoutes):
             i["position"] = pos
             if not explain:
                 del i["parts"]
-        self.m_recs.inc(tags={"model_version": self._version()})
-        request_id = self._served_list(user_id, [(i["item_id"], source or i["source"]) for i in items], cold,
-                                       impressions=True, arm=arm)
+        self.m_recs.inc(tags={"model_version": self.model_version()})
+        request_id = self.served_list(user_id, [(i["item_id"], source or i["source"]) for i in items], cold,
+                                      impressions=True, arm=arm)
         return (cold, items, request_id, relaxed) if product_answer else (cold, items, request_id)
 
-    def _served_list(self, user_id: str | None, items: list[tuple[str, str]], cold: bool,
-                     impressions: bool = False, arm: str | None = None) -> str:
+    def served_list(self, user_id: str | None, items: list[tuple[str, str]], cold: bool,
+                    impressions: bool = False, arm: str | None = None) -> str:
         """Queue a shown list for its user's shard (attribution, and with ``impressions`` the
         profile's impressions; flushed every 100 ms) and return its request id, which events may
         name to be attributed to it."""
@@ -338,113 +339,8 @@ class Ingress(ChatRoutes, CatalogRoutes, AdminRoutes):
         idx = shard_of(user_id, len(self.shards)) if user_id else 0
         impressions = bool(impressions and user_id and items and self.args.record_impressions)
         self._served.setdefault(idx, []).append((request_id, user_id, items, time.time(), arm or DEFAULT_ARM,
-                                                 self._version(), cold, impressions))
+                                                 self.model_version(), cold, impressions))
         if impressions:
             self._shown.extend(i for i, _ in items)
-            self.m_impr.inc(len(items), tags={"model_version": self._version()})
+            self.m_impr.inc(len(items), tags={"model_version": self.model_version()})
         return request_id
-
-    @staticmethod
-    def _filters(category, min_price, max_price, in_stock) -> Filters:
-        try:
-            return Filters(categories=frozenset(category) if category else None, min_price=min_price,
-                           max_price=max_price, in_stock=in_stock)
-        except ValueError as e:
-            raise ApiError(422, str(e)) from e
-
-    @app.post("/v1/events", response_model=s.EventOut, response_model_exclude_none=True)
-    async def post_event(self, body: s.EventIn, recommend: int = Query(0, ge=0, le=100)) -> dict:
-        fields = body.model_dump(exclude_none=True, exclude={"request_id"})
-        fields["event_id"] = body.event_id or uuid.uuid4().hex
-        fields["ts"] = body.ts if body.ts is not None else time.time()
-        event = Event(**fields)
-        check_timestamp(event.ts, time.time(), self.args.max_future_skew_s)
-        _text("text", event.text)
-        item_ref = self._item_vector(event.item_id) if event.item_id else None
-        text_ref = self._analyze(event.text) if event.text is not None else None
-        item_vec = await item_ref if item_ref else None
-        if event.item_id and item_vec is None:
-            raise ApiError(404, f"unknown item id {event.item_id!r}")
-        analysis = _analysis_or_422("text", await text_ref) if text_ref is not None else None
-        version, applied, covisit, hit = await self._shard(event.user_id).apply.remote(event, item_vec, analysis,
-                                                                                       body.request_id)
-        if applied:
-            self._observe(analysis, event.item_id)
-            self.m_events.inc(tags={"type": event.type, "model_version": self._version(analysis)})
-            if analysis is not None:
-                self.m_sentiment.inc(tags={"label": analysis.sentiment.label,
-                                           "model_version": self._version(analysis)})
-            if event.item_id:
-                w, clicked = self.args.profile_config().interaction(event.type)
-                self._interactions.append((event.item_id, w, clicked, covisit))
-        out = {"event_id": event.event_id, "user_id": event.user_id, "applied": applied,
-               "profile_version": version, "analysis": _out_analysis(analysis) if analysis else None,
-               "attribution": hit}
-        if recommend:
-            _, out["recommendations"], out["recommendations_request_id"] = await self._recommend(
-                event.user_id, recommend, None)
-        return out
-
-    @app.get("/v1/users/{user_id}/recommendations", response_model=s.RecommendationsOut,
-             response_model_exclude_none=True)
-    async def get_recommendations(self, user_id: str, k: int = Query(10, ge=1, le=100),
-                                  category: list[str] | None = Query(None),
-                                  min_price: float | None = Query(None, ge=0),
-                                  max_price: float | None = Query(None, ge=0),
-                                  in_stock: bool = False, explain: bool = False) -> dict:
-        s.RecommendIn(user_id=user_id)  # same id rules as everywhere
-        filters = self._filters(category, min_price, max_price, in_stock)
-        cold, items, request_id = await self._recommend(user_id, k, filters, explain=explain)
-        # A Response skips re-validating what we built ourselves (the model still documents it).
-        return JSONResponse({"user_id": user_id, "cold_start": cold, "request_id": request_id, "items": items})
-
-    @app.post("/v1/recommendations", response_model=s.RecommendationsOut, response_model_exclude_none=True)
-    async def post_recommendations(self, body: s.RecommendIn) -> dict:
-        if body.user_id is None and body.text is None:
-            raise ApiError(422, "give user_id, text, or both")
-        filters = self._filters(body.category, body.min_price, body.max_price, body.in_stock)
-        text_vec = text = None
-        if body.text is not None:
-            _text("text", body.text)
-            analysis = _analysis_or_422("text", await self._analyze(body.text))
-            text_vec, text = analysis.vector, analysis.text
-        cold, items, request_id = await self._recommend(body.user_id, body.k, filters, text_vec, text, body.explain)
-        return {"user_id": body.user_id, "cold_start": cold, "request_id": request_id, "items": items}
-
-    @app.post("/v1/sentiment", response_model=s.SentimentBatchOut)
-    async def post_sentiment(self, body: s.SentimentIn) -> dict:
-        """Sentiment of each text and its clauses (and its intent, when an intent branch is served)."""
-        return await self._analyze_texts(body.texts, need_intent=False)
-
-    @app.post("/v1/intent", response_model=s.SentimentBatchOut)
-    async def post_intent(self, body: s.SentimentIn) -> dict:
-        """Customer-service intent of each text (same analysis; 404 when intents are not served)."""
-        return await self._analyze_texts(body.texts, need_intent=True)
-
-    async def _analyze_texts(self, texts: list[str], need_intent: bool) -> dict:
-        if len(texts) > self.args.max_sentiment_texts:
-            raise ApiError(422, f"texts: at most {self.args.max_sentiment_texts} per request, got {len(texts)}")
-        for i, t in enumerate(texts):
-            _text(f"texts[{i}]", t)
-        rows = sum(encoder_rows(t) for t in texts)
-        if rows > self.args.max_encoder_rows:
-            raise ApiError(422, f"texts: {rows} encoder rows (texts plus their clauses) exceed the limit of "
-                                f"{self.args.max_encoder_rows} per request; send fewer or shorter texts")
-        info = await self.encoder.info.remote()
-        if need_intent and not info["intent"]:
-            raise ApiError(404, "intents are not served: this app runs with intent_head=none")
-        if len(texts) > 1:  # one call: the request's texts share forward passes, as in process
-            results = await self._encoder_call("analyze_lists", texts)
-        else:
-            results = await asyncio.gather(*(self._analyze(t) for t in texts))
-        results = [_analysis_or_422(f"texts[{i}]", a) for i, a in enumerate(results)]
-        for a in results:
-            self.m_sentiment.inc(tags={"label": a.sentiment.label, "model_version": self._version(a)})
-        # the model that analysed them (two, joined, when a head switch fell inside this request)
-        return {"model": ",".join(sorted({a.model for a in results})) or info["model"],
-                "results": [_out_analysis(a) for a in results]}
-
-    @app.delete("/v1/users/{user_id}")
-    async def delete_user(self, user_id: str) -> dict:
-        existed = await self._shard(user_id).delete.remote(user_id)
-        return {"user_id": user_id, "deleted": existed}

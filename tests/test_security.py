@@ -82,7 +82,7 @@ def test_bind_check():
 
 def _app(settings: dict, slow: asyncio.Event | None = None) -> FastAPI:
     app = FastAPI()
-    app.add_middleware(Guards, settings=settings)
+    app.add_middleware(Guards, **settings)
 
     @app.post("/v1/events")
     async def events(body: dict):

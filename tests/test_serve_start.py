@@ -16,13 +16,13 @@ def _handle(method: str, call):
 def test_a_readyz_cancelled_mid_check_leaves_no_traceback(caplog):
     """A /readyz asked while the graph starts waits on replicas still loading; a client that gives up
     (a readiness poll with a short timeout) cancels it, and asyncio logged the abandoned gather."""
-    from deployments.routes_admin import AdminRoutes
+    from deployments.routes_admin import readyz
 
     async def main():
         never = lambda: asyncio.get_running_loop().create_future()  # a replica still loading
         ingress = SimpleNamespace(encoder=_handle("info", never), retrievers=[_handle("info", never)],
                                   board=_handle("last_seq", never), shards=[_handle("ping", never)] * 2)
-        task = asyncio.ensure_future(AdminRoutes.readyz(ingress))
+        task = asyncio.ensure_future(readyz(svc=ingress))
         await asyncio.sleep(0.05)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
