@@ -42,19 +42,22 @@ def extraction_scores(sentences: list[Sentence], extracted: list[list[tuple[int,
 def score_file(sentences: list[Sentence], results: list[dict]) -> dict:
     """Metrics of one file from ``run_branch`` results on its sentences (gold spans given, and
     the tagger's extraction). Keeps a few wrong rows as examples."""
-    y, pred, wrong = [], [], []
+    y, pred, two_way, wrong = [], [], [], []
     for s, r in zip(sentences, results):
         for (a, b, label), p in zip(s.spans, r["probs"]):
             guess = -1 if np.isnan(p).any() else int(np.argmax(p))  # cut off by truncation: wrong
             y.append(label), pred.append(guess)
+            two_way.append(guess >= 0 and (2 if p[2] > p[0] else 0) == label)
             if guess != label and len(wrong) < 5:
                 wrong.append({"text": s.text[:160], "term": s.text[a:b], "gold": POLARITY[label],
                               "predicted": POLARITY[guess] if guess >= 0 else None})
     binary = bool(sentences and sentences[0].binary)
     out = {"polarity": polarity_scores(np.asarray(y), np.asarray(pred), binary), "binary": binary,
            "polarity_errors": wrong}
+    if binary:  # a diagnostic, not the protocol's figure: p(positive) > p(negative), neutral set aside
+        out["polarity"]["two_way_accuracy"] = float(np.mean(two_way)) if two_way else 0.0
     complete = [i for i, s in enumerate(sentences) if s.complete]
-    if complete and len(complete) == len(sentences):
+    if complete:  # sentences whose term sets are whole (a few SemEval rows write a term apart from it)
         out["extraction"] = extraction_scores([sentences[i] for i in complete],
                                               [results[i]["extracted"] for i in complete])
         misses = []

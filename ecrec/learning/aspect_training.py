@@ -204,12 +204,13 @@ def export(cfg: FinetuneConfig, checkpoint: Path, out_dir: Path, wall_s: float, 
 
 def summary_table(report: dict) -> str:
     """Markdown rows: file, polarity accuracy / macro-F1 (n), extraction F1."""
-    lines = ["| file | polarity accuracy | polarity macro-F1 | aspect rows | extraction F1 (P / R) |",
-             "|---|---|---|---|---|"]
+    lines = ["| file | polarity accuracy | polarity macro-F1 | aspect rows | extraction F1 (P / R) | pos-vs-neg only |",
+             "|---|---|---|---|---|---|"]
     for name, r in report["files"].items():
         p, e = r["polarity"], r.get("extraction")
         ext = f"{e['f1']:.3f} ({e['precision']:.3f} / {e['recall']:.3f})" if e else "n/a (no term sets)"
-        lines.append(f"| {name} | {p['accuracy']:.3f} | {p['macro_f1']:.3f} | {p['n']} | {ext} |")
+        two = f"{p['two_way_accuracy']:.3f}" if "two_way_accuracy" in p else ""
+        lines.append(f"| {name} | {p['accuracy']:.3f} | {p['macro_f1']:.3f} | {p['n']} | {ext} | {two} |")
     return "\n".join(lines)
 
 
