@@ -1,4 +1,4 @@
-"""``ecrec train sentiment|intent --config training/configs/cpu.yaml``."""
+"""``ecrec train sentiment|intent|aspects --config training/configs/cpu.yaml``."""
 from __future__ import annotations
 
 import json
@@ -13,16 +13,24 @@ def _train(args) -> None:
     overrides = {"task": args.task, "data_dir": str(args.data) if args.data else None, "workers": args.workers,
                  "epochs": args.epochs}
     overrides.update(_settings(args.set))  # --set wins
+    args.config = args.config or CONFIGS / ("cpu-aspects.yaml" if args.task == "aspects" else "cpu.yaml")
     cfg = FinetuneConfig.from_yaml(args.config, **overrides)
     out = args.out or Path("runs") / f"{cfg.task}-{Path(args.config).stem}"
-    if args.local:
+    if cfg.task == "aspects":
+        from training.aspects import run, run_local
+        run = run_local if args.local else run
+    elif args.local:
         from training.local import run_local as run
     else:
         from training.finetune import run
     home = str(args.home) if args.home else None
     name = args.name or f"{cfg.task}-{Path(args.config).stem}" + ("-local" if args.local else "")
     metrics = run(cfg, out, args.storage, name=name, home=home)
-    print(json.dumps({k: v for k, v in metrics.items() if k != "config"}, indent=2, default=float))
+    print(json.dumps({k: v for k, v in metrics.items() if k not in ("config", "curve")}, indent=2, default=float,
+                     ensure_ascii=False))
+    if cfg.task == "aspects":
+        print(f"outputs in {out}: branch.safetensors (ecrec eval-aspects --branch ...), metrics.json")
+        return
     print(f"outputs in {out}: branch.safetensors (serve it with sentiment_head=...), model/, metrics.json, "
           f"classification_report.txt, confusion_*.png")
 
@@ -58,8 +66,9 @@ def register(sub) -> None:
     if ray_installed() and "eval" in sub.choices:  # `ecrec eval` trains a missing sequence model with Ray Train
         sub.choices["eval"].set_defaults(sequence_trainer=sequence.fit)
     p = sub.add_parser("train", help="fine-tune with Ray Train")
-    p.add_argument("task", choices=["sentiment", "intent"])
-    p.add_argument("--config", type=Path, default=CONFIGS / "cpu.yaml")
+    p.add_argument("task", choices=["sentiment", "intent", "aspects"])
+    p.add_argument("--config", type=Path, default=None,
+                   help="default training/configs/cpu.yaml (cpu-aspects.yaml for aspects)")
     p.add_argument("--data", type=Path, default=None, help="shared data folder (default from config)")
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--epochs", type=int, default=None)

@@ -16,7 +16,8 @@ from ecrec.evaluation.metrics import accuracy_macro_f1
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    task: str = field(default="sentiment", metadata={"help": "sentiment (MARC zh+en) or intent (Bitext)"})
+    task: str = field(default="sentiment", metadata={
+        "help": "sentiment (MARC zh+en), intent (Bitext) or aspects (the shared aspects/ files)"})
     model: str = field(default="e5-small", metadata={"help": "base encoder"})
     branch_layers: int = field(default=3, metadata={"help": "top layers fine-tuned (the rest are shared)"})
     max_length: int = field(default=128, metadata={"help": "tokens per text"})
@@ -55,6 +56,7 @@ class FinetuneConfig:
     extra_train: str | None = field(default=None, metadata={
         "help": "JSONL of {text, label} added to training: rated reviews `ecrec retrain sentiment` exported, or "
                 "the help desk's labelled utterances (`ecrec retrain intent --labelled`)"})
+    bdci_limit: int | None = field(default=3000, metadata={"help": "BDCI car posts trained on (aspects)"})
     data_dir: str = "../shared/data"
 
     @classmethod
